@@ -1,0 +1,145 @@
+"""Implicit SCM: one affine "solution function" per causal variable.
+
+Mirrors `ws_crl/causal/implicit_scm.py: MLPImplicitSCM` and
+`ws_crl/transforms.py: ConditionalAffineScalarTransform, make_mlp_structure_transform`.
+The d solution networks are evaluated together as one stacked MLP with weights
+[d, in, out], so a whole SCM is a few batched matmuls.
+"""
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from wscrl_jax.nn.gaussian import standard_normal_log_prob
+from wscrl_jax.nn.init import normal, torch_uniform
+
+CAUSAL_STRUCTURES = ("none", "trivial", "fixed_order")
+# Last-layer inits of `make_mlp_structure_transform`:
+# (log-std bias mean, log-std bias std, log-std weight std, mean bias std, mean weight std)
+LAST_LAYER_INITS = {
+    "default": (0.0, 1e-6, 1e-3, 1e-3, 0.1),
+    "strong_effects": (0.0, 1e-6, 0.1, 0.2, 1.5),
+    "broad": (2.3, 1e-6, 1e-3, 1e-3, 0.1),
+}
+CLAMP = 1e12
+
+
+def clean_and_clamp(x):
+    """NaN -> 0, +-inf -> +-max float, then clip to +-1e12 (`ws_crl/utils.py: clean_and_clamp`)."""
+    return jnp.clip(jnp.nan_to_num(x), -CLAMP, CLAMP)
+
+
+def ancestor_masks(structure: str, dim_z: int, order=None):
+    """Context masks [d, d]: row i marks the noise variables solution function i may read.
+
+    none: every other variable; trivial: nothing (dVAE); fixed_order: the variables before i in
+    `order` (an int array [d], e.g. from the model state).
+    """
+    if structure == "none":
+        return 1.0 - jnp.eye(dim_z)
+    if structure == "trivial":
+        return jnp.zeros((dim_z, dim_z))
+    if structure == "fixed_order":
+        position = jnp.argsort(jnp.asarray(order))  # position[v] = rank of variable v
+        return (position[None, :] < position[:, None]).astype(jnp.float32)
+    raise ValueError(f"unknown causal structure {structure!r}; expected one of {CAUSAL_STRUCTURES}")
+
+
+class StackedLinear(nn.Module):
+    """d independent dense layers: [B, d, in] -> [B, d, out], torch-default init per layer."""
+
+    features: int
+    kernel_init: object = None
+    bias_init: object = None
+
+    @nn.compact
+    def __call__(self, x):
+        d, fan_in = x.shape[-2], x.shape[-1]
+        kernel = self.param("kernel", self.kernel_init or torch_uniform(fan_in),
+                            (d, fan_in, self.features))
+        bias = self.param("bias", self.bias_init or torch_uniform(fan_in), (d, self.features))
+        return jnp.einsum("...di,dio->...do", x, kernel) + bias
+
+
+def _last_layer_init(scheme: str, homoskedastic: bool):
+    lb_mean, lb_std, lw_std, mb_std, mw_std = LAST_LAYER_INITS[scheme]
+    if homoskedastic:  # single output row: the shift, with the "mean" init
+        return normal(0.0, mw_std), normal(0.0, mb_std)
+
+    def kernel_init(key, shape, dtype=jnp.float32):  # [d, in, 2]: column 0 log-std, 1 mean
+        k1, k2 = jax.random.split(key)
+        return jnp.stack([lw_std * jax.random.normal(k1, shape[:-1], dtype),
+                          mw_std * jax.random.normal(k2, shape[:-1], dtype)], -1)
+
+    def bias_init(key, shape, dtype=jnp.float32):  # [d, 2]
+        k1, k2 = jax.random.split(key)
+        return jnp.stack([lb_mean + lb_std * jax.random.normal(k1, shape[:-1], dtype),
+                          mb_std * jax.random.normal(k2, shape[:-1], dtype)], -1)
+
+    return kernel_init, bias_init
+
+
+class ImplicitSCM(nn.Module):
+    """Solution functions `eps_i = z_i * s_i(c_i) + m_i(c_i)` with contexts c_i from noise.
+
+    `s = exp(log_s) + min_std`. The context of variable i is `[a_i * e + (1 - a_i) * dummy, a_i]`
+    with `a_i` the ancestor mask row and dummy values zero (the reference's dummies become
+    zero after its in-place write, gotcha 6).
+    """
+
+    dim_z: int
+    hidden: Sequence[int]
+    homoskedastic: bool = False
+    min_std: float = 0.2
+    init: str = "broad"
+
+    def setup(self):
+        kinit, binit = _last_layer_init(self.init, self.homoskedastic)
+        self.hidden_layers = [StackedLinear(w) for w in self.hidden]
+        self.out_layer = StackedLinear(1 if self.homoskedastic else 2, kernel_init=kinit,
+                                       bias_init=binit)
+        if self.homoskedastic:
+            self.log_scale = self.param("log_scale", normal(0.0, 1.0), (self.dim_z,))
+
+    def scale_shift(self, conditioning_eps, masks):
+        """conditioning_eps [B, d], masks [d, d] -> (scale [B, d], shift [B, d])."""
+        context = jnp.concatenate(
+            [masks[None] * conditioning_eps[:, None, :], jnp.broadcast_to(
+                masks[None], (conditioning_eps.shape[0],) + masks.shape)], axis=-1)
+        h = context
+        for layer in self.hidden_layers:
+            h = nn.relu(layer(h))
+        out = self.out_layer(h)
+        if self.homoskedastic:
+            log_scale = jnp.broadcast_to(self.log_scale, out.shape[:-1])
+            shift = out[..., 0]
+        else:
+            log_scale, shift = out[..., 0], out[..., 1]
+        return jnp.exp(log_scale) + self.min_std, shift
+
+    def solve(self, eps, conditioning_eps, masks):
+        """Noise -> causal variables: z = (eps - m(c)) / s(c). Returns (z, s), each [B, d]."""
+        scale, shift = self.scale_shift(conditioning_eps, masks)
+        return (eps - shift) / scale, scale
+
+    def noise_to_causal(self, eps, masks):
+        return self.solve(eps, eps, masks)[0]
+
+    def log_prob_noise(self, e1, e2, interventions, masks, include_intervened: bool):
+        """Weakly supervised noise prior (`log_prob_noise_weakly_supervised`).
+
+        e1, e2, interventions: [B, d]. Returns dict of `log_prior_observed` [B],
+        `log_prior_intervened` [B] and `solution_std` [B, d] (ones when not included).
+        """
+        observed = jnp.sum(clean_and_clamp(standard_normal_log_prob(e1)), axis=-1)
+        if include_intervened:
+            z, scale = self.solve(e2, e1, masks)
+            per_var = interventions * (standard_normal_log_prob(z) - jnp.log(scale))
+            intervened = jnp.sum(clean_and_clamp(per_var), axis=-1)
+        else:
+            intervened = jnp.zeros_like(observed)
+            scale = jnp.ones_like(e1)
+        return {"log_prior_observed": observed, "log_prior_intervened": intervened,
+                "log_prior_nonintervened": jnp.zeros_like(observed), "solution_std": scale}

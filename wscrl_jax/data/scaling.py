@@ -1,0 +1,95 @@
+"""Scaling toy dataset, generated on device (`experiments/scaling.py`,
+`ws_crl/causal/scm.py: FixedGraphLinearANM`, `ws_crl/encoder/flow.py: SONEncoder`).
+
+Ground truth: a random DAG, a linear Gaussian SCM with unit noise and bimodal weights
+`sign(n1) * (1 + 0.3 n2)`, atomic-or-none perfect interventions resampling N(0, 1), and a
+random rotation R = expm(skew(c)), c ~ N(0, 1), with observations x = R^T z.
+
+Unlike the reference (gotcha 1) everything, samples included, is a deterministic function
+of the data seed: the graph from numpy `default_rng(seed)` as in the reference, the
+weights and rotation from `PRNGKey(seed)`, and each split from its own folded-in key.
+"""
+
+from functools import partial
+from typing import Dict, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg
+import numpy as np
+
+from wscrl_jax.causal.graphs import create_graph, topological_sort
+from wscrl_jax.causal.interventions import intervention_masks
+
+SPLITS = ("train", "dci_train", "val", "test")
+CAUSAL_EFFECTS = ("bimodal", "standard")
+
+
+class Nature(NamedTuple):
+    """Ground truth: adjacency [d, d], weights [d, d] (w[j, i] for edge j -> i), rotation [d, d]."""
+
+    adjacency: jnp.ndarray
+    weights: jnp.ndarray
+    rotation: jnp.ndarray
+
+
+def create_nature(dim_z: int, mode: str, seed: int, causal_effects: str = "bimodal") -> Nature:
+    adjacency = create_graph(dim_z, mode, seed)
+    k_sign, k_mag, k_rot = jax.random.split(jax.random.PRNGKey(seed), 3)
+    if causal_effects == "bimodal":
+        weights = (jnp.sign(jax.random.normal(k_sign, (dim_z, dim_z)))
+                   * (1.0 + 0.3 * jax.random.normal(k_mag, (dim_z, dim_z))))
+    elif causal_effects == "standard":
+        weights = jax.random.normal(k_mag, (dim_z, dim_z))
+    else:
+        raise ValueError(f"unknown causal_effects {causal_effects!r}; expected {CAUSAL_EFFECTS}")
+    coeffs = jax.random.normal(k_rot, (dim_z * (dim_z - 1) // 2,))
+    skew = jnp.zeros((dim_z, dim_z)).at[np.triu_indices(dim_z, 1)].set(coeffs)
+    rotation = jax.scipy.linalg.expm(skew - skew.T)
+    return Nature(jnp.asarray(adjacency, jnp.float32), weights, rotation)
+
+
+@partial(jax.jit, static_argnames=("n", "order", "observation_noise"))
+def sample_pairs(key, nature: Nature, n: int, order: tuple, manifold_thickness: float = 1e-9,
+                 observation_noise: float = 0.0) -> Dict[str, jnp.ndarray]:
+    """n weakly supervised pairs (`BaseLCM.sample`): x1, x2, z1, z2 [n, d] float32,
+    intervention_labels [n] int32 (0 = none, k = variable k-1), true_interventions [n, d] int32.
+
+    z2 is the counterfactual of z1: non-intervened variables keep their noise and are
+    recomputed from z2's parents; intervened ones are redrawn from N(0, 1).
+    """
+    d = nature.weights.shape[0]
+    k_lab, k_eps, k_int, k_cf, k_n1, k_n2 = jax.random.split(key, 6)
+    labels = jax.random.randint(k_lab, (n,), 0, d + 1)
+    masks = jnp.asarray(intervention_masks(d))[labels]
+    eps = jax.random.normal(k_eps, (n, d))
+    eps_int = jax.random.normal(k_int, (n, d))
+    cf = manifold_thickness * jax.random.normal(k_cf, (n, d))
+    effects = nature.adjacency * nature.weights  # [parent, child]
+    z1 = jnp.zeros((n, d))
+    z2 = jnp.zeros((n, d))
+    for i in order:
+        z1 = z1.at[:, i].set(eps[:, i] + z1 @ effects[:, i])
+        observational = eps[:, i] + z2 @ effects[:, i] + cf[:, i]
+        z2 = z2.at[:, i].set(masks[:, i] * eps_int[:, i] + (1 - masks[:, i]) * observational)
+    x1, x2 = z1 @ nature.rotation, z2 @ nature.rotation  # x = R^T z per sample
+    if observation_noise:
+        x1 = x1 + observation_noise * jax.random.normal(k_n1, x1.shape)
+        x2 = x2 + observation_noise * jax.random.normal(k_n2, x2.shape)
+    return {"x1": x1, "x2": x2, "z1": z1, "z2": z2, "intervention_labels": labels.astype(jnp.int32),
+            "true_interventions": masks.astype(jnp.int32)}
+
+
+def make_scaling_data(data_cfg, seed: int) -> Dict[str, Dict[str, jnp.ndarray]]:
+    """All four splits for one data seed: {split: {name: array [n, ...]}}."""
+    nature = create_nature(data_cfg.dim_z, data_cfg.nature.mode, seed,
+                           data_cfg.nature.causal_effects)
+    order = tuple(topological_sort(np.asarray(nature.adjacency)))
+    sizes = {"train": data_cfg.samples.train, "dci_train": data_cfg.samples.train,
+             "val": data_cfg.samples.val, "test": data_cfg.samples.test}
+    base = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
+    noise = data_cfg.nature.observation_noise
+    return {split: sample_pairs(jax.random.fold_in(base, index), nature, int(sizes[split]), order,
+                                float(data_cfg.nature.manifold_thickness),
+                                float(noise) if noise else 0.0)
+            for index, split in enumerate(SPLITS)}

@@ -1,0 +1,215 @@
+"""Implicit latent causal model (ILCM) and its dVAE special case (`ws_crl/lcm/ilcm.py`).
+
+Per-sample loss in the main phase, with w_k = q(I_k | x1, x2) over the K targets:
+
+    loss_b = -sum_k w_k ll_k + beta * sum_k w_k KL_eps,k + beta_I * (sum_k w_k^2 log w_k + log K)
+
+where the w_k^2 is the reference's double weighting (gotcha 2, `fix_entropy_weighting` fixes).
+All K interventions are evaluated at once as a leading [K, ...] axis.
+"""
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from wscrl_jax.causal.implicit_scm import ImplicitSCM, ancestor_masks
+from wscrl_jax.causal.interventions import (HeuristicInterventionEncoder, MLPInterventionEncoder,
+                                            intervention_masks)
+from wscrl_jax.models.phase import Amounts, Phase
+from wscrl_jax.nn.gaussian import (GaussianMLP, gaussian_log_likelihood, gaussian_log_prob,
+                                   reparameterize, standard_normal_log_prob)
+
+AVERAGING_STRATEGIES = ("stochastic", "average", "mean", "z2")
+
+
+def sq_norm(x):
+    return jnp.sum(jnp.square(x), axis=-1)
+
+
+class ILCM(nn.Module):
+    """ILCM on flat observations x [B, dim_x] with dim_z causal variables.
+
+    `causal_structure` 'none' is the ILCM, 'trivial' the dVAE, 'fixed_order' uses the order
+    held in the model state. Randomness comes from the 'sample' RNG stream.
+    """
+
+    dim_x: int
+    dim_z: int
+    encoder_hidden: Sequence[int] = (64, 64)
+    encoder_std: float = 0.01
+    encoder_min_std: float = 1e-4
+    encoder_fix_std: bool = False
+    decoder_hidden: Sequence[int] = (64, 64)
+    decoder_std: float = 0.1
+    decoder_min_std: float = 1e-3
+    decoder_fix_std: bool = False
+    scm_hidden: Sequence[int] = (64, 64)
+    scm_homoskedastic: bool = False
+    scm_min_std: float = 0.2
+    causal_structure: str = "none"
+    intervention_encoder: str = "learnable_heuristic"
+    intervention_encoder_hidden: Sequence[int] = (64, 64)
+    averaging_strategy: str = "stochastic"
+    fix_entropy_weighting: bool = False
+
+    def setup(self):
+        self.encoder = GaussianMLP(tuple(self.encoder_hidden), self.dim_z, self.encoder_std,
+                                   self.encoder_min_std, self.encoder_fix_std)
+        self.decoder = GaussianMLP(tuple(self.decoder_hidden), self.dim_x, self.decoder_std,
+                                   self.decoder_min_std, self.decoder_fix_std)
+        self.scm = ImplicitSCM(self.dim_z, tuple(self.scm_hidden), self.scm_homoskedastic,
+                               self.scm_min_std, "broad")
+        if self.intervention_encoder == "learnable_heuristic":
+            self.int_encoder = HeuristicInterventionEncoder()
+        elif self.intervention_encoder == "mlp":
+            self.int_encoder = MLPInterventionEncoder(tuple(self.intervention_encoder_hidden),
+                                                      self.dim_z + 1)
+        else:
+            raise ValueError(f"unknown intervention encoder {self.intervention_encoder!r}")
+
+    # ---------------------------------------------------------------- building blocks
+    def context_masks(self, model_state):
+        return ancestor_masks(self.causal_structure, self.dim_z, model_state.get("order"))
+
+    def encode_to_noise(self, x):
+        """Encoder means [B, dim_z]."""
+        return self.encoder(x)[0]
+
+    def encode_to_causal(self, x, model_state):
+        """Solution functions applied to the encoder means: the codes DCI evaluates."""
+        return self.scm.noise_to_causal(self.encoder(x)[0], self.context_masks(model_state))
+
+    def _decode_ll(self, x, e, phase: Phase):
+        mean, std = self.decoder(e)
+        ll = gaussian_log_likelihood(x, mean, std, phase.full_likelihood,
+                                     phase.likelihood_reduction)
+        return ll, mean
+
+    def _regularizers(self, x1, x2, mu1, s1, mu2, s2):
+        """z-regularisation and consistency MSE from fresh unprojected samples (gotcha 19)."""
+        e1 = reparameterize(self.make_rng("sample"), mu1, s1)
+        e2 = reparameterize(self.make_rng("sample"), mu2, s2)
+        return {"z_regularization": sq_norm(e1) + sq_norm(e2),
+                "consistency_mse": sq_norm(self.decoder(e1)[0] - x1)
+                + sq_norm(self.decoder(e2)[0] - x2)}
+
+    # ---------------------------------------------------------------- pretraining
+    def pretrain_loss(self, x1, x2, amounts: Amounts, phase: Phase):
+        """beta-VAE on single images with a standard normal prior (`forward_pretrain`)."""
+        (mu1, s1), (mu2, s2) = self.encoder(x1), self.encoder(x2)
+        e1 = reparameterize(self.make_rng("sample"), mu1, s1)
+        e2 = reparameterize(self.make_rng("sample"), mu2, s2)
+        log_q = (jnp.sum(gaussian_log_prob(e1, mu1, s1), -1)
+                 + jnp.sum(gaussian_log_prob(e2, mu2, s2), -1))
+        log_p = (jnp.sum(standard_normal_log_prob(e1), -1)
+                 + jnp.sum(standard_normal_log_prob(e2), -1))
+        ll1, x1_hat = self._decode_ll(x1, e1, phase)
+        ll2, x2_hat = self._decode_ll(x2, e2, phase)
+        loss_b = -ll1 - ll2 + amounts.pretrain_beta * (log_q - log_p)
+        outputs = {"z_regularization": sq_norm(e1) + sq_norm(e2),
+                   "consistency_mse": sq_norm(x1_hat - x1) + sq_norm(x2_hat - x2),
+                   "encoder_std": 0.5 * jnp.mean(s1 + s2, axis=-1)}
+        return loss_b, outputs
+
+    # ---------------------------------------------------------------- main phase
+    def _averaging_weights(self, shape):
+        if self.averaging_strategy == "stochastic":
+            return jax.random.uniform(self.make_rng("sample"), shape)
+        if self.averaging_strategy in ("average", "mean"):
+            return jnp.full(shape, 0.5)
+        if self.averaging_strategy == "z2":  # weights x1's posterior, despite the name (gotcha 18)
+            return jnp.ones(shape)
+        raise ValueError(f"unknown averaging strategy {self.averaging_strategy!r}")
+
+    def _project_and_sample(self, mu1, s1, mu2, s2, interventions):
+        """Projection to the counterfactual manifold, then sampling (`_project_and_sample`).
+
+        All inputs [..., B, d] (interventions broadcastable). Non-intervened components of both
+        posteriors are replaced by their convex combination; e2' copies them from e1'.
+        Returns e1', e2' [..., B, d] and log q(e1') + log q(e2'_I) [..., B].
+        """
+        lam = self._averaging_weights(jnp.broadcast_shapes(mu1.shape, interventions.shape))
+        mu_bar, s_bar = lam * mu1 + (1 - lam) * mu2, lam * s1 + (1 - lam) * s2
+        keep = interventions
+        mu1p, s1p = keep * mu1 + (1 - keep) * mu_bar, keep * s1 + (1 - keep) * s_bar
+        mu2p, s2p = keep * mu2 + (1 - keep) * mu_bar, keep * s2 + (1 - keep) * s_bar
+        e1 = reparameterize(self.make_rng("sample"), mu1p, s1p)
+        e2_tilde = reparameterize(self.make_rng("sample"), mu2p, s2p)
+        e2 = keep * e2_tilde + (1 - keep) * e1
+        log_q = (jnp.sum(gaussian_log_prob(e1, mu1p, s1p), -1)
+                 + jnp.sum(keep * gaussian_log_prob(e2_tilde, mu2p, s2p), -1))
+        return e1, e2, log_q
+
+    def __call__(self, x1, x2, amounts: Amounts, phase: Phase, model_state):
+        """Per-sample loss [B] and outputs (per-sample arrays, plus `intervention_posterior`
+        [B, K] and `solution_std` [B, n_iter, d])."""
+        if phase.pretrain:
+            return self.pretrain_loss(x1, x2, amounts, phase)
+        d = self.dim_z
+        all_masks = jnp.asarray(intervention_masks(d))  # [K, d]
+        num_targets = all_masks.shape[0]
+        (mu1, s1), (mu2, s2) = self.encoder(x1), self.encoder(x2)
+        q = self.int_encoder(mu1, mu2, amounts.intervention_offset)  # [B, K]
+        if phase.deterministic_encoder:
+            hard = jax.nn.one_hot(jnp.argmax(q, -1), num_targets, dtype=q.dtype)
+            q = hard + q - jax.lax.stop_gradient(q)
+            interventions = all_masks[jnp.argmax(q, -1)][None]  # [1, B, d]
+            weights = jnp.ones((1,) + x1.shape[:1])  # [1, B], no gradient
+        else:
+            interventions = all_masks[:, None, :]  # [K, 1, d]
+            weights = q.T  # [K, B]
+        outputs = self._regularizers(x1, x2, mu1, s1, mu2, s2) if phase.need_regularizers else {}
+
+        e1, e2, log_q_eps = self._project_and_sample(mu1, s1, mu2, s2, interventions)
+        n_iter = e1.shape[0]
+        ll1, x1_hat = self._decode_ll(x1, e1, phase)
+        ll2, x2_hat = self._decode_ll(x2, e2, phase)
+        masks = self.context_masks(model_state)
+        flat = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731  [n, B, ...] -> [n*B, ...]
+        prior = self.scm.log_prob_noise(
+            flat(e1), flat(e2), flat(jnp.broadcast_to(interventions, e1.shape)), masks,
+            phase.model_interventions)
+        prior = jax.tree_util.tree_map(lambda a: a.reshape((n_iter, -1) + a.shape[1:]), prior)
+        log_p_eps = prior["log_prior_observed"] + prior["log_prior_intervened"]
+        if self.fix_entropy_weighting:
+            log_q_int = jnp.log(weights)
+        else:
+            log_q_int = weights * jnp.log(weights)  # weighted again below (gotcha 2)
+        log_p_int = -math.log(num_targets)
+        wsum = lambda a: jnp.sum(weights * a, axis=0)  # noqa: E731
+        ll = wsum(ll1 + ll2)
+        kl_eps = wsum(log_q_eps) - wsum(log_p_eps)
+        log_q_int_total = wsum(log_q_int)
+        log_p_int_total = wsum(jnp.full_like(ll1, log_p_int))
+        kl_int = log_q_int_total - log_p_int_total
+        kl = kl_eps + kl_int
+        loss_b = -ll + amounts.beta * kl_eps + amounts.beta_intervention * kl_int
+        outputs.update({
+            "elbo": ll - kl,
+            "beta_vae_loss": -ll + amounts.beta * kl,
+            "kl": kl,
+            "kl_intervention_target": kl_int,
+            "kl_e": kl_eps,
+            "log_likelihood": ll,
+            "log_posterior": log_q_int_total + wsum(log_q_eps),
+            "log_prior": log_p_int_total + wsum(log_p_eps),
+            "log_prior_observed": jnp.mean(prior["log_prior_observed"], 0),
+            "log_prior_intervened": jnp.mean(prior["log_prior_intervened"], 0),
+            "log_prior_nonintervened": jnp.mean(prior["log_prior_nonintervened"], 0),
+            "mse": wsum(sq_norm(x1_hat - x1) + sq_norm(x2_hat - x2)),
+            "encoder_std": 0.5 * jnp.mean(s1 + s2, axis=-1),
+            "intervention_posterior": q,
+            "solution_std": jnp.moveaxis(prior["solution_std"], 0, 1),
+        })
+        if phase.need_inverse_consistency:
+            re1 = reparameterize(self.make_rng("sample"), *self.encoder(x1_hat))
+            re2 = reparameterize(self.make_rng("sample"), *self.encoder(x2_hat))
+            outputs["inverse_consistency_mse"] = jnp.sum(sq_norm(re1 - e1) + sq_norm(re2 - e2), 0)
+        return loss_b, outputs
+
+    def init_all(self, x1, x2, amounts: Amounts, model_state):
+        """Touches every submodule (for `init`)."""
+        return self(x1, x2, amounts, Phase(), model_state)

@@ -1,0 +1,45 @@
+"""Static training phases and the per-step scheduled amounts that a loss reads."""
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+
+
+class Phase(NamedTuple):
+    """What the loss computes in an epoch; hashable, so it is a static argument of the step.
+
+    pretrain: beta-VAE on single images; model_interventions: include the conditional prior
+    of intervened noise; deterministic_encoder: argmax intervention with straight-through
+    gradients; the `need_*` flags skip regularisers whose weight is identically zero.
+    """
+
+    pretrain: bool = False
+    model_interventions: bool = True
+    deterministic_encoder: bool = False
+    need_regularizers: bool = True
+    need_inverse_consistency: bool = True
+    full_likelihood: bool = False
+    likelihood_reduction: str = "sum"
+
+
+EVAL_PHASE = Phase()
+IWAE_PHASE = Phase(full_likelihood=True)  # the reference's IWAE ignores the eval settings
+
+
+class Amounts(NamedTuple):
+    """Scheduled scalars of one step (traced floats)."""
+
+    beta: jnp.ndarray
+    beta_intervention: jnp.ndarray
+    pretrain_beta: jnp.ndarray
+    z_regularization: jnp.ndarray
+    consistency: jnp.ndarray
+    inverse_consistency: jnp.ndarray
+    intervention_entropy: jnp.ndarray
+    intervention_offset: jnp.ndarray
+
+
+def eval_amounts(beta: float = 1.0):
+    """Amounts of the reference's test metrics and IWAE: regularisers 0, offset 1e-4."""
+    f = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+    return Amounts(f(beta), f(beta), f(beta), f(0.0), f(0.0), f(0.0), f(0.0), f(1e-4))

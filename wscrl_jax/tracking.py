@@ -1,0 +1,72 @@
+"""Run logging and metric files."""
+
+import csv
+import logging
+import os
+import sys
+from typing import Dict, List
+
+LOG_FORMAT = "[%(asctime)-19.19s %(levelname)-1.1s] %(message)s"
+
+
+def setup_logging(workdir: str) -> logging.Logger:
+    """Logger 'wscrl_jax' writing to stderr and WORKDIR/output.log (appending)."""
+    logger = logging.getLogger("wscrl_jax")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    formatter = logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S")
+    for handler in (logging.StreamHandler(sys.stderr),
+                    logging.FileHandler(os.path.join(workdir, "output.log"))):
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    return logger
+
+
+def write_csv_atomic(path: str, rows: List[Dict[str, object]]):
+    """Writes rows (dicts; columns in first-seen order) to path via a temporary file, so an
+    interrupted write never leaves a truncated file behind. An unnamed index column leads,
+    as pandas writes it in the reference."""
+    columns: List[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([""] + columns)
+        for index, row in enumerate(rows):
+            writer.writerow([index] + [_fmt(row.get(c, "")) for c in columns])
+    os.replace(tmp, path)
+
+
+def read_csv(path: str) -> List[Dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _fmt(value):
+    return repr(float(value)) if isinstance(value, float) else value
+
+
+class TrainMetricsWriter:
+    """Appends per-call training metrics (step, epoch, member, loss) to a CSV file."""
+
+    def __init__(self, path: str):
+        self.path = path
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        new = not os.path.exists(path)
+        self._file = open(path, "a", newline="")
+        self._writer = csv.writer(self._file)
+        if new:
+            self._writer.writerow(["step", "epoch", "member", "loss"])
+
+    def write(self, step: int, epoch: int, losses):
+        for member, loss in enumerate(losses):
+            self._writer.writerow([step, epoch, member, repr(float(loss))])
+        self._file.flush()
+
+    def close(self):
+        self._file.close()

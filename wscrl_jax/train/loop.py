@@ -1,0 +1,92 @@
+"""The training loop, for any method: epochs, static phases, compiled multi-step calls.
+
+The host wakes up once per call (`training.steps_per_call` steps of every member) to update
+the progress bar, log, and check for members that hit the non-finite-step limit.
+"""
+
+import logging
+import math
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from wscrl_jax.train.schedules import lr_schedule, optimizer_reset_epochs
+from wscrl_jax.train.state import TrainState, adam
+from wscrl_jax.train.step import make_run_steps
+
+log = logging.getLogger("wscrl_jax")
+
+
+class NonFiniteError(RuntimeError):
+    """Every member reached the limit of non-finite steps."""
+
+
+def steps_per_epoch(num_samples: int, batch_size: int) -> int:
+    return math.ceil(num_samples / batch_size)
+
+
+def describe_phase(phase) -> str:
+    if phase.pretrain:
+        return "pretraining"
+    parts = ["main phase", "interventions modelled" if phase.model_interventions
+             else "interventions not modelled"]
+    if phase.deterministic_encoder:
+        parts.append("deterministic intervention encoder")
+    return ", ".join(parts)
+
+
+def train(method, state: TrainState, train_data, config, *, progress: bool = True,
+          on_call_end: Optional[Callable] = None) -> TrainState:
+    """Trains all members from `state.step` to the end of `training.epochs`.
+
+    train_data: {name: [members, N, ...]} on device. on_call_end(state, stats) runs on the host
+    after every compiled call (checkpointing, metric files).
+    """
+    tr = config.training
+    n = int(jax.tree_util.tree_leaves(train_data)[0].shape[1])
+    spe = steps_per_epoch(n, tr.batchsize)
+    total = tr.epochs * spe
+    run_steps = make_run_steps(method, spe, tr.batchsize, lr_schedule(tr.lr_schedule, tr.epochs),
+                               float(tr.clip_grad_norm), int(tr.nan_limit))
+    resets = optimizer_reset_epochs(tr.lr_schedule, tr.epochs)
+    step = int(np.asarray(state.step)[0])
+    bar = tqdm(total=total, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
+    previous_phase = None
+    frozen_reported = set()
+    while step < total:
+        epoch = step // spe
+        phase = method.phase_for_epoch(epoch)
+        if phase != previous_phase:
+            log.info("Epoch %d: %s", epoch, describe_phase(phase))
+            previous_phase = phase
+        if step == epoch * spe and epoch in resets:
+            log.info("Epoch %d: resetting the optimizer state (warm restart)", epoch)
+            state = state.replace(opt_state=jax.vmap(adam().init)(state.params))
+        num = min(int(tr.steps_per_call), (epoch + 1) * spe - step)
+        state, stats = run_steps(state, train_data, jnp.asarray(num, jnp.int32), phase)
+        step += num
+        loss_sum, finite = (np.asarray(x) for x in (stats["loss_sum"], stats["finite_steps"]))
+        mean_loss = loss_sum / np.maximum(finite, 1)
+        bar.set_postfix_str(f"Loss = {np.mean(mean_loss):.2f}")
+        bar.update(num)
+        nan_count = np.asarray(state.nan_count)
+        for m in np.flatnonzero(nan_count >= tr.nan_limit):
+            if m not in frozen_reported:
+                log.warning("Member %d had %d non-finite steps and is frozen from step %d on",
+                            m, nan_count[m], step)
+                frozen_reported.add(m)
+        if len(frozen_reported) == len(nan_count):
+            bar.close()
+            raise NonFiniteError(f"all members reached {tr.nan_limit} non-finite steps "
+                                 f"(NaN or inf in the loss or gradients); training stopped at "
+                                 f"step {step}")
+        if np.any((nan_count > 0) & (finite < num)):
+            log.warning("Non-finite loss or gradients at steps before %d: updates skipped "
+                        "(counts per member: %s)", step, nan_count.tolist())
+        if on_call_end is not None:
+            on_call_end(state, {"step": step, "epoch": epoch, "loss": mean_loss})
+    bar.close()
+    return state

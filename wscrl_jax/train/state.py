@@ -1,0 +1,50 @@
+"""The train state: one pytree whose leaves carry a leading member axis."""
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a run carries, stacked over members ([members, ...] on every leaf).
+
+    params, opt_state: model parameters and Adam state; step: int32 [members];
+    key: PRNG key data [members, 2] (model seed stream); nan_count: non-finite steps so far;
+    model_state: untrained model state (e.g. a fixed topological order).
+    """
+
+    params: Any
+    opt_state: Any
+    step: jnp.ndarray
+    key: jnp.ndarray
+    nan_count: jnp.ndarray
+    model_state: Any
+
+
+def adam():
+    """PyTorch Adam defaults; the learning rate is applied by the step (it changes per epoch)."""
+    return optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8)
+
+
+def init_member_state(method, seed: int) -> TrainState:
+    """One member's state from its model seed (no member axis)."""
+    key = jax.random.PRNGKey(seed)
+    init_key, run_key = jax.random.split(key)
+    params = method.init(init_key)
+    return TrainState(params=params, opt_state=adam().init(params), step=jnp.zeros((), jnp.int32),
+                      key=run_key, nan_count=jnp.zeros((), jnp.int32),
+                      model_state=method.init_model_state())
+
+
+def stack_members(trees):
+    """[tree, tree, ...] -> tree with a leading member axis."""
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def member(tree, index: int):
+    """The index-th member of a stacked tree."""
+    return jax.tree_util.tree_map(lambda x: x[index], tree)

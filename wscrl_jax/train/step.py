@@ -1,0 +1,77 @@
+"""The compiled training call: many steps of every member in one `jit`.
+
+`run_steps` vmaps one member's while-loop over the member axis. Each member shuffles its own
+on-device training split once per epoch (permutation keyed by epoch, so a run resumed at any
+call boundary draws the same batches) and reads batches by dynamic slicing. The last batch of
+an epoch is padded and its padded rows get zero weight (the reference's `drop_last=False`).
+"""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from wscrl_jax.train.state import TrainState, adam
+
+
+def _clip_by_global_norm(grads, max_norm: float):
+    """PyTorch `clip_grad_norm_`: scale by min(1, max_norm / (norm + 1e-6)); returns the
+    pre-clipping norm as well."""
+    norm = optax.global_norm(grads)
+    scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))
+    return jax.tree_util.tree_map(lambda g: g * scale, grads), norm
+
+
+def make_run_steps(method, steps_per_epoch: int, batch_size: int, lr_fn, clip_grad_norm: float,
+                   nan_limit: int):
+    """Returns run_steps(state, data, num_steps, phase) -> (state, stats).
+
+    state: TrainState stacked over members; data: {name: [members, N, ...]} training arrays;
+    num_steps: traced int (no recompilation per call; the call must not cross an epoch);
+    phase: static. stats: per-member sums of loss and the count of finite steps.
+    """
+    optimizer = adam()
+
+    def member_steps(state: TrainState, data, num_steps, phase):
+        n = jax.tree_util.tree_leaves(data)[0].shape[0]
+        epoch = state.step // steps_per_epoch
+        shuffle_key = jax.random.fold_in(jax.random.fold_in(state.key, 0), epoch)
+        perm = jax.random.permutation(shuffle_key, n)
+        perm = jnp.concatenate([perm, perm[:batch_size]])
+        lr = lr_fn(epoch)
+
+        def one_step(_, carry):
+            state, loss_sum, finite_count = carry
+            pos = (state.step - epoch * steps_per_epoch) * batch_size
+            idx = jax.lax.dynamic_slice(perm, (pos,), (batch_size,))
+            weights = ((pos + jnp.arange(batch_size)) < n).astype(jnp.float32)
+            batch = jax.tree_util.tree_map(lambda a: a[idx], data)
+            key = jax.random.fold_in(jax.random.fold_in(state.key, 1), state.step)
+            amounts = method.amounts(state.step / steps_per_epoch)
+            grad_fn = jax.value_and_grad(method.loss, has_aux=True)
+            (loss, _), grads = grad_fn(state.params, state.model_state, batch, weights, key,
+                                       amounts, phase)
+            grads, norm = _clip_by_global_norm(grads, clip_grad_norm)
+            updates, new_opt = optimizer.update(grads, state.opt_state)
+            new_params = jax.tree_util.tree_map(lambda p, u: p - lr * u, state.params, updates)
+            finite = jnp.isfinite(loss) & jnp.isfinite(norm)
+            apply = finite & (state.nan_count < nan_limit)
+            keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
+                lambda a, b: jnp.where(apply, a, b), new, old)
+            state = state.replace(params=keep(new_params, state.params),
+                                  opt_state=keep(new_opt, state.opt_state),
+                                  step=state.step + 1,
+                                  nan_count=state.nan_count + (~finite).astype(jnp.int32))
+            return (state, loss_sum + jnp.where(finite, loss, 0.0),
+                    finite_count + finite.astype(jnp.int32))
+
+        state, loss_sum, finite_count = jax.lax.fori_loop(
+            0, num_steps, one_step, (state, jnp.zeros(()), jnp.zeros((), jnp.int32)))
+        return state, {"loss_sum": loss_sum, "finite_steps": finite_count}
+
+    @partial(jax.jit, static_argnames=("phase",), donate_argnums=(0,))
+    def run_steps(state, data, num_steps, phase):
+        return jax.vmap(lambda s, d: member_steps(s, d, num_steps, phase))(state, data)
+
+    return run_steps
