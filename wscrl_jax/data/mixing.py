@@ -301,6 +301,7 @@ def domain_blocks(cfg: MixingDataConfig, n: int) -> tuple[np.ndarray, np.ndarray
     return starts, sizes
 
 
+@partial(jax.jit, static_argnames=("cfg",))
 def draw_spurious_ranges(key: Array, cfg: MixingDataConfig) -> tuple[Array, Array]:
     """Per (spurious dim, domain) interval, each [d_sp, D].
 
@@ -317,10 +318,11 @@ def draw_spurious_ranges(key: Array, cfg: MixingDataConfig) -> tuple[Array, Arra
     return jnp.min(pair, axis=-1), jnp.max(pair, axis=-1)
 
 
+@partial(jax.jit, static_argnames=("cfg", "n"))
 def sample_latents(key: Array, cfg: MixingDataConfig, n: int, lows: Optional[Array] = None, highs: Optional[Array] = None):
     """Latents and domain labels of one dataset (steps 2-6 of the reference generator).
 
-    jit-compatible (cfg and n static). `lows`/`highs` ([d_sp, D]) default to fresh draws.
+    jit-compiled (cfg and n static); vmap over keys for per-member data. `lows`/`highs` ([d_sp, D]) default to fresh draws.
     Returns dict: z [n, z_dim] f32, domain [n] int32, spurious_low/high [d_sp, D].
     """
     k_inv, k_ranges, k_sp, k_perm, k_coin = jax.random.split(key, 5)

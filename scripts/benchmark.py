@@ -1,0 +1,100 @@
+"""Training throughput per method, phase, dim_z and number of members; one JSON line per case.
+
+    python scripts/benchmark.py --methods ilcm,dvae,betavae --dims 3 --members 1,9
+
+Each case compiles one multi-step call (reported as compile_s: the first call, compile
+included), then times `--calls` further calls of `--steps` steps and reports steady-state
+steps/s (each step advances every member) and member-steps/s.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from wscrl_jax.experiment import make_member_data  # noqa: E402
+from wscrl_jax.methods import get_method  # noqa: E402
+from wscrl_jax.train.loop import steps_per_epoch  # noqa: E402
+from wscrl_jax.train.schedules import lr_schedule  # noqa: E402
+from wscrl_jax.train.state import init_member_state, stack_members  # noqa: E402
+from wscrl_jax.train.step import make_run_steps  # noqa: E402
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+PHASE_EPOCHS = {"pretrain": 0, "main": 1, "deterministic": 2}  # epochs of the fast config
+
+
+def load_config(arg):
+    spec = importlib.util.spec_from_file_location("scaling_config",
+                                                  os.path.join(ROOT, "configs", "scaling.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def bench_case(method_name, phase_name, dim_z, members, steps, calls, train_samples):
+    config = load_config(f"{method_name},fast")
+    config.data.dim_z = dim_z
+    config.data.samples.train = train_samples
+    method = get_method(config)
+    seeds = [(1000 + m, 2000 + m) for m in range(members)]
+    data = make_member_data(method, seeds)
+    train_data = {k: data["train"][k] for k in method.train_inputs}
+    state = stack_members([init_member_state(method, s) for s, _ in seeds])
+    tr = config.training
+    spe = steps_per_epoch(train_samples, tr.batchsize)
+    epoch = PHASE_EPOCHS[phase_name]
+    state = state.replace(step=jnp.full((members,), epoch * spe, jnp.int32))
+    phase = method.phase_for_epoch(epoch)
+    run_steps = make_run_steps(method, spe, tr.batchsize, lr_schedule(tr.lr_schedule, tr.epochs),
+                               float(tr.clip_grad_norm), int(tr.nan_limit))
+    num = jnp.asarray(steps, jnp.int32)
+    start = time.perf_counter()
+    state, stats = run_steps(state, train_data, num, phase)
+    jax.block_until_ready(stats)
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(calls):
+        state = state.replace(step=jnp.full((members,), epoch * spe, jnp.int32))
+        state, stats = run_steps(state, train_data, num, phase)
+    jax.block_until_ready(stats)
+    elapsed = time.perf_counter() - start
+    device = jax.devices()[0]
+    return {"backend": jax.default_backend(), "device": device.device_kind, "method": method_name,
+            "phase": phase_name, "dim_z": dim_z, "members": members, "batch": tr.batchsize,
+            "compile_s": round(compile_s, 3),
+            "call_s": round(elapsed / calls, 4),
+            "steps_per_s": round(steps * calls / elapsed, 1),
+            "member_steps_per_s": round(members * steps * calls / elapsed, 1)}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--methods", default="ilcm,dvae,betavae")
+    p.add_argument("--phases", default="pretrain,main,deterministic")
+    p.add_argument("--dims", default="3")
+    p.add_argument("--members", default="1")
+    p.add_argument("--steps", type=int, default=500, help="steps per compiled call")
+    p.add_argument("--calls", type=int, default=3, help="timed calls per case")
+    p.add_argument("--train-samples", type=int, default=100000)
+    args = p.parse_args()
+    for method_name in args.methods.split(","):
+        phases = args.phases.split(",")
+        if method_name == "betavae":  # one loss for every epoch after pretraining
+            phases = [ph for ph in phases if ph != "deterministic"]
+        for dim_z in (int(d) for d in args.dims.split(",")):
+            for members in (int(m) for m in args.members.split(",")):
+                for phase_name in phases:
+                    print(json.dumps(bench_case(method_name, phase_name, dim_z, members,
+                                                args.steps, args.calls, args.train_samples)),
+                          flush=True)
+
+
+if __name__ == "__main__":
+    main()
