@@ -105,6 +105,15 @@ def get_config(arg=None):
     t.nan_limit = 10  # non-finite steps (cumulative) after which a member stops training
     t.steps_per_call = 500  # steps compiled into one call; the host wakes up between calls
 
+    # ---------------------------------------------------------------- sweep and checkpoints
+    c.sweep = ml_collections.ConfigDict()
+    c.sweep.seeds = ""  # model seeds, e.g. "4901,4902,4903"; empty: config.seed
+    c.sweep.data_seeds = ""  # data seeds, e.g. "302,303,304"; empty: config.data.nature.seed
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_n_steps = 1000  # also saved at the end; rerunning resumes from the latest
+    c.checkpoint.max_to_keep = 3
+    c.checkpoint.async_save = True
+
     # ---------------------------------------------------------------- evaluation (eval/default.yaml)
     c.eval = ml_collections.ConfigDict()
     c.eval.eval_partition = "test"

@@ -82,7 +82,6 @@ MMD = jax.jit(
     P.penalty_mmd, static_argnames=("num_domains", "d_inv", "kernel_multiplier", "kernel_number", "fix_sigma", "capacity")
 )
 HINGE = jax.jit(P.hinge_loss, static_argnames=("num_domains", "d_inv", "gamma", "eps", "skip_degenerate"))
-STDDEV = jax.jit(P.penalty_stddev, static_argnames=("num_domains", "d_inv", "skip_degenerate"))
 
 
 def minmax(z, dom, nd, d_inv, top_k=5, transform="mse", skip_small_domains=False):
@@ -223,29 +222,33 @@ def test_mmd_matches_loop_reference(random_batch, opts):
         assert eager == pytest.approx(jit_val, rel=1e-5, abs=1e-7)
 
 
-def test_mmd_capacity(random_batch):
+@pytest.mark.parametrize("sigma", [1.0, None])
+def test_mmd_capacity(random_batch, sigma):
     z, dom, nd = random_batch
     zj, dj = jnp.asarray(z), jnp.asarray(dom)
-    full = mmd(zj, dj, nd, 2, 1.0, 1, None)
-    counts = np.bincount(dom, minlength=nd)
-    second = np.sort(counts)[-2]
-    assert mmd(zj, dj, nd, 2, 1.0, 1, None, capacity=int(second)) == pytest.approx(full, rel=1e-5)
+    full = mmd(zj, dj, nd, 2, 1.0, 1, sigma)
+    second = int(np.sort(np.bincount(dom, minlength=nd))[-2])
+    assert P.mmd_capacity_is_exact(dom, nd, second) and not P.mmd_capacity_is_exact(dom, nd, second - 1)
+    assert mmd(zj, dj, nd, 2, 1.0, 1, sigma, capacity=second) == pytest.approx(full, rel=1e-5)
     # below the second-largest count, rows beyond capacity are dropped: m = capacity
-    cap = int(second) - 3
+    cap = second - 3
     want = 0.0
     for e, g in itertools.combinations(range(nd), 2):
         ze, zg = z[dom == e], z[dom == g]
         m = min(len(ze), len(zg), cap)
         if m:
-            want += ref_mmd_pair(ze[:m, :2], zg[:m, :2], 1.0, 1, None)
-    assert mmd(zj, dj, nd, 2, 1.0, 1, None, capacity=cap) == pytest.approx(want, rel=1e-4)
+            want += ref_mmd_pair(ze[:m, :2], zg[:m, :2], 1.0, 1, sigma)
+    assert mmd(zj, dj, nd, 2, 1.0, 1, sigma, capacity=cap) == pytest.approx(want, rel=1e-4)
+    assert P.suggested_mmd_capacity(1024, 16) == 128 and P.suggested_mmd_capacity(1024, 2) == 512
 
 
 def test_mmd_gradients_finite_with_absent_and_tiny_domains(random_batch):
     z, dom, nd = random_batch
-    for sigma in (1.0, None):
-        g = jax.jit(jax.grad(lambda q: P.penalty_mmd(q, jnp.asarray(dom), nd, 2, 1.0, 1, sigma)))(jnp.asarray(z))
-        g = np.asarray(g)
+    dj = jnp.asarray(dom)
+    grads = jax.jit(
+        lambda q: [jax.grad(lambda a: P.penalty_mmd(a, dj, nd, 2, 1.0, 1, s))(q) for s in (1.0, None)]
+    )(jnp.asarray(z))
+    for g in map(np.asarray, grads):
         assert np.all(np.isfinite(g)) and np.all(g[:, 2:] == 0.0)
 
 
@@ -260,27 +263,23 @@ def test_mmd_coincident_points_give_zero_not_nan():
 
 def test_hinge_and_stddev(random_batch):
     z, dom, nd = random_batch
-    zj, dj = jnp.asarray(z), jnp.asarray(dom)
+
+    @jax.jit
+    def all_variants(q, d):
+        h = lambda skip: P.hinge_loss(q, d, nd, 2, 1.5, 1e-4, skip_degenerate=skip)
+        s = lambda skip: P.penalty_stddev(q, d, nd, 2, skip_degenerate=skip)
+        g = jax.grad(lambda a: P.hinge_loss(a, d, nd, 2, 1.5, 1e-4, skip_degenerate=True))(q)
+        return h(False), s(False), h(True), s(True), g
+
+    h_ref, s_ref, h_skip, s_skip, g = all_variants(jnp.asarray(z), jnp.asarray(dom))
     # domains 3 (one row) and 4 (absent) are degenerate -> NaN as in the reference
-    assert np.isnan(float(HINGE(zj, dj, num_domains=nd, d_inv=2, gamma=1.5, eps=1e-4)))
-    assert np.isnan(float(STDDEV(zj, dj, num_domains=nd, d_inv=2)))
-    # on the three healthy domains both match the loop reference
+    assert np.isnan(float(h_ref)) and np.isnan(float(s_ref))
+    assert np.isnan(ref_hinge(z, dom, nd, 2, 1.5, 1e-4))
+    # skip flag: degenerate domains left out == the loop reference on the healthy domains
     keep = dom < 3
     zk, dk = z[keep], dom[keep]
-    assert float(HINGE(jnp.asarray(zk), jnp.asarray(dk), num_domains=3, d_inv=2, gamma=1.5, eps=1e-4)) == pytest.approx(
-        ref_hinge(zk, dk, 3, 2, 1.5, 1e-4), rel=1e-5
-    )
-    assert float(STDDEV(jnp.asarray(zk), jnp.asarray(dk), num_domains=3, d_inv=2)) == pytest.approx(
-        ref_stddev(zk, dk, 3, 2), rel=1e-4
-    )
-    # skip flag: degenerate domains are left out
-    assert float(HINGE(zj, dj, num_domains=nd, d_inv=2, gamma=1.5, eps=1e-4, skip_degenerate=True)) == pytest.approx(
-        ref_hinge(zk, dk, 3, 2, 1.5, 1e-4), rel=1e-5
-    )
-    assert float(STDDEV(zj, dj, num_domains=nd, d_inv=2, skip_degenerate=True)) == pytest.approx(
-        ref_stddev(zk, dk, 3, 2), rel=1e-4
-    )
-    g = jax.jit(jax.grad(lambda q: P.hinge_loss(q, dj, nd, 2, 1.5, 1e-4, skip_degenerate=True)))(zj)
+    assert float(h_skip) == pytest.approx(ref_hinge(zk, dk, 3, 2, 1.5, 1e-4), rel=1e-5)
+    assert float(s_skip) == pytest.approx(ref_stddev(zk, dk, 3, 2), rel=1e-4)
     assert np.all(np.isfinite(np.asarray(g)))
 
 

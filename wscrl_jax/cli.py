@@ -14,6 +14,14 @@ def _fail(message: str, code: int = 2):
     sys.exit(code)
 
 
+def _last_line(message: str) -> str:
+    """The informative last line of an absl/config_flags error (drops embedded tracebacks)."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if len(lines) > 1 and any(line.startswith("Traceback") for line in lines):
+        return f"{lines[0].split(':')[0]}: {lines[-1]}"
+    return " ".join(lines)
+
+
 def _define_flags():
     try:
         config_flags.DEFINE_config_file("config", None, "Config file, e.g. "
@@ -28,7 +36,9 @@ def main_with_config(command: str):
     try:
         argv = flags.FLAGS(sys.argv)
     except flags.Error as e:
-        _fail(f"{e} (see --help)")
+        _fail(_last_line(str(e)) + " (see --help)")
+    except KeyError as e:
+        _fail(f"unknown config key {e}; check the --config.KEY=VALUE overrides")
     except Exception as e:  # errors raised while loading the config file itself
         _fail(f"could not load the config: {e}")
     del argv
@@ -52,10 +62,11 @@ def main_with_config(command: str):
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
     if command == "train":
+        from wscrl_jax.train.checkpoint import CheckpointError
         from wscrl_jax.train.loop import NonFiniteError
         try:
             experiment.run(config, workdir)
-        except NonFiniteError as e:
+        except (NonFiniteError, CheckpointError) as e:
             logger.error("%s", e)
             sys.exit(1)
     else:  # pragma: no cover

@@ -318,13 +318,17 @@ def draw_spurious_ranges(key: Array, cfg: MixingDataConfig) -> tuple[Array, Arra
     return jnp.min(pair, axis=-1), jnp.max(pair, axis=-1)
 
 
-@partial(jax.jit, static_argnames=("cfg", "n"))
 def sample_latents(key: Array, cfg: MixingDataConfig, n: int, lows: Optional[Array] = None, highs: Optional[Array] = None):
     """Latents and domain labels of one dataset (steps 2-6 of the reference generator).
 
-    jit-compiled (cfg and n static); vmap over keys for per-member data. `lows`/`highs` ([d_sp, D]) default to fresh draws.
+    jit-compiled (cfg and n static); vmap over keys for per-member data. `lows`/`highs`
+    ([d_sp, D]) default to fresh draws.
     Returns dict: z [n, z_dim] f32, domain [n] int32, spurious_low/high [d_sp, D].
     """
+    return _sample_latents_jit(key, _trace_config(cfg), n, lows, highs)
+
+
+def _latents(key: Array, cfg: MixingDataConfig, n: int, lows: Optional[Array], highs: Optional[Array]):
     k_inv, k_ranges, k_sp, k_perm, k_coin = jax.random.split(key, 5)
     d_inv, d_sp = cfg.z_dim_invariant, cfg.z_dim_spurious
     a, b = cfg.invariant_dist_params
@@ -355,9 +359,19 @@ def sample_latents(key: Array, cfg: MixingDataConfig, n: int, lows: Optional[Arr
     return {"z": z, "domain": domain, "spurious_low": lows, "spurious_high": highs}
 
 
+_sample_latents_jit = jax.jit(_latents, static_argnames=("cfg", "n"))
+
+
+def _trace_config(cfg: MixingDataConfig) -> MixingDataConfig:
+    """cfg with the fields that do not change the traced computation zeroed (fewer recompiles)."""
+    return dataclasses.replace(
+        cfg, num_samples_train=0, num_samples_valid=0, num_samples_test=0, test_shares_distribution=False, max_rank_tries=1
+    )
+
+
 @partial(jax.jit, static_argnames=("cfg", "n"))
 def _sample_dataset(key, cfg: MixingDataConfig, n: int, mixing, lows, highs, norm_factor):
-    lat = sample_latents(key, cfg, n, lows, highs)
+    lat = _latents(key, cfg, n, lows, highs)
     x, nf = apply_mixing(mixing, lat["z"], cfg, norm_factor)
     return x, lat, nf
 
@@ -385,7 +399,7 @@ def generate_mixing_dataset(
     if mixing is None:
         mixing = draw_mixing_map(k_map, cfg)
     lows, highs = spurious_ranges if spurious_ranges is not None else (None, None)
-    x, lat, nf = _sample_dataset(k_lat, cfg, num_samples, mixing, lows, highs, norm_factor)
+    x, lat, nf = _sample_dataset(k_lat, _trace_config(cfg), num_samples, mixing, lows, highs, norm_factor)
     data = {"x": x, "z": lat["z"], "domain": lat["domain"]}
     info = {
         "mixing": dict(mixing),

@@ -196,6 +196,28 @@ def mmd(
     return jnp.mean(k[:m, :m] + k[m:, m:] - k[:m, m:] - k[m:, :m])
 
 
+def suggested_mmd_capacity(batch: int, num_domains: int) -> int:
+    """A per-domain row capacity for `penalty_mmd` that is exact unless some domain holds more
+    than twice its fair share of the batch: `min(batch // 2, 2 * ceil(batch / num_domains))`."""
+    return max(1, min(batch // 2, 2 * -(-batch // max(num_domains, 1))))
+
+
+def mmd_capacity_is_exact(domains, num_domains: int, capacity: int) -> bool:
+    """Host-side check: with this batch's domains, is `capacity` large enough for exactness
+    (second-largest domain count <= capacity)?"""
+    d = np.asarray(domains).reshape(-1).astype(np.int64)
+    d = d[(d >= 0) & (d < num_domains)]
+    counts = np.sort(np.bincount(d, minlength=num_domains))
+    return num_domains < 2 or counts[-2] <= capacity
+
+
+def _domain_rank(dom: Array, num_domains: int):
+    """Position of each row within its domain in batch order [B], and domain counts [D]."""
+    onehot = (dom[:, None] == jnp.arange(num_domains, dtype=jnp.int32)[None, :]).astype(jnp.int32)
+    rank = jnp.sum(jnp.cumsum(onehot, axis=0) * onehot, axis=1) - 1  # -1 for rows of no domain
+    return rank, jnp.sum(onehot, axis=0)
+
+
 def penalty_mmd(
     z: Array,
     domains: Array,
@@ -213,13 +235,18 @@ def penalty_mmd(
     first `d_inv` columns. Defaults are the configs' `(1.0, 1, 1.0)`; the README's linear-mixing
     runs use `fix_sigma=None` (adaptive bandwidth, computed per pair on the 2m truncated rows).
 
-    Implementation: rows are scattered into per-domain slots `[num_domains, capacity, d_inv]` (in
-    batch order) and every pair works on prefix masks of its slots, so shapes are static. Rows of a
-    domain beyond `capacity` are dropped. Since `m <= batch // 2` always, the default
-    `capacity = max(batch // 2, 1)` is exact; memory and time scale as
-    `num_pairs * capacity^2`, so pass a smaller `capacity` (exact whenever the second-largest
-    domain count is <= capacity, e.g. `2 * batch // num_domains` for balanced batches) for large
-    batches with many domains.
+    `capacity` (static): at most that many rows per domain are used, i.e.
+    `m = min(n_e, n_e', capacity)`. `None` = no limit (exact). Implementation, all static shapes:
+
+    * fixed bandwidth: one kernel matrix over the batch [B, B] and per-pair signed row weights
+      (+1 first m rows of e, -1 first m rows of e'): `MMD = u^T K u / m^2`. Cost `B^2 (d + P)`;
+      `capacity` is only a semantic limit here.
+    * adaptive bandwidth: the bandwidth differs per pair, so rows are scattered into per-domain
+      slots [D, capacity, d_inv] and each pair evaluates its three capacity x capacity blocks with
+      prefix masks. `None` means `capacity = batch // 2` (always exact since `m <= batch // 2`);
+      memory and time scale as `P * capacity^2`, so for large batches with many domains pass
+      `suggested_mmd_capacity(batch, num_domains)` (exact unless a domain holds more than twice
+      its share; `mmd_capacity_is_exact` checks a batch on the host).
 
     Fix (always on): when all 2m points of a pair coincide the adaptive bandwidth is 0 and the
     reference returns NaN (0/0); here that pair contributes 0 (its kernel values are all equal).
@@ -233,40 +260,47 @@ def penalty_mmd(
     pi, pj = _pairs(num_domains)
     if pi.size == 0 or batch == 0:
         return jnp.zeros((), z.dtype)
-    cap = max(batch // 2, 1) if capacity is None else int(capacity)
     dom = _domain_ids(domains, batch)
-    valid = (dom >= 0) & (dom < num_domains)
-    onehot = (dom[:, None] == jnp.arange(num_domains, dtype=jnp.int32)[None, :]).astype(jnp.int32)
-    rank = jnp.sum(jnp.cumsum(onehot, axis=0) * onehot, axis=1) - 1  # position within its domain
-    counts = jnp.minimum(jnp.sum(onehot, axis=0), cap)  # [D]
-    # Invalid rows go to an out-of-range slot and are dropped by the scatter.
-    dom_idx = jnp.where(valid, dom, num_domains)
-    slots = jnp.zeros((num_domains, cap, d_inv), z.dtype)
-    slots = slots.at[dom_idx, rank].set(z[:, :d_inv], mode="drop")
-
+    rank, counts = _domain_rank(dom, num_domains)
+    if capacity is not None:
+        counts = jnp.minimum(counts, int(capacity))
     m = jnp.minimum(counts[pi], counts[pj])  # [P]
-    u = (jnp.arange(cap)[None, :] < m[:, None]).astype(z.dtype)  # [P, cap] prefix masks
-    w = u[:, :, None] * u[:, None, :]  # [P, cap, cap]
+    m_f = m.astype(z.dtype)
+    zi = z[:, :d_inv]
+
+    if fix_sigma:
+        in_x = (dom[None, :] == pi[:, None]) & (rank[None, :] < m[:, None])  # [P, B]
+        in_y = (dom[None, :] == pj[:, None]) & (rank[None, :] < m[:, None])
+        u = in_x.astype(z.dtype) - in_y.astype(z.dtype)
+        l2 = _sq_dists(zi, zi)  # [B, B]
+        bws = _bandwidths(jnp.asarray(fix_sigma, z.dtype), kernel_multiplier, kernel_number)
+        k = sum(jnp.exp(-l2 / bw) for bw in bws)
+        s = jnp.sum((u @ k) * u, axis=1)  # u_p^T K u_p
+        return jnp.sum(jnp.where(m > 0, s / jnp.where(m > 0, m_f * m_f, 1.0), 0.0))
+
+    cap = max(batch // 2, 1) if capacity is None else int(capacity)
+    # Rows of no domain go to an out-of-range slot and are dropped by the scatter (as are rows
+    # beyond the capacity).
+    dom_idx = jnp.where((dom >= 0) & (dom < num_domains), dom, num_domains)
+    slots = jnp.zeros((num_domains, cap, d_inv), z.dtype)
+    slots = slots.at[dom_idx, rank].set(zi, mode="drop")
+
+    pm = (jnp.arange(cap)[None, :] < m[:, None]).astype(z.dtype)  # [P, cap] prefix masks
+    w = pm[:, :, None] * pm[:, None, :]  # [P, cap, cap]
     x, y = slots[pi], slots[pj]  # [P, cap, d_inv]
     l2_xx, l2_yy, l2_xy = _sq_dists(x, x), _sq_dists(y, y), _sq_dists(x, y)
-    m_f = m.astype(z.dtype)
-    if fix_sigma:
-        base = jnp.full(m.shape, fix_sigma, z.dtype)
-        ok = m > 0
-    else:
-        total = jnp.sum(w * (l2_xx + l2_yy + 2.0 * l2_xy), axis=(1, 2))
-        nn = 2.0 * m_f
-        denom = nn * nn - nn
-        ok = (m > 0) & (total > 0)
-        base = jax.lax.stop_gradient(jnp.where(ok, total / jnp.where(denom > 0, denom, 1.0), 1.0))
+    total = jnp.sum(w * (l2_xx + l2_yy + 2.0 * l2_xy), axis=(1, 2))  # sum over the (2m)^2 block
+    nn = 2.0 * m_f
+    denom = nn * nn - nn
+    ok = (m > 0) & (total > 0)
+    base = jax.lax.stop_gradient(jnp.where(ok, total / jnp.where(denom > 0, denom, 1.0), 1.0))
     bws = _bandwidths(base, kernel_multiplier, kernel_number)  # each [P]
 
     def kern(l2):
         return sum(jnp.exp(-l2 / bw[:, None, None]) for bw in bws)
 
     s = jnp.sum(w * (kern(l2_xx) + kern(l2_yy) - 2.0 * kern(l2_xy)), axis=(1, 2))
-    per_pair = jnp.where(ok, s / jnp.where(m > 0, m_f * m_f, 1.0), 0.0)
-    return jnp.sum(per_pair)
+    return jnp.sum(jnp.where(ok, s / jnp.where(m > 0, m_f * m_f, 1.0), 0.0))
 
 
 # ----------------------------------------------------------------------------------------------
