@@ -28,7 +28,12 @@ def ref_minmax(z, dom, num_domains, d_inv, top_k, transform):
                 s = np.sort(ze[:, i])
                 mins[e, i] = s[:top_k]
                 maxs[e, i] = s[::-1][:top_k]
-    f = {"mse": np.square, "l1": np.abs, "log_mse": lambda a: np.log(a**2), "log_l1": lambda a: np.log(np.abs(a))}[transform]
+    f = {
+        "mse": np.square,
+        "l1": np.abs,
+        "log_mse": lambda a: np.log(a**2),
+        "log_l1": lambda a: np.log(np.abs(a)),
+    }[transform]
     total = 0.0
     for e, g in itertools.combinations(range(num_domains), 2):
         if transform in ("mse", "l1") and (skip[e] or skip[g]):
@@ -70,26 +75,62 @@ def ref_hinge(z, dom, num_domains, d_inv, gamma, eps):
 
 def ref_stddev(z, dom, num_domains, d_inv):
     sig = np.array([np.std(z[dom == e][:, :d_inv], axis=0, ddof=1) for e in range(num_domains)])
-    return sum(((sig[e] - sig[g]) ** 2).sum() for e, g in itertools.combinations(range(num_domains), 2))
+    return sum(
+        ((sig[e] - sig[g]) ** 2).sum() for e, g in itertools.combinations(range(num_domains), 2)
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # jitted wrappers (compiled once per static configuration and shape; eager runs are checked
 # against them in the *_matches_loop_reference tests)
 
-MINMAX = jax.jit(P.penalty_minmax, static_argnames=("num_domains", "d_inv", "top_k", "loss_transform", "skip_small_domains"))
-MMD = jax.jit(
-    P.penalty_mmd, static_argnames=("num_domains", "d_inv", "kernel_multiplier", "kernel_number", "fix_sigma", "capacity")
+MINMAX = jax.jit(
+    P.penalty_minmax,
+    static_argnames=("num_domains", "d_inv", "top_k", "loss_transform", "skip_small_domains"),
 )
-HINGE = jax.jit(P.hinge_loss, static_argnames=("num_domains", "d_inv", "gamma", "eps", "skip_degenerate"))
+MMD = jax.jit(
+    P.penalty_mmd,
+    static_argnames=(
+        "num_domains",
+        "d_inv",
+        "kernel_multiplier",
+        "kernel_number",
+        "fix_sigma",
+        "capacity",
+    ),
+)
+HINGE = jax.jit(
+    P.hinge_loss, static_argnames=("num_domains", "d_inv", "gamma", "eps", "skip_degenerate")
+)
 
 
 def minmax(z, dom, nd, d_inv, top_k=5, transform="mse", skip_small_domains=False):
-    return float(MINMAX(z, dom, num_domains=nd, d_inv=d_inv, top_k=top_k, loss_transform=transform, skip_small_domains=skip_small_domains))
+    return float(
+        MINMAX(
+            z,
+            dom,
+            num_domains=nd,
+            d_inv=d_inv,
+            top_k=top_k,
+            loss_transform=transform,
+            skip_small_domains=skip_small_domains,
+        )
+    )
 
 
 def mmd(z, dom, nd, d_inv, mult=1.0, num=1, sigma=1.0, capacity=None):
-    return float(MMD(z, dom, num_domains=nd, d_inv=d_inv, kernel_multiplier=mult, kernel_number=num, fix_sigma=sigma, capacity=capacity))
+    return float(
+        MMD(
+            z,
+            dom,
+            num_domains=nd,
+            d_inv=d_inv,
+            kernel_multiplier=mult,
+            kernel_number=num,
+            fix_sigma=sigma,
+            capacity=capacity,
+        )
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -228,7 +269,9 @@ def test_mmd_capacity(random_batch, sigma):
     zj, dj = jnp.asarray(z), jnp.asarray(dom)
     full = mmd(zj, dj, nd, 2, 1.0, 1, sigma)
     second = int(np.sort(np.bincount(dom, minlength=nd))[-2])
-    assert P.mmd_capacity_is_exact(dom, nd, second) and not P.mmd_capacity_is_exact(dom, nd, second - 1)
+    assert P.mmd_capacity_is_exact(dom, nd, second) and not P.mmd_capacity_is_exact(
+        dom, nd, second - 1
+    )
     assert mmd(zj, dj, nd, 2, 1.0, 1, sigma, capacity=second) == pytest.approx(full, rel=1e-5)
     # below the second-largest count, rows beyond capacity are dropped: m = capacity
     cap = second - 3
@@ -246,7 +289,9 @@ def test_mmd_gradients_finite_with_absent_and_tiny_domains(random_batch):
     z, dom, nd = random_batch
     dj = jnp.asarray(dom)
     grads = jax.jit(
-        lambda q: [jax.grad(lambda a: P.penalty_mmd(a, dj, nd, 2, 1.0, 1, s))(q) for s in (1.0, None)]
+        lambda q: [
+            jax.grad(lambda a: P.penalty_mmd(a, dj, nd, 2, 1.0, 1, s))(q) for s in (1.0, None)
+        ]
     )(jnp.asarray(z))
     for g in map(np.asarray, grads):
         assert np.all(np.isfinite(g)) and np.all(g[:, 2:] == 0.0)
@@ -313,7 +358,9 @@ def test_warmup_weight():
 
 def test_penalty_terms_total(tiny):
     z, dom = tiny
-    terms = jax.jit(lambda a, b: P.penalty_terms(a, b, num_domains=4, d_inv=1, minmax=True, mmd=True, top_k=2))
+    terms = jax.jit(
+        lambda a, b: P.penalty_terms(a, b, num_domains=4, d_inv=1, minmax=True, mmd=True, top_k=2)
+    )
     out = terms(z, dom)
     assert set(out) == {"minmax", "mmd", "total"}
     assert float(out["total"]) == pytest.approx(float(out["minmax"]) + float(out["mmd"]))

@@ -28,11 +28,17 @@ def full_linear():
 
 def test_defaults_mirror_reference():
     d = M.reference_defaults()
-    assert d["num_domains"] == 4 and d["z_dim"] == 4 and d["z_dim_invariant"] == 2 and d["x_dim"] == 8
+    assert (
+        d["num_domains"] == 4 and d["z_dim"] == 4 and d["z_dim_invariant"] == 2 and d["x_dim"] == 8
+    )
     assert d["domain_dist_ranges"] == (-5.0, 5.0) and d["invariant_dist_params"] == (0.0, 1.0)
     assert d["linear"] and d["non_linearity"] == "polynomial" and d["polynomial_degree"] == 2
     assert not d["correlated_z"] and d["corr_prob"] == 0.5
-    assert (d["num_samples_train"], d["num_samples_valid"], d["num_samples_test"]) == (12000, 2000, 2000)
+    assert (d["num_samples_train"], d["num_samples_valid"], d["num_samples_test"]) == (
+        12000,
+        2000,
+        2000,
+    )
     assert M.MixingDataConfig(z_dim=7).z_dim_invariant == 3
     with pytest.raises(ValueError):
         M.MixingDataConfig(generation_strategy="bogus")
@@ -124,14 +130,20 @@ def test_linear_mixing_and_rank_check(linear_splits):
     g2 = M.draw_linear_mixing(jax.random.PRNGKey(0), 3, 5, sampler=sampler)
     assert len(calls) == 3 and np.linalg.matrix_rank(np.asarray(g2)) == 3
     with pytest.raises(RuntimeError):
-        M.draw_linear_mixing(jax.random.PRNGKey(0), 3, 5, max_tries=2, sampler=lambda k, s: jnp.zeros(s))
+        M.draw_linear_mixing(
+            jax.random.PRNGKey(0), 3, 5, max_tries=2, sampler=lambda k, s: jnp.zeros(s)
+        )
 
 
 def test_test_split_can_share_distribution():
     cfg = dataclasses.replace(SMALL, test_shares_distribution=True)
     splits, info = M.make_mixing_splits(0, cfg, return_info=True)
-    np.testing.assert_array_equal(np.asarray(info["test"]["mixing"]["G"]), np.asarray(info["train"]["mixing"]["G"]))
-    np.testing.assert_array_equal(np.asarray(info["test"]["spurious_low"]), np.asarray(info["train"]["spurious_low"]))
+    np.testing.assert_array_equal(
+        np.asarray(info["test"]["mixing"]["G"]), np.asarray(info["train"]["mixing"]["G"])
+    )
+    np.testing.assert_array_equal(
+        np.asarray(info["test"]["spurious_low"]), np.asarray(info["train"]["spurious_low"])
+    )
 
 
 def test_polynomial_features_count_and_order():
@@ -141,13 +153,21 @@ def test_polynomial_features_count_and_order():
     f = np.asarray(M.polynomial_features(jnp.asarray(z), 3))
     assert f.shape == (2, 1 + 3 + 9 + 27)
     for r in range(2):
-        want = np.concatenate([[1.0], z[r], np.kron(z[r], z[r]), np.kron(np.kron(z[r], z[r]), z[r])])
+        want = np.concatenate(
+            [[1.0], z[r], np.kron(z[r], z[r]), np.kron(np.kron(z[r], z[r]), z[r])]
+        )
         np.testing.assert_allclose(f[r], want, rtol=1e-6)
 
 
 def test_polynomial_mixing_rebalancing():
     cfg = M.MixingDataConfig(
-        z_dim=3, x_dim=6, linear=False, polynomial_degree=3, num_samples_train=800, num_samples_valid=0, num_samples_test=0
+        z_dim=3,
+        x_dim=6,
+        linear=False,
+        polynomial_degree=3,
+        num_samples_train=800,
+        num_samples_valid=0,
+        num_samples_test=0,
     )
     data, info = M.generate_mixing_dataset(5, cfg, 800)
     c = np.asarray(info["mixing"]["coeffs"], np.float64)
@@ -161,7 +181,13 @@ def test_polynomial_mixing_rebalancing():
 
 
 def test_mlp_mixing():
-    cfg = M.MixingDataConfig(linear=False, non_linearity="mlp", num_samples_train=400, num_samples_valid=0, num_samples_test=0)
+    cfg = M.MixingDataConfig(
+        linear=False,
+        non_linearity="mlp",
+        num_samples_train=400,
+        num_samples_valid=0,
+        num_samples_test=0,
+    )
     data, info = M.generate_mixing_dataset(2, cfg, 400)
     p = {k: np.asarray(v) for k, v in info["mixing"].items()}
     assert p["w1"].shape == (4, 8) and p["w2"].shape == (8, 8)
@@ -172,7 +198,9 @@ def test_mlp_mixing():
 
 
 def test_dynamic_scm_adds_same_index_invariant():
-    base = M.MixingDataConfig(corr_prob=0.5, num_samples_train=2000, num_samples_valid=0, num_samples_test=0)
+    base = M.MixingDataConfig(
+        corr_prob=0.5, num_samples_train=2000, num_samples_valid=0, num_samples_test=0
+    )
     corr = dataclasses.replace(base, correlated_z=True)
     key = jax.random.PRNGKey(7)
     k_lat = jax.random.split(key)[1]
@@ -188,7 +216,9 @@ def test_dynamic_scm_adds_same_index_invariant():
 
 def test_uneven_blocks_and_manual_strategy():
     # n not divisible by D: trailing rows keep domain 0 and spurious zeros (reference gotcha 7)
-    cfg = M.MixingDataConfig(num_domains=3, num_samples_train=10, num_samples_valid=0, num_samples_test=0)
+    cfg = M.MixingDataConfig(
+        num_domains=3, num_samples_train=10, num_samples_valid=0, num_samples_test=0
+    )
     lat = M.sample_latents(jax.random.PRNGKey(0), cfg, 10)
     z, dom = np.asarray(lat["z"]), np.asarray(lat["domain"])
     assert np.bincount(dom, minlength=3).tolist() == [4, 3, 3]

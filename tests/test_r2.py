@@ -28,8 +28,12 @@ def data():
 @pytest.mark.parametrize("fit_intercept", [True, False])
 def test_linear_r2_matches_sklearn(data, fit_intercept):
     z, z_hat, _ = data
-    assert R.linear_r2(z, z_hat, fit_intercept) == pytest.approx(sk_r2(z, z_hat, fit_intercept), abs=1e-10)
-    assert R.linear_r2(z_hat, z[:, 0], fit_intercept) == pytest.approx(sk_r2(z_hat, z[:, 0], fit_intercept), abs=1e-10)
+    assert R.linear_r2(z, z_hat, fit_intercept) == pytest.approx(
+        sk_r2(z, z_hat, fit_intercept), abs=1e-10
+    )
+    assert R.linear_r2(z_hat, z[:, 0], fit_intercept) == pytest.approx(
+        sk_r2(z_hat, z[:, 0], fit_intercept), abs=1e-10
+    )
     r2, mse = R.linear_r2_mse(z_hat, z, fit_intercept)
     reg = LinearRegression(fit_intercept=fit_intercept).fit(z_hat, z)
     assert mse == pytest.approx(mean_squared_error(z, reg.predict(z_hat)), rel=1e-8)
@@ -43,29 +47,40 @@ def test_r2_edge_cases(data):
     assert R.linear_r2(x_def, z_hat) == pytest.approx(sk_r2(x_def, z_hat), abs=1e-8)
     p = z_hat[:, :2] + 0.1
     assert R.r2_score_np(z_hat[:, :2], p) == pytest.approx(r2_score(z_hat[:, :2], p))
-    assert R.r2_score_np(np.ones((5, 1)), np.ones((5, 1))) == r2_score(np.ones((5, 1)), np.ones((5, 1)))
+    assert R.r2_score_np(np.ones((5, 1)), np.ones((5, 1))) == r2_score(
+        np.ones((5, 1)), np.ones((5, 1))
+    )
 
 
 def test_jax_versions(data):
     z, z_hat, _ = data
     f = jax.jit(R.linear_r2_jax, static_argnums=2)
-    assert float(f(jnp.asarray(z, jnp.float32), jnp.asarray(z_hat, jnp.float32), True)) == pytest.approx(
-        sk_r2(z, z_hat), abs=1e-4
+    assert float(
+        f(jnp.asarray(z, jnp.float32), jnp.asarray(z_hat, jnp.float32), True)
+    ) == pytest.approx(sk_r2(z, z_hat), abs=1e-4)
+    batched = jax.vmap(R.linear_r2_jax)(
+        jnp.stack([z, z[::-1]]).astype(jnp.float32),
+        jnp.stack([z_hat, z_hat[::-1]]).astype(jnp.float32),
     )
-    batched = jax.vmap(R.linear_r2_jax)(jnp.stack([z, z[::-1]]).astype(jnp.float32), jnp.stack([z_hat, z_hat[::-1]]).astype(jnp.float32))
     np.testing.assert_allclose(np.asarray(batched), [sk_r2(z, z_hat)] * 2, atol=1e-4)
     got = R.heldout_linear_r2_jax(z[:40], z_hat[:40], z[40:], z_hat[40:])
-    assert float(got) == pytest.approx(R.heldout_linear_r2(z[:40], z_hat[:40], z[40:], z_hat[40:]), abs=1e-4)
+    assert float(got) == pytest.approx(
+        R.heldout_linear_r2(z[:40], z_hat[:40], z[40:], z_hat[40:]), abs=1e-4
+    )
 
 
 def test_heldout(data):
     z, z_hat, _ = data
     reg = LinearRegression().fit(z_hat[:40], z[:40])
     want = r2_score(z[40:], reg.predict(z_hat[40:]))
-    assert R.heldout_linear_r2(z_hat[:40], z[:40], z_hat[40:], z[40:]) == pytest.approx(want, abs=1e-10)
+    assert R.heldout_linear_r2(z_hat[:40], z[:40], z_hat[40:], z[40:]) == pytest.approx(
+        want, abs=1e-10
+    )
     out = R.mixing_r2_metrics_heldout(z[:40], z_hat[:40], z[40:], z_hat[40:], 2, 3)
     reg = LinearRegression().fit(z_hat[:40, :3], z[:40, 2:])
-    assert out["hz_~z_~r2"] == pytest.approx(r2_score(z[40:, 2:], reg.predict(z_hat[40:, :3])), abs=1e-10)
+    assert out["hz_~z_~r2"] == pytest.approx(
+        r2_score(z[40:, 2:], reg.predict(z_hat[40:, :3])), abs=1e-10
+    )
 
 
 def test_mixing_metrics_stage1(data):
@@ -108,13 +123,17 @@ def test_mixing_metrics_stage2_name_swap(data):
 def test_start_and_balls_metrics(data):
     z, z_hat, _ = data
     start = R.start_r2_metrics(z, z_hat, 2)
-    assert start["hz_~z_~r2_linreg_start"] == pytest.approx(sk_r2(z_hat[:, :2], z[:, 2:]), abs=1e-10)
+    assert start["hz_~z_~r2_linreg_start"] == pytest.approx(
+        sk_r2(z_hat[:, :2], z[:, 2:]), abs=1e-10
+    )
     b1 = R.balls_stage1_r2_metrics(z, z_hat, z[:, :2], z[:, 2:], z[:, :1])
     assert b1["hz_colors_~r2"] == pytest.approx(sk_r2(z_hat, z[:, :1]), abs=1e-10)
     b2 = R.balls_stage2_r2_metrics(z, z_hat, z[:, :2], z[:, 2:], 3)
     reg = LinearRegression().fit(z_hat[:, :3], z[:, 2:])
     assert b2["hz_~z_~r2_linreg"] == pytest.approx(reg.score(z_hat[:, :3], z[:, 2:]), abs=1e-10)
-    assert b2["hz_~z_~mse_loss_linreg"] == pytest.approx(mean_squared_error(z[:, 2:], reg.predict(z_hat[:, :3])))
+    assert b2["hz_~z_~mse_loss_linreg"] == pytest.approx(
+        mean_squared_error(z[:, 2:], reg.predict(z_hat[:, :3]))
+    )
     assert set(b2) >= {"r2_linreg", "mse_loss_linreg", "~r2_linreg", "~mse_loss_linreg"}
 
 

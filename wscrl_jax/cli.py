@@ -37,8 +37,9 @@ def main_with_config(command: str):
         argv = flags.FLAGS(sys.argv)
     except flags.Error as e:
         _fail(_last_line(str(e)) + " (see --help)")
-    except KeyError as e:
-        _fail(f"unknown config key {e}; check the --config.KEY=VALUE overrides")
+    except (KeyError, AttributeError) as e:  # an override names a key the config lacks
+        _fail(f"unknown config key {str(e).strip(chr(34))}; check the --config.KEY=VALUE "
+              "overrides")
     except Exception as e:  # errors raised while loading the config file itself
         _fail(f"could not load the config: {e}")
     del argv

@@ -125,13 +125,19 @@ class MixingDataConfig:
 
     def validate(self) -> None:
         if self.generation_strategy not in ("auto", "manual"):
-            raise ValueError(f"generation_strategy must be 'auto' or 'manual', got {self.generation_strategy!r}")
+            raise ValueError(
+                f"generation_strategy must be 'auto' or 'manual', got {self.generation_strategy!r}"
+            )
         if not 0 <= self.z_dim_invariant <= self.z_dim:
-            raise ValueError(f"z_dim_invariant={self.z_dim_invariant} must lie in [0, z_dim={self.z_dim}]")
+            raise ValueError(
+                f"z_dim_invariant={self.z_dim_invariant} must lie in [0, z_dim={self.z_dim}]"
+            )
         if self.num_domains < 1:
             raise ValueError("num_domains must be >= 1")
         if not self.linear and self.non_linearity not in ("polynomial", "mlp"):
-            raise ValueError(f"non_linearity must be 'polynomial' or 'mlp', got {self.non_linearity!r}")
+            raise ValueError(
+                f"non_linearity must be 'polynomial' or 'mlp', got {self.non_linearity!r}"
+            )
         if not self.linear and self.non_linearity == "polynomial" and self.polynomial_degree < 1:
             raise ValueError("polynomial_degree must be >= 1")
         if self.mlp_activation not in _ACTIVATIONS:
@@ -140,7 +146,9 @@ class MixingDataConfig:
             if self.domain_lengths is None or len(self.domain_lengths) != self.num_domains:
                 raise ValueError("manual generation needs one domain_lengths entry per domain")
             if len(self.domain_dist_ranges) != self.num_domains:
-                raise ValueError("manual generation needs one (low, high) domain_dist_ranges pair per domain")
+                raise ValueError(
+                    "manual generation needs one (low, high) domain_dist_ranges pair per domain"
+                )
         elif len(self.domain_dist_ranges) != 2:
             raise ValueError("auto generation needs domain_dist_ranges = (r0, r1)")
         if not 0 <= self.num_samples_valid <= self.num_samples_train:
@@ -184,7 +192,9 @@ def polynomial_features(z: Array, degree: int) -> Array:
     feats = [jnp.ones(z.shape[:-1] + (1,), z.dtype)]
     block = None
     for k in range(1, degree + 1):
-        block = z if k == 1 else (block[..., :, None] * z[..., None, :]).reshape(z.shape[:-1] + (-1,))
+        block = (
+            z if k == 1 else (block[..., :, None] * z[..., None, :]).reshape(z.shape[:-1] + (-1,))
+        )
         feats.append(block)
     return jnp.concatenate(feats, axis=-1)
 
@@ -248,7 +258,12 @@ def draw_mixing_map(key: KeyLike, cfg: MixingDataConfig) -> dict:
     }
 
 
-def apply_mixing(mixing: Mapping[str, Array], z: Array, cfg: MixingDataConfig, norm_factor: Optional[Array] = None):
+def apply_mixing(
+    mixing: Mapping[str, Array],
+    z: Array,
+    cfg: MixingDataConfig,
+    norm_factor: Optional[Array] = None,
+):
     """x = mix(z). jit-compatible (cfg static).
 
     Args:
@@ -318,7 +333,13 @@ def draw_spurious_ranges(key: Array, cfg: MixingDataConfig) -> tuple[Array, Arra
     return jnp.min(pair, axis=-1), jnp.max(pair, axis=-1)
 
 
-def sample_latents(key: Array, cfg: MixingDataConfig, n: int, lows: Optional[Array] = None, highs: Optional[Array] = None):
+def sample_latents(
+    key: Array,
+    cfg: MixingDataConfig,
+    n: int,
+    lows: Optional[Array] = None,
+    highs: Optional[Array] = None,
+):
     """Latents and domain labels of one dataset (steps 2-6 of the reference generator).
 
     jit-compiled (cfg and n static); vmap over keys for per-member data. `lows`/`highs`
@@ -328,7 +349,9 @@ def sample_latents(key: Array, cfg: MixingDataConfig, n: int, lows: Optional[Arr
     return _sample_latents_jit(key, _trace_config(cfg), n, lows, highs)
 
 
-def _latents(key: Array, cfg: MixingDataConfig, n: int, lows: Optional[Array], highs: Optional[Array]):
+def _latents(
+    key: Array, cfg: MixingDataConfig, n: int, lows: Optional[Array], highs: Optional[Array]
+):
     k_inv, k_ranges, k_sp, k_perm, k_coin = jax.random.split(key, 5)
     d_inv, d_sp = cfg.z_dim_invariant, cfg.z_dim_spurious
     a, b = cfg.invariant_dist_params
@@ -339,7 +362,9 @@ def _latents(key: Array, cfg: MixingDataConfig, n: int, lows: Optional[Array], h
 
     starts, sizes = domain_blocks(cfg, n)
     rows = np.arange(n)
-    in_block = (rows[:, None] >= starts[None, :]) & (rows[:, None] < (starts + sizes)[None, :])  # [n, D]
+    in_block = (rows[:, None] >= starts[None, :]) & (
+        rows[:, None] < (starts + sizes)[None, :]
+    )  # [n, D]
     covered = jnp.asarray(in_block.any(axis=1))
     domain = jnp.asarray(np.argmax(in_block, axis=1).astype(np.int32))  # 0 where uncovered
 
@@ -365,7 +390,12 @@ _sample_latents_jit = jax.jit(_latents, static_argnames=("cfg", "n"))
 def _trace_config(cfg: MixingDataConfig) -> MixingDataConfig:
     """cfg with the fields that do not change the traced computation zeroed (fewer recompiles)."""
     return dataclasses.replace(
-        cfg, num_samples_train=0, num_samples_valid=0, num_samples_test=0, test_shares_distribution=False, max_rank_tries=1
+        cfg,
+        num_samples_train=0,
+        num_samples_valid=0,
+        num_samples_test=0,
+        test_shares_distribution=False,
+        max_rank_tries=1,
     )
 
 
@@ -399,7 +429,9 @@ def generate_mixing_dataset(
     if mixing is None:
         mixing = draw_mixing_map(k_map, cfg)
     lows, highs = spurious_ranges if spurious_ranges is not None else (None, None)
-    x, lat, nf = _sample_dataset(k_lat, _trace_config(cfg), num_samples, mixing, lows, highs, norm_factor)
+    x, lat, nf = _sample_dataset(
+        k_lat, _trace_config(cfg), num_samples, mixing, lows, highs, norm_factor
+    )
     data = {"x": x, "z": lat["z"], "domain": lat["domain"]}
     info = {
         "mixing": dict(mixing),

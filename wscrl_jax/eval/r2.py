@@ -120,7 +120,9 @@ def linear_r2_jax(x: jax.Array, y: jax.Array, fit_intercept: bool = True) -> jax
     return _r2_from_pred_jax(y, x @ coef + b)
 
 
-def heldout_linear_r2_jax(x_train, y_train, x_test, y_test, fit_intercept: bool = True) -> jax.Array:
+def heldout_linear_r2_jax(
+    x_train, y_train, x_test, y_test, fit_intercept: bool = True
+) -> jax.Array:
     """jit-able held-out R^2: OLS fitted on train ([n_tr, p], [n_tr, k]), scored on test."""
     y_train = jnp.asarray(y_train)
     y_test = jnp.asarray(y_test)
@@ -232,7 +234,10 @@ def mixing_r2_metrics_heldout(
     tr = _blocks(z_train, z_hat_train, d_data, d_model)
     te = _blocks(z_test, z_hat_test, d_data, d_model)
     spec = mixing_r2_spec(stage, consistent_names)
-    return {k: heldout_linear_r2(tr[s], tr[t], te[s], te[t], fit_intercept) for k, (s, t) in spec.items()}
+    return {
+        k: heldout_linear_r2(tr[s], tr[t], te[s], te[t], fit_intercept)
+        for k, (s, t) in spec.items()
+    }
 
 
 def start_r2_metrics(z, z_hat, d: int, fit_intercept: bool = True) -> dict:
@@ -249,7 +254,9 @@ def start_r2_metrics(z, z_hat, d: int, fit_intercept: bool = True) -> dict:
     return {k: linear_r2(b[s], b[t], fit_intercept) for k, (s, t) in pairs.items()}
 
 
-def balls_stage1_r2_metrics(z, z_hat, z_invariant, z_spurious, colors, fit_intercept: bool = True) -> dict:
+def balls_stage1_r2_metrics(
+    z, z_hat, z_invariant, z_spurious, colors, fit_intercept: bool = True
+) -> dict:
     """`BallsAutoencoderPL.validation_step` keys (here "hz" is the whole code).
 
     Args: z [n, 4]; z_hat [n, latent]; z_invariant [n, 2]; z_spurious [n, 2]; colors [n, c].
@@ -267,7 +274,9 @@ def balls_stage1_r2_metrics(z, z_hat, z_invariant, z_spurious, colors, fit_inter
     return {k: linear_r2(s, t, fit_intercept) for k, (s, t) in pairs.items()}
 
 
-def balls_stage2_r2_metrics(z, z_hat, z_invariant, z_spurious, d_model: int, fit_intercept: bool = True) -> dict:
+def balls_stage2_r2_metrics(
+    z, z_hat, z_invariant, z_spurious, d_model: int, fit_intercept: bool = True
+) -> dict:
     """`BallsMDEncodedAutoencoderPL.on_validation_epoch_end` keys (whole validation set):
     `*_r2_linreg` and the matching `*_mse_loss_linreg` of `compute_r2`."""
     zh = np.asarray(z_hat)
@@ -296,7 +305,11 @@ def domain_accuracies(z_hat, domains, d_model: int) -> dict:
     zh = np.asarray(z_hat, np.float64)
     dom = np.asarray(domains).reshape(-1)
     out = {}
-    for key, feats in (("domain_acc", zh), ("hz_domain_acc", zh[:, :d_model]), ("~hz_domain_acc", zh[:, d_model:])):
+    for key, feats in (
+        ("domain_acc", zh),
+        ("hz_domain_acc", zh[:, :d_model]),
+        ("~hz_domain_acc", zh[:, d_model:]),
+    ):
         clf = LogisticRegression(random_state=0, max_iter=500).fit(feats, dom)
         out[key] = float(np.mean(clf.predict(feats) == dom))
     return out

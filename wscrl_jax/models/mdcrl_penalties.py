@@ -418,7 +418,9 @@ def penalty_warmup_weight(step, penalty_weight: float, wait_steps: int = 0, line
     """
     step = jnp.asarray(step, jnp.float32)
     ramp = penalty_weight * (step - wait_steps) / linear_steps
-    w = jnp.where(step < wait_steps, 0.0, jnp.where(step < wait_steps + linear_steps, ramp, penalty_weight))
+    w = jnp.where(
+        step < wait_steps, 0.0, jnp.where(step < wait_steps + linear_steps, ramp, penalty_weight)
+    )
     return w.astype(jnp.float32)
 
 
@@ -450,12 +452,21 @@ def penalty_terms(
     """
     out = {}
     if minmax:
-        out["minmax"] = penalty_minmax(z, domains, num_domains, d_inv, top_k, loss_transform, skip_small_domains)
+        out["minmax"] = penalty_minmax(
+            z, domains, num_domains, d_inv, top_k, loss_transform, skip_small_domains
+        )
     if stddev:
         out["stddev"] = penalty_stddev(z, domains, num_domains, d_inv, skip_degenerate)
     if mmd:
         out["mmd"] = penalty_mmd(
-            z, domains, num_domains, d_inv, kernel_multiplier, kernel_number, fix_sigma, mmd_capacity
+            z,
+            domains,
+            num_domains,
+            d_inv,
+            kernel_multiplier,
+            kernel_number,
+            fix_sigma,
+            mmd_capacity,
         )
     if domain_classification:
         if classifier_weight is None:
