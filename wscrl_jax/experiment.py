@@ -20,7 +20,7 @@ from wscrl_jax.tracking import TrainMetricsWriter, write_csv_atomic
 from wscrl_jax.train import checkpoint
 from wscrl_jax.train.loop import train
 from wscrl_jax.train.sharding import member_sharding, shard_members
-from wscrl_jax.train.state import init_member_state, member, stack_members
+from wscrl_jax.train.state import init_states, member, stack_members
 
 log = logging.getLogger("wscrl_jax")
 
@@ -56,8 +56,7 @@ def build(config, members):
     method = get_method(config)
     sharding = member_sharding(len(members))
     data = shard_members(make_member_data(method, members), sharding)
-    state = shard_members(stack_members([init_member_state(method, s) for s, _ in members]),
-                          sharding)
+    state = shard_members(init_states(method, [s for s, _ in members]), sharding)
     return method, data, state
 
 

@@ -34,19 +34,24 @@ class Nature(NamedTuple):
 
 
 def create_nature(dim_z: int, mode: str, seed: int, causal_effects: str = "bimodal") -> Nature:
+    if causal_effects not in CAUSAL_EFFECTS:
+        raise ValueError(f"unknown causal_effects {causal_effects!r}; expected {CAUSAL_EFFECTS}")
     adjacency = create_graph(dim_z, mode, seed)
-    k_sign, k_mag, k_rot = jax.random.split(jax.random.PRNGKey(seed), 3)
+    weights, rotation = _weights_and_rotation(jax.random.PRNGKey(seed), dim_z, causal_effects)
+    return Nature(jnp.asarray(adjacency, jnp.float32), weights, rotation)
+
+
+@partial(jax.jit, static_argnums=(1, 2))
+def _weights_and_rotation(key, dim_z: int, causal_effects: str):
+    k_sign, k_mag, k_rot = jax.random.split(key, 3)
     if causal_effects == "bimodal":
         weights = (jnp.sign(jax.random.normal(k_sign, (dim_z, dim_z)))
                    * (1.0 + 0.3 * jax.random.normal(k_mag, (dim_z, dim_z))))
-    elif causal_effects == "standard":
-        weights = jax.random.normal(k_mag, (dim_z, dim_z))
     else:
-        raise ValueError(f"unknown causal_effects {causal_effects!r}; expected {CAUSAL_EFFECTS}")
+        weights = jax.random.normal(k_mag, (dim_z, dim_z))
     coeffs = jax.random.normal(k_rot, (dim_z * (dim_z - 1) // 2,))
     skew = jnp.zeros((dim_z, dim_z)).at[np.triu_indices(dim_z, 1)].set(coeffs)
-    rotation = jax.scipy.linalg.expm(skew - skew.T)
-    return Nature(jnp.asarray(adjacency, jnp.float32), weights, rotation)
+    return weights, jax.scipy.linalg.expm(skew - skew.T)
 
 
 @partial(jax.jit, static_argnames=("n", "order", "observation_noise"))

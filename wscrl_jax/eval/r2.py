@@ -141,9 +141,9 @@ def mixing_r2_spec(stage: int = 1, consistent_names: bool = False) -> dict:
 
     Returns {name: (source, target)} with source/target one of
     "z", "zh", "z_inv", "z_sp" (true, split at `d_data` by the caller), "h_inv", "h_sp"
-    (learned, split at `d_model`). Stage 2 uses `d_data = d_model` in the reference and swaps the meaning of
-    `hz_~z_~r2` (h_sp -> z_inv) and `~hz_z_~r2` (h_inv -> z_sp) (gotcha 16, reproduced);
-    `consistent_names=True` keeps the stage-1 meanings.
+    (learned, split at `d_model`). Stage 2 uses `d_data = d_model` in the reference and swaps the
+    meaning of `hz_~z_~r2` (h_sp -> z_inv) and `~hz_z_~r2` (h_inv -> z_sp) (gotcha 16,
+    reproduced); `consistent_names=True` keeps the stage-1 meanings.
     """
     spec = {
         "r2": ("z", "zh"),
@@ -298,7 +298,7 @@ def balls_stage2_r2_metrics(
 
 
 def domain_accuracies(z_hat, domains, d_model: int) -> dict:
-    """In-sample `LogisticRegression(random_state=0, max_iter=500)` domain accuracy (mixing stage 2):
+    """In-sample `LogisticRegression(random_state=0, max_iter=500)` domain accuracy (stage 2):
     `domain_acc` (all of z_hat), `hz_domain_acc` (h_inv), `~hz_domain_acc` (h_sp)."""
     from sklearn.linear_model import LogisticRegression
 

@@ -40,6 +40,13 @@ def init_member_state(method, seed: int) -> TrainState:
                       model_state=method.init_model_state())
 
 
+def init_states(method, seeds) -> TrainState:
+    """States of all members ([members, ...]) in one compiled, vmapped init; member m equals
+    `init_member_state(method, seeds[m])`."""
+    seeds = jnp.asarray(seeds, jnp.uint32)
+    return jax.jit(jax.vmap(lambda s: init_member_state(method, s)))(seeds)
+
+
 def stack_members(trees):
     """[tree, tree, ...] -> tree with a leading member axis."""
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)

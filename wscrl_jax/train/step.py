@@ -18,7 +18,7 @@ from wscrl_jax.train.state import TrainState, adam
 def _clip_by_global_norm(grads, max_norm: float):
     """PyTorch `clip_grad_norm_`: scale by min(1, max_norm / (norm + 1e-6)); returns the
     pre-clipping norm as well."""
-    norm = optax.global_norm(grads)
+    norm = optax.tree.norm(grads)
     scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))
     return jax.tree_util.tree_map(lambda g: g * scale, grads), norm
 

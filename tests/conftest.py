@@ -1,0 +1,38 @@
+"""Shared test helpers: loading config files and a tiny, fast scaling config."""
+
+import importlib.util
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(name: str, arg: str):
+    """get_config(arg) of configs/<name>.py."""
+    spec = importlib.util.spec_from_file_location(f"configs_{name}",
+                                                  os.path.join(ROOT, "configs", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def tiny_scaling_config(method: str = "ilcm", dim_z: int = 2):
+    """The fast config shrunk to seconds: 20 steps per epoch, 16-unit networks."""
+    c = load_config("scaling", f"{method},fast")
+    c.data.dim_z = dim_z
+    c.data.samples.train = 1280
+    c.data.samples.val = 256
+    c.data.samples.test = 256
+    for net in ("encoder", "decoder", "scm"):
+        c.model[net].hidden_units = 16
+    c.training.iwae_samples = 2
+    c.training.steps_per_call = 100
+    c.checkpoint.every_n_steps = 200
+    c.checkpoint.async_save = False
+    return c
+
+
+@pytest.fixture
+def tiny_config():
+    return tiny_scaling_config
