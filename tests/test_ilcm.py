@@ -235,8 +235,9 @@ def test_main_loss_closed_form(variables, data, fix):
     for name, val in parts.items():
         np.testing.assert_allclose(np.asarray(out[name]), val, rtol=1e-4, atol=1e-3)
     # bookkeeping of the outputs
-    np.testing.assert_allclose(np.asarray(out["kl"]), parts["kl_e"] + parts["kl_intervention_target"],
-                               rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(out["kl"]),
+                               parts["kl_e"] + parts["kl_intervention_target"], rtol=1e-4,
+                               atol=1e-3)
     np.testing.assert_allclose(np.asarray(out["elbo"]), parts["log_likelihood"] - np.asarray(
         out["kl"]), rtol=1e-4, atol=1e-3)
     assert out["solution_std"].shape == (4, K, D)

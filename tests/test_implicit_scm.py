@@ -1,8 +1,8 @@
-"""wscrl_jax.causal.implicit_scm vs the reference's MLPImplicitSCM (sections 2.6, 2.7, 2.13, 3.2)."""
+"""wscrl_jax.causal.implicit_scm vs the reference's MLPImplicitSCM
+(sections 2.6, 2.7, 2.13, 3.2)."""
 
 import math
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,9 +14,7 @@ D = 3
 
 
 def _init(scm, *args, **kwargs):
-    # ImplicitSCM's dataclass field `init` (the last-layer scheme name) shadows flax's
-    # Module.init, so `scm.init(...)` is the string 'broad'; call the base method explicitly.
-    return nn.Module.init(scm, *args, **kwargs)
+    return scm.init(*args, **kwargs)
 
 
 def _log_n(x):

@@ -105,8 +105,6 @@ def test_step_schedule_traced_matches_python(training):
                                [0.0, 0.5 / 9, 9.5 / 9, 1.0, 1.0], rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.xfail(strict=True, reason="package bug: _ramp checks s <= 0 before s >= total "
-                   "when total <= 1; reference linear_scheduler returns final at s = total = 0")
 def test_zero_length_ramp_at_its_start_returns_final():
     # reference: `if step >= total_steps: return final` comes first, so with decay_epochs 0 the
     # value at f = ice (s = 0 >= 0) is already `final`

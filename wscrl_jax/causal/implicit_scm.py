@@ -93,10 +93,10 @@ class ImplicitSCM(nn.Module):
     hidden: Sequence[int]
     homoskedastic: bool = False
     min_std: float = 0.2
-    init: str = "broad"
+    init_scheme: str = "broad"
 
     def setup(self):
-        kinit, binit = _last_layer_init(self.init, self.homoskedastic)
+        kinit, binit = _last_layer_init(self.init_scheme, self.homoskedastic)
         self.hidden_layers = [StackedLinear(w) for w in self.hidden]
         self.out_layer = StackedLinear(1 if self.homoskedastic else 2, kernel_init=kinit,
                                        bias_init=binit)

@@ -23,7 +23,7 @@ LR_SCHEDULE_TYPES = ("constant", "cosine", "cosine_restarts", "cosine_restarts_r
 def _ramp(s, total, initial, final, log_space: bool):
     """Reference `linear_scheduler` / `exponential_scheduler` at (fractional) position s."""
     if total <= 1:
-        return jnp.where(s <= 0, initial, final)
+        return jnp.where(s >= total, final, jnp.where(s <= 0, initial, final))
     t = s / (total - 1)
     if log_space:
         mid = jnp.exp((1 - t) * math.log(initial) + t * math.log(final))

@@ -1,0 +1,104 @@
+"""Sweeps: members are isolated (a NaN member is frozen, the others are untouched) and the
+member-sharded path over several devices gives the numbers of the single-device path."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import ROOT, tiny_scaling_config
+from wscrl_jax import experiment
+from wscrl_jax.train.loop import NonFiniteError, train
+
+
+def one_phase_sweep_config():
+    """Three members, one main-phase epoch of 20 steps: one compilation."""
+    c = tiny_scaling_config("ilcm")
+    c.sweep.seeds = "1,2,3"
+    c.training.epochs = 1
+    c.training.pretrain_epochs = 0
+    c.training.model_interventions_after_epoch = 0
+    c.training.steps_per_call = 20
+    return c
+
+
+def poison(state, index):
+    """Sets every parameter of one member to NaN."""
+    return state.replace(params=jax.tree_util.tree_map(
+        lambda p: p.at[index].set(jnp.nan), state.params))
+
+
+@pytest.fixture(scope="module")
+def clean_and_poisoned():
+    config = one_phase_sweep_config()
+    method, data, state = experiment.build(config, experiment.sweep_members(config))
+    train_data = {k: data["train"][k] for k in method.train_inputs}
+    clean = train(method, state, train_data, config, progress=False)
+    _, _, state = experiment.build(config, experiment.sweep_members(config))
+    poisoned = train(method, poison(state, 1), train_data, config, progress=False)
+    return clean, poisoned, config
+
+
+def test_nan_member_is_frozen_and_reported(clean_and_poisoned):
+    clean, poisoned, config = clean_and_poisoned
+    counts = np.asarray(poisoned.nan_count)
+    assert counts[1] >= config.training.nan_limit and counts[0] == counts[2] == 0
+    assert np.all(np.asarray(clean.nan_count) == 0)
+
+
+def test_other_members_are_unaffected_by_a_nan_member(clean_and_poisoned):
+    clean, poisoned, _ = clean_and_poisoned
+    for a, b in zip(jax.tree_util.tree_leaves(clean.params),
+                    jax.tree_util.tree_leaves(poisoned.params)):
+        np.testing.assert_array_equal(np.asarray(a)[[0, 2]], np.asarray(b)[[0, 2]])
+
+
+def test_all_members_nan_stops_the_run():
+    config = one_phase_sweep_config()
+    config.sweep.seeds = "1"
+    method, data, state = experiment.build(config, experiment.sweep_members(config))
+    train_data = {k: data["train"][k] for k in method.train_inputs}
+    with pytest.raises(NonFiniteError, match="non-finite"):
+        train(method, poison(state, 0), train_data, config, progress=False)
+
+
+SHARDED_SCRIPT = textwrap.dedent("""
+    import json, sys
+    sys.path[:0] = [{root!r}, {tests!r}]
+    import jax, numpy as np
+    from conftest import tiny_scaling_config
+    from wscrl_jax import experiment
+    from wscrl_jax.train.loop import train
+    from test_sweep import one_phase_sweep_config
+    config = one_phase_sweep_config()
+    config.sweep.seeds = "1,2,3,4"
+    members = experiment.sweep_members(config)
+    method, data, state = experiment.build(config, members)
+    devices = {{d for leaf in jax.tree_util.tree_leaves(state) for d in leaf.devices()}}
+    train_data = {{k: data["train"][k] for k in method.train_inputs}}
+    sharded = train(method, state, train_data, config, progress=False)
+    one = jax.devices()[0]
+    single = train(method, jax.device_put(experiment.build(config, members)[2], one),
+                   jax.device_put(train_data, one), config, progress=False)
+    diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(
+        jax.tree_util.tree_leaves(sharded.params), jax.tree_util.tree_leaves(single.params)))
+    print(json.dumps({{"devices": len(devices), "max_abs_diff": diff}}))
+""")
+
+
+def test_sharded_members_match_single_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu")
+    script = SHARDED_SCRIPT.format(root=ROOT, tests=os.path.join(ROOT, "tests"))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["devices"] == 4
+    assert result["max_abs_diff"] < 1e-5, result
