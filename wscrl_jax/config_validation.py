@@ -78,8 +78,63 @@ def validate_lcm_config(c):
     _one_of(c.eval.likelihood_reduction, ("sum", "mean"), "eval.likelihood_reduction")
 
 
+def validate_mdcrl_config(c):
+    """Checks an MD-CRL mixing config (configs/md_mixing.py); raises ConfigError. Stage 2 also
+    checks that data.stage1_workdir holds stage-1 output."""
+    from wscrl_jax.data.mixing import MixingDataConfig  # noqa: F401 (validates via the method)
+    from wscrl_jax.models.mdcrl_autoencoders import AUTOENCODERS
+    from wscrl_jax.models.mdcrl_method import (OPTIMIZERS, SCHEDULERS, Stage1OutputMissing,
+                                               mixing_data_config, read_encoded_meta)
+    from wscrl_jax.models.mdcrl_penalties import LOSS_TRANSFORMS
+
+    d, m, t = c.data, c.model, c.training
+    _one_of(d.dataset, ("mixing", "encoded"), "data.dataset")
+    if d.dataset == "encoded":
+        try:
+            meta = read_encoded_meta(d.stage1_workdir)
+        except Stage1OutputMissing as e:
+            raise ConfigError(str(e)) from None
+        _require(0 <= d.stage1_member < len(meta["members"]),
+                 f"data.stage1_member={d.stage1_member} is out of range: stage 1 has "
+                 f"{len(meta['members'])} member(s)")
+        _require(0 < m.z_dim_invariant_fraction <= 1,
+                 "model.z_dim_invariant_fraction must lie in (0, 1]")
+    else:
+        try:
+            cfg = mixing_data_config(d)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"data: {e}") from None
+        n_train = cfg.num_samples_train - cfg.num_samples_valid
+        for name, n in (("train", n_train), ("valid", cfg.num_samples_valid)):
+            _require(n >= 2, f"the {name} split has {n} samples; need at least 2 (check "
+                     "data.num_samples)")
+        _positive_int(m.mismatch_dims + 1, "model.mismatch_dims + 1")
+    _one_of(m.autoencoder, AUTOENCODERS, "model.autoencoder")
+    _one_of(m.loss_transform, LOSS_TRANSFORMS, "model.loss_transform")
+    _positive_int(m.top_k, "model.top_k")
+    _require(m.penalty_weight >= 0, "model.penalty_weight must be >= 0")
+    _require(m.hinge_loss_weight >= 0, "model.hinge_loss_weight must be >= 0")
+    _positive_int(m.linear_steps, "model.linear_steps")
+    _positive_int(m.mmd.kernel_number, "model.mmd.kernel_number")
+    _require(m.mmd.capacity is None or m.mmd.capacity >= 1, "model.mmd.capacity must be >= 1")
+    _one_of(c.optimizer.type, OPTIMIZERS, "optimizer.type")
+    _require(c.optimizer.lr > 0, "optimizer.lr must be > 0")
+    _one_of(c.scheduler.type, SCHEDULERS, "scheduler.type")
+    _positive_int(t.batchsize, "training.batchsize")
+    _positive_int(t.epochs, "training.epochs")
+    _positive_int(t.min_epochs, "training.min_epochs", 0)
+    _positive_int(t.steps_per_call, "training.steps_per_call")
+    _positive_int(t.nan_limit, "training.nan_limit")
+    _require(t.clip_grad_norm > 0, "training.clip_grad_norm must be > 0")
+    _positive_int(t.early_stopping.patience, "training.early_stopping.patience")
+    data_seeds = c.sweep.get("data_seeds")
+    _require(data_seeds == "same" or (str(data_seeds).strip() != "" and all(
+        p.strip().lstrip("-").isdigit() for p in str(data_seeds).split(",") if p.strip())),
+             f"sweep.data_seeds={data_seeds!r} must be 'same' or comma-separated integers")
+
+
 def validate_config(c):
     _require("method" in c, "the config has no 'method' key; use a file from configs/")
-    validators = {"lcm": validate_lcm_config}
+    validators = {"lcm": validate_lcm_config, "mdcrl": validate_mdcrl_config}
     _one_of(c.method, tuple(validators), "method")
     validators[c.method](c)

@@ -38,9 +38,12 @@ def parse_seeds(text) -> List[int]:
 
 def sweep_members(config) -> List[Tuple[int, int]]:
     """(model seed, data seed) of every member: the product of sweep.seeds and sweep.data_seeds,
-    each defaulting to the single config.seed / config.data.nature.seed."""
+    each defaulting to the single config.seed / config.data.nature.seed. sweep.data_seeds="same"
+    pairs each model seed with itself as data seed (one global seed per run, as MD-CRL)."""
     sweep = config.get("sweep", {})
     seeds = parse_seeds(sweep.get("seeds")) or [int(config.seed)]
+    if sweep.get("data_seeds") == "same":
+        return [(s, s) for s in seeds]
     data_seeds = parse_seeds(sweep.get("data_seeds")) or [int(config.data.nature.seed)]
     return list(itertools.product(seeds, data_seeds))
 
@@ -94,16 +97,21 @@ def run(config, workdir: str, progress: bool = True):
     try:
         start = time.time()
         state = train(method, state, train_data, config, progress=progress,
-                      on_call_end=on_call_end)
+                      on_call_end=on_call_end, eval_data=data)
         jax.block_until_ready(state)
-        log.info("Training finished in %.1f s", time.time() - start)
+        elapsed = time.time() - start
         final_step = int(np.asarray(state.step)[0])
+        trained_steps = final_step - (resumed or 0)
+        log.info("Training finished in %.1f s (%d steps, %.1f steps/s)", elapsed, trained_steps,
+                 trained_steps / max(elapsed, 1e-9))
         if final_step not in manager.all_steps():
             checkpoint.save(manager, final_step, state, config, members, force=True)
         manager.wait_until_finished()
     finally:
         manager.close()
         writer.close()
+    if hasattr(method, "write_outputs"):  # e.g. MD-CRL stage-1 codes for stage 2
+        method.write_outputs(workdir, state, data, members)
     return evaluate_members(method, state, data, members, workdir, config)
 
 
@@ -135,6 +143,7 @@ def evaluate_members(method, state, data, members, workdir, config,
                      only: Optional[int] = None, filename: str = "test_metrics.csv"):
     """Evaluates every member (or member `only`), writes WORKDIR/metrics/<filename>."""
     rows = []
+    headline = tuple(getattr(method, "headline_metrics", ("causal_disentanglement",)))
     nan_counts = np.asarray(state.nan_count)
     for index, (seed, data_seed) in enumerate(members):
         if only is not None and index != only:
@@ -148,12 +157,25 @@ def evaluate_members(method, state, data, members, workdir, config,
                                       member(state.model_state, index), member(data, index), key)
         except ValueError as e:  # e.g. non-finite codes of a member that never trained
             log.warning("Member %d could not be evaluated: %s", index, e)
-            metrics, status = {"causal_disentanglement": float("nan")}, f"{status}; not evaluated"
-        log.info("Member %d (seed %d, data seed %d) evaluated in %.1f s: causal "
-                 "disentanglement = %.2f", index, seed, data_seed, time.time() - start,
-                 metrics["causal_disentanglement"])
+            metrics = {k: float("nan") for k in headline}
+            status = f"{status}; not evaluated"
+        if headline == ("causal_disentanglement",):
+            log.info("Member %d (seed %d, data seed %d) evaluated in %.1f s: causal "
+                     "disentanglement = %.2f", index, seed, data_seed, time.time() - start,
+                     metrics["causal_disentanglement"])
+        else:
+            log.info("Member %d (seed %d, data seed %d) evaluated in %.1f s: %s", index, seed,
+                     data_seed, time.time() - start,
+                     ", ".join(f"{k} = {metrics[k]:.4f}" for k in headline))
         rows.append({"seed": seed, "data_seed": data_seed, "status": status, **metrics})
     write_csv_atomic(os.path.join(workdir, "metrics", filename), rows)
+    if headline != ("causal_disentanglement",):
+        for k in headline:
+            values = [r[k] for r in rows]
+            log.info("Final evaluation: %s = %s (median %.4f over %d member(s))", k,
+                     ", ".join(f"{v:.4f}" for v in values), float(np.nanmedian(values)),
+                     len(values))
+        return rows
     values = [r["causal_disentanglement"] for r in rows]
     if len(values) == 1:
         log.info("Final evaluation: causal disentanglement = %.2f", values[0])

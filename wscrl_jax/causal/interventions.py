@@ -48,9 +48,9 @@ class HeuristicInterventionEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, mu1, mu2, offset):
-        alpha = self.param("alpha", lambda k: jnp.asarray(-3.0))
-        beta = self.param("beta", lambda k: jnp.asarray(15.0))
-        gamma = self.param("gamma", lambda k: jnp.asarray(15.0))
+        alpha = self.param("alpha", lambda k: jnp.asarray(-3.0, jnp.float32))
+        beta = self.param("beta", lambda k: jnp.asarray(15.0, jnp.float32))
+        gamma = self.param("gamma", lambda k: jnp.asarray(15.0, jnp.float32))
         delta = mu2 - mu1
         logits = alpha + beta * jnp.abs(delta) + gamma * jnp.square(delta)
         logits = jnp.concatenate([jnp.zeros_like(logits[:, :1]), logits], axis=-1)

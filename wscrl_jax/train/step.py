@@ -29,20 +29,31 @@ def make_run_steps(method, steps_per_epoch: int, batch_size: int, lr_fn, clip_gr
 
     state: TrainState stacked over members; data: {name: [members, N, ...]} training arrays;
     num_steps: traced int (no recompilation per call; the call must not cross an epoch);
-    phase: static. stats: per-member sums of loss and the count of finite steps.
+    phase: static. stats: per-member sums of loss, the count of finite steps and the loss of
+    the last step.
     """
-    optimizer = adam()
+    # Optional method hooks (absent: the WS-CRL behaviour): make_optimizer() -> an optax
+    # transformation without learning rate; learning_rate(model_state, step) replaces lr_fn;
+    # shuffle=False reads the training split in order every epoch; is_active(model_state) -> a
+    # member that is no longer active (e.g. early-stopped) skips its updates.
+    optimizer = method.make_optimizer() if hasattr(method, "make_optimizer") else adam()
+    shuffle = getattr(method, "shuffle", True)
+    member_lr = getattr(method, "learning_rate", None)
+    is_active = getattr(method, "is_active", None)
 
     def member_steps(state: TrainState, data, num_steps, phase):
         n = jax.tree_util.tree_leaves(data)[0].shape[0]
         epoch = state.step // steps_per_epoch
-        shuffle_key = jax.random.fold_in(jax.random.fold_in(state.key, 0), epoch)
-        perm = jax.random.permutation(shuffle_key, n)
+        if shuffle:
+            shuffle_key = jax.random.fold_in(jax.random.fold_in(state.key, 0), epoch)
+            perm = jax.random.permutation(shuffle_key, n)
+        else:
+            perm = jnp.arange(n)
         perm = jnp.concatenate([perm, perm[:batch_size]])
-        lr = lr_fn(epoch)
+        lr = lr_fn(epoch) if member_lr is None else None
 
         def one_step(_, carry):
-            state, loss_sum, finite_count = carry
+            state, loss_sum, finite_count, _ = carry
             pos = (state.step - epoch * steps_per_epoch) * batch_size
             idx = jax.lax.dynamic_slice(perm, (pos,), (batch_size,))
             weights = ((pos + jnp.arange(batch_size)) < n).astype(jnp.float32)
@@ -53,10 +64,14 @@ def make_run_steps(method, steps_per_epoch: int, batch_size: int, lr_fn, clip_gr
             (loss, _), grads = grad_fn(state.params, state.model_state, batch, weights, key,
                                        amounts, phase)
             grads, norm = _clip_by_global_norm(grads, clip_grad_norm)
-            updates, new_opt = optimizer.update(grads, state.opt_state)
-            new_params = jax.tree_util.tree_map(lambda p, u: p - lr * u, state.params, updates)
+            updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
+            step_lr = lr if member_lr is None else member_lr(state.model_state, state.step)
+            new_params = jax.tree_util.tree_map(lambda p, u: p - step_lr * u, state.params,
+                                                updates)
             finite = jnp.isfinite(loss) & jnp.isfinite(norm)
             apply = finite & (state.nan_count < nan_limit)
+            if is_active is not None:
+                apply = apply & is_active(state.model_state)
             keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
                 lambda a, b: jnp.where(apply, a, b), new, old)
             state = state.replace(params=keep(new_params, state.params),
@@ -64,11 +79,13 @@ def make_run_steps(method, steps_per_epoch: int, batch_size: int, lr_fn, clip_gr
                                   step=state.step + 1,
                                   nan_count=state.nan_count + (~finite).astype(jnp.int32))
             return (state, loss_sum + jnp.where(finite, loss, 0.0),
-                    finite_count + finite.astype(jnp.int32))
+                    finite_count + finite.astype(jnp.int32), loss)
 
-        state, loss_sum, finite_count = jax.lax.fori_loop(
-            0, num_steps, one_step, (state, jnp.zeros(()), jnp.zeros((), jnp.int32)))
-        return state, {"loss_sum": loss_sum, "finite_steps": finite_count}
+        state, loss_sum, finite_count, last_loss = jax.lax.fori_loop(
+            0, num_steps, one_step,
+            (state, jnp.zeros(()), jnp.zeros((), jnp.int32), jnp.full((), jnp.nan)))
+        return state, {"loss_sum": loss_sum, "finite_steps": finite_count,
+                       "last_loss": last_loss}
 
     @partial(jax.jit, static_argnames=("phase",), donate_argnums=(0,))
     def run_steps(state, data, num_steps, phase):
