@@ -101,7 +101,6 @@ def get_config(arg=None):
             "constant_exponential_constant", 0.025, 1e-4, 10, 10)
     t.inverse_consistency_regularization_schedule = _schedule("constant", 0.0, 0.0)
     t.intervention_entropy_regularization_schedule = _schedule("constant", 1.0, 1.0)
-    t.log_every_n_steps = 10 if fast else 1000
     t.nan_limit = 10  # non-finite steps (cumulative) after which a member stops training
     t.steps_per_call = 500  # steps compiled into one call; the host wakes up between calls
 

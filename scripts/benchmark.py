@@ -83,7 +83,10 @@ def main():
     p.add_argument("--steps", type=int, default=500, help="steps per compiled call")
     p.add_argument("--calls", type=int, default=3, help="timed calls per case")
     p.add_argument("--train-samples", type=int, default=100000)
+    p.add_argument("--plot", default=None,
+                   help="write a PNG of member-steps/s against members (needs matplotlib)")
     args = p.parse_args()
+    results = []
     for method_name in args.methods.split(","):
         phases = args.phases.split(",")
         if method_name == "betavae":  # one loss for every epoch after pretraining
@@ -91,9 +94,35 @@ def main():
         for dim_z in (int(d) for d in args.dims.split(",")):
             for members in (int(m) for m in args.members.split(",")):
                 for phase_name in phases:
-                    print(json.dumps(bench_case(method_name, phase_name, dim_z, members,
-                                                args.steps, args.calls, args.train_samples)),
-                          flush=True)
+                    result = bench_case(method_name, phase_name, dim_z, members, args.steps,
+                                        args.calls, args.train_samples)
+                    results.append(result)
+                    print(json.dumps(result), flush=True)
+    if args.plot:
+        plot_members(results, args.plot)
+
+
+def plot_members(results, path):
+    """Aggregate member-steps/s against members, one line per (method, phase, dim_z)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    groups = {}
+    for r in results:
+        groups.setdefault((r["method"], r["phase"], r["dim_z"]), []).append(r)
+    for (method, phase, dim_z), rows in groups.items():
+        rows.sort(key=lambda r: r["members"])
+        ax.plot([r["members"] for r in rows], [r["member_steps_per_s"] for r in rows], "o-",
+                label=f"{method} {phase}, dim_z={dim_z}")
+    ax.set_xscale("log")
+    ax.set_xlabel("members (vmapped)")
+    ax.set_ylabel("member-steps / s")
+    ax.set_title(f"{results[0]['backend']}: {results[0]['device']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ def main():
     from wscrl_jax.tracking import setup_logging
     from wscrl_jax.train.checkpoint import CheckpointError
 
+    from wscrl_jax.cli import enable_compilation_cache
+
+    enable_compilation_cache()
     setup_logging(args.workdir)
     try:
         experiment.evaluate_workdir(args.workdir, args.member, args.step)

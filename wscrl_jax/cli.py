@@ -31,6 +31,16 @@ def _define_flags():
         pass
 
 
+def enable_compilation_cache():
+    """Persists compiled XLA programs across runs (directory from $WSCRL_JAX_CACHE, default
+    ~/.cache/wscrl_jax/xla; set it empty to disable): a rerun skips most compile time."""
+    path = os.environ.get("WSCRL_JAX_CACHE", os.path.expanduser("~/.cache/wscrl_jax/xla"))
+    if path:
+        import jax
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def main_with_config(command: str):
     _define_flags()
     try:
@@ -58,6 +68,7 @@ def main_with_config(command: str):
     from wscrl_jax import experiment
     from wscrl_jax.tracking import setup_logging
 
+    enable_compilation_cache()
     logger = setup_logging(workdir)
     logger.info("Command: %s", " ".join(sys.argv))
     with open(os.path.join(workdir, "config.json"), "w") as f:

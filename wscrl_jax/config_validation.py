@@ -116,7 +116,8 @@ def validate_mdcrl_config(c):
     _require(m.hinge_loss_weight >= 0, "model.hinge_loss_weight must be >= 0")
     _positive_int(m.linear_steps, "model.linear_steps")
     _positive_int(m.mmd.kernel_number, "model.mmd.kernel_number")
-    _require(m.mmd.capacity is None or m.mmd.capacity >= 1, "model.mmd.capacity must be >= 1")
+    _require(m.mmd.capacity is None or m.mmd.capacity >= 0,
+             "model.mmd.capacity must be >= 0 (0: exact, unset: automatic)")
     _one_of(c.optimizer.type, OPTIMIZERS, "optimizer.type")
     _require(c.optimizer.lr > 0, "optimizer.lr must be > 0")
     _one_of(c.scheduler.type, SCHEDULERS, "scheduler.type")

@@ -4,7 +4,9 @@ DCI on causal codes (regressors fit on `dci_train`, scored on the evaluation spl
 test-set loss terms on the whole split as one batch and the IWAE negative log-likelihood.
 """
 
+import logging
 import math
+import time
 from functools import partial
 from typing import Dict
 
@@ -15,6 +17,8 @@ import numpy as np
 from wscrl_jax.eval.dci import compute_dci
 from wscrl_jax.models.objective import LOG_MEAN_VARS, intervention_metrics
 from wscrl_jax.models.phase import EVAL_PHASE, IWAE_PHASE, eval_amounts
+
+log = logging.getLogger("wscrl_jax")
 
 
 @partial(jax.jit, static_argnums=(0,))
@@ -51,8 +55,10 @@ def evaluate_lcm(method, params, model_state, data, key) -> Dict[str, float]:
     split = data[cfg.eval.eval_partition]
     codes_train = _encode(method, params, model_state, data["dci_train"]["x1"])
     codes_test = _encode(method, params, model_state, split["x1"])
+    start = time.time()
     dci = compute_dci(codes_train, data["dci_train"]["z1"], codes_test, split["z1"],
                       random_state=cfg.eval.dci_random_state)
+    log.info("DCI (%d training codes) in %.1f s", codes_train.shape[0], time.time() - start)
     metrics = {f"causal_{k}": v for k, v in dci.items()}
 
     phase = EVAL_PHASE._replace(full_likelihood=cfg.eval.full_likelihood,

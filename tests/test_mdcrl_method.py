@@ -1,0 +1,232 @@
+"""MD-CRL method on the shared loop: schedules, optimiser, autoencoders, loss, and tiny
+end-to-end runs (linear min-max learns; stage 1 -> stage 2 pipeline; clear stage-2 errors)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from conftest import ROOT, load_config
+from wscrl_jax import experiment
+from wscrl_jax.config_validation import ConfigError, validate_config
+from wscrl_jax.models import mdcrl_method as mm
+from wscrl_jax.models.mdcrl_autoencoders import LinearAE, PolyAE
+from wscrl_jax.tracking import read_csv
+
+
+def tiny_md_config(arg="linear,minmax,fast"):
+    c = load_config("md_mixing", arg)
+    c.training.batchsize = 256
+    c.checkpoint.async_save = False
+    c.eval.domain_accuracy = False
+    return c
+
+
+# ------------------------------------------------------------------------------ schedules
+
+
+def _ms(lr=1.0):
+    return {"lr": jnp.float32(lr), "plateau_best": jnp.float32(jnp.inf),
+            "plateau_bad": jnp.int32(0), "plateau_cooldown": jnp.int32(0)}
+
+
+def test_reduce_on_plateau_matches_torch_semantics():
+    sc = ml_collections.ConfigDict(dict(factor=0.5, patience=2, threshold=1e-3, cooldown=1,
+                                        min_lr=0.3, eps=1e-8))
+    ms = _ms()
+    lrs = []
+    # improvement, then flat: bad = 1, 2, 3 -> reduce on the 4th call (bad > patience);
+    # the next call is the cooldown epoch (bad reset to 0), then bad 1, 2, 3 -> reduce to the
+    # floor 0.3 on the 8th call; afterwards 0.3 * 0.5 < min_lr, a change of 0 < eps: stays.
+    for metric in [5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 4.9995, 5.0, 5.0, 5.0, 5.0, 5.0]:
+        ms = mm.plateau_update(ms, jnp.float32(metric), sc)
+        lrs.append(float(ms["lr"]))
+    assert lrs[:4] == [1.0, 1.0, 1.0, 0.5]
+    assert lrs[4:7] == [0.5, 0.5, 0.5]
+    assert lrs[7] == pytest.approx(0.3)
+    assert lrs[-1] == pytest.approx(0.3)
+
+
+def test_early_stopping_waits_for_patience_and_min_epochs():
+    es = ml_collections.ConfigDict(dict(enabled=True, patience=2, min_delta=1e-4))
+    ms = {"es_best": jnp.float32(jnp.inf), "es_wait": jnp.int32(0), "active": jnp.asarray(True),
+          "stopped_epoch": jnp.int32(-1)}
+    vals = [1.0, 0.99995, 0.9999, 0.9, 0.9, 0.9]  # 0.99995 is not an improvement (min_delta)
+    active = []
+    for epoch, v in enumerate(vals):
+        ms = mm.early_stopping_update(ms, jnp.float32(v), epoch, es, min_epochs=5)
+        active.append(bool(ms["active"]))
+    # wait reaches 2 at epoch 4 but min_epochs=5 is only met at epoch 4 (epoch + 1 >= 5)
+    assert active == [True, True, True, True, True, False]
+    assert int(ms["stopped_epoch"]) == 5
+    ms2 = mm.early_stopping_update(ms, jnp.float32(0.1), 6, es, min_epochs=0)
+    assert not bool(ms2["active"])  # stays stopped
+
+
+def test_transformers_schedules():
+    lam = lambda kind, s, **kw: float(mm.hf_lr_lambda(kind, s, 10, 30, lr_init=1e-3, **kw))  # noqa
+    assert lam("linear", 0) == 0.0 and lam("linear", 5) == pytest.approx(0.5)
+    assert lam("linear", 20) == pytest.approx(0.5) and lam("linear", 40) == 0.0
+    assert lam("polynomial", 20, lr_end=1e-4) == pytest.approx((0.9e-3 * 0.5 + 1e-4) / 1e-3)
+    assert lam("polynomial", 31, lr_end=1e-4) == pytest.approx(0.1)
+    # 2 cycles over 20 decay steps: half-way down at step 15, restart at step 20
+    assert lam("cosine_hard_restarts", 15, num_cycles=2) == pytest.approx(0.5)
+    assert lam("cosine_hard_restarts", 20, num_cycles=2) == pytest.approx(1.0)
+    assert lam("cosine_hard_restarts", 25, num_cycles=2) == pytest.approx(0.5)
+    assert lam("cosine_hard_restarts", 30, num_cycles=2) == 0.0
+
+
+def test_adam_and_adamw_weight_decay_first_step():
+    p = {"w": jnp.array([1.0, -2.0])}
+    g = {"w": jnp.array([0.5, 0.5])}
+    adamw = mm.adam_with_weight_decay(weight_decay=0.01, decoupled=True)
+    u, _ = adamw.update(g, adamw.init(p), p)
+    # first Adam step: m_hat / (sqrt(v_hat) + eps) = g / (|g| + eps) ~ 1; AdamW adds wd * p
+    np.testing.assert_allclose(u["w"], 1.0 + 0.01 * np.array([1.0, -2.0]), rtol=1e-4)
+    adam_l2 = mm.adam_with_weight_decay(weight_decay=0.1, decoupled=False)
+    u, _ = adam_l2.update(g, adam_l2.init(p), p)
+    np.testing.assert_allclose(u["w"], [1.0, 1.0], rtol=1e-4)  # g + wd p = 0.6, 0.3 (> 0)
+
+
+# ------------------------------------------------------------------------------ modules, loss
+
+
+def test_autoencoder_inits_and_shapes():
+    key = jax.random.PRNGKey(0)
+    lin = LinearAE(x_dim=40, latent=20)
+    p = lin.init(key, jnp.zeros((1, 40)))["params"]
+    assert np.all(p["encoder"]["bias"] == 0) and np.all(p["decoder"]["bias"] == 0)
+    std = float(np.std(np.concatenate([p["encoder"]["kernel"].ravel(),
+                                       p["decoder"]["kernel"].ravel()])))
+    assert std == pytest.approx(np.sqrt(2 / 60), rel=0.15)  # xavier normal
+    poly = PolyAE(x_dim=8, latent=3, decoder_latent=3, poly_degree=2)
+    p = poly.init(key, jnp.zeros((1, 8)))["params"]
+    assert "bias" not in p["encoder_0"] and p["encoder_0"]["kernel"].shape == (8, 4)
+    assert p["decoder"]["kernel"].shape == (1 + 3 + 9, 8)
+    assert np.max(np.abs(p["decoder"]["kernel"])) <= 1 / np.sqrt(13)  # torch default init
+    z, xh = poly.apply({"params": p}, jnp.ones((5, 8)))
+    assert z.shape == (5, 3) and xh.shape == (5, 8)
+
+
+def test_loss_ignores_padding_rows():
+    c = tiny_md_config("linear,minmax_mmd,fast")
+    method = mm.MDCRLMethod(c)
+    params = method.init(jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(40, method.x_dim)), jnp.float32)
+    dom = jnp.asarray(np.arange(40) % 4, jnp.int32)
+    amounts = {"penalty_weight": jnp.float32(1.0)}
+    loss = jax.jit(lambda b, w: method.loss(params, None, b, w, None, amounts, None))
+    real, _ = loss({"x": x[:32], "domain": dom[:32]}, jnp.ones(32))
+    w = jnp.concatenate([jnp.ones(32), jnp.zeros(8)])
+    padded, aux = loss({"x": x, "domain": dom}, w)
+    np.testing.assert_allclose(padded, real, rtol=1e-5)
+    assert float(aux["penalty_loss"]) > 0
+
+
+def test_warmup_gives_zero_weight_at_step_zero():
+    method = mm.MDCRLMethod(tiny_md_config())
+    spe = method.steps_per_epoch
+    assert float(method.amounts(0.0)["penalty_weight"]) == 0.0
+    assert float(method.amounts(1 / spe)["penalty_weight"]) == 1.0
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+@pytest.fixture(scope="module")
+def linear_runs(tmp_path_factory):
+    """Linear min-max, 2 seeds as one vmapped run, and the same without penalty (a larger
+    constant learning rate than the reference's so 960 steps suffice)."""
+    out = {}
+    for name, weight in (("minmax", 1.0), ("none", 0.0)):
+        c = tiny_md_config()
+        c.training.epochs = 120
+        c.optimizer.lr = 1e-2
+        c.scheduler.type = "none"
+        c.model.penalty_weight = weight
+        c.sweep.seeds = "3,5"
+        wd = str(tmp_path_factory.mktemp(name))
+        out[name] = (c, wd, experiment.run(c, wd, progress=False))
+    return out
+
+
+def test_linear_minmax_recovers_invariant_block(linear_runs):
+    _, wd, rows = linear_runs["minmax"]
+    _, _, base = linear_runs["none"]
+    assert [(r["seed"], r["data_seed"]) for r in rows] == [(3, 3), (5, 5)]
+    pen = np.median([r["hz_z_~r2"] for r in rows])
+    unpen = np.median([r["hz_z_~r2"] for r in base])
+    assert pen > 0.9 and pen > unpen + 0.3, (pen, unpen)
+    assert np.median([r["heldout_hz_z_~r2"] for r in rows]) > 0.9
+    assert np.median([r["hz_~z_~r2"] for r in rows]) < 0.2
+    file_rows = read_csv(os.path.join(wd, "metrics", "test_metrics.csv"))
+    assert list(file_rows[0])[:6] == ["", "seed", "data_seed", "status", "hz_z_~r2", "hz_~z_~r2"]
+    assert "heldout_hz_z_~r2" in file_rows[0] and "full_~r2" in file_rows[0]
+
+
+@pytest.fixture(scope="module")
+def two_stage(tmp_path_factory):
+    c1 = tiny_md_config("poly_stage1,fast")
+    c1.data.z_dim, c1.data.x_dim, c1.data.num_domains, c1.data.polynomial_degree = 4, 16, 4, 2
+    c1.training.epochs = 30
+    w1 = str(tmp_path_factory.mktemp("stage1"))
+    rows1 = experiment.run(c1, w1, progress=False)
+    c2 = tiny_md_config("poly_stage2,fast")
+    c2.data.stage1_workdir = w1
+    c2.training.epochs = 40
+    c2.training.min_epochs = 40
+    validate_config(c2)
+    w2 = str(tmp_path_factory.mktemp("stage2"))
+    rows2 = experiment.run(c2, w2, progress=False)
+    return w1, rows1, rows2
+
+
+def test_stage1_writes_codes_and_stage2_trains_on_them(two_stage):
+    w1, rows1, rows2 = two_stage
+    with open(os.path.join(w1, "encoded", "meta.json")) as f:
+        meta = json.load(f)
+    assert meta["latent_dim"] == 4 and meta["num_domains"] == 4 and meta["z_dim"] == 4
+    data = mm.load_encoded_splits(w1, 0)
+    assert set(data) == {"train", "valid", "test"}
+    for split in data.values():  # each split scaled to [-1, 1] with its own extrema
+        assert float(jnp.min(split["x"])) == pytest.approx(-1.0)
+        assert float(jnp.max(split["x"])) == pytest.approx(1.0)
+    assert np.isfinite(rows2[0]["hz_z_~r2"]) and np.isfinite(rows1[0]["hz_z_~r2"])
+    assert rows2[0]["hz_z_~r2"] > rows1[0]["hz_z_~r2"]
+
+
+def test_stage2_without_stage1_output_fails_in_one_line(tmp_path):
+    c = load_config("md_mixing", "poly_stage2")
+    c.data.stage1_workdir = str(tmp_path)
+    with pytest.raises(ConfigError, match="holds no stage-1 output"):
+        validate_config(c)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
+         "--config", os.path.join(ROOT, "configs", "md_mixing.py") + ":poly_stage2",
+         "--workdir", str(tmp_path / "w2"), f"--config.data.stage1_workdir={tmp_path}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "stage-1 output" in lines[0], proc.stderr
+
+
+def test_config_variants_and_validation():
+    for arg in ("linear,minmax", "linear,mmd", "linear,minmax_mmd,dynamic", "linear,none",
+                "poly_stage1"):
+        validate_config(load_config("md_mixing", arg))
+    c = load_config("md_mixing", "linear,mmd,dynamic")
+    assert c.model.mmd.fix_sigma is None and c.data.correlated_z and c.data.corr_prob == 0.5
+    assert c.model.penalty_criterion.minmax == 0.0
+    c = load_config("md_mixing", "linear")
+    c.scheduler.type = "exponential"
+    with pytest.raises(ConfigError, match="scheduler.type"):
+        validate_config(c)
+    with pytest.raises(ValueError, match="unknown option"):
+        load_config("md_mixing", "linear,bogus")
