@@ -4,11 +4,10 @@ All means are weighted by a per-sample weight [B] so that padded rows of a final
 batch (the reference's `drop_last=False`) do not count.
 """
 
-import itertools
-
 import jax.numpy as jnp
 import numpy as np
 
+from wscrl_jax.causal.interventions import label_permutations
 from wscrl_jax.models.phase import Amounts
 
 # Per-sample outputs whose batch means are logged, in a fixed order (the reference's
@@ -47,18 +46,6 @@ def total_loss(loss_b, outputs, weights, amounts: Amounts):
     return loss
 
 
-def batch_metrics(loss, outputs, weights):
-    """Device-side means of everything the host turns into logged metrics."""
-    metrics = {"loss": loss}
-    for key in LOG_MEAN_VARS:
-        if key in outputs:
-            metrics[key] = weighted_mean(outputs[key], weights)
-    if "solution_std" in outputs:
-        metrics["solution_std"] = jnp.mean(
-            weighted_mean(outputs["solution_std"], weights), axis=0)  # [d]
-    return metrics
-
-
 def intervention_metrics(q: np.ndarray, true_labels: np.ndarray, dim_z: int) -> dict:
     """Host-side intervention-posterior metrics, in the reference's column order.
 
@@ -77,8 +64,7 @@ def intervention_metrics(q: np.ndarray, true_labels: np.ndarray, dim_z: int) -> 
         out[f"intervention_posterior_{k}"] = float(q[:, k].mean())
     best_log, best_post, best_acc = -np.inf, -np.inf, -np.inf
     rows = np.arange(len(true_labels))
-    for perm in itertools.permutations(range(1, dim_z + 1)):
-        mapping = np.array((0,) + perm)
+    for mapping in label_permutations(dim_z):
         q_true = q[rows, mapping[true_labels]]
         best_log = max(best_log, float(np.log(q_true + 1e-9).mean()))
         best_post = max(best_post, float(q_true.mean()))
