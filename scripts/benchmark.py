@@ -23,7 +23,8 @@ from wscrl_jax.experiment import make_member_data  # noqa: E402
 from wscrl_jax.methods import get_method  # noqa: E402
 from wscrl_jax.train.loop import steps_per_epoch  # noqa: E402
 from wscrl_jax.train.schedules import lr_schedule  # noqa: E402
-from wscrl_jax.train.state import init_member_state, stack_members  # noqa: E402
+from wscrl_jax.train.sharding import member_sharding, shard_members  # noqa: E402
+from wscrl_jax.train.state import init_states  # noqa: E402
 from wscrl_jax.train.step import make_run_steps  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -44,13 +45,15 @@ def bench_case(method_name, phase_name, dim_z, members, steps, calls, train_samp
     config.data.samples.train = train_samples
     method = get_method(config)
     seeds = [(1000 + m, 2000 + m) for m in range(members)]
+    sharding = member_sharding(members)
     data = make_member_data(method, seeds)
-    train_data = {k: data["train"][k] for k in method.train_inputs}
-    state = stack_members([init_member_state(method, s) for s, _ in seeds])
+    train_data = shard_members({k: data["train"][k] for k in method.train_inputs}, sharding)
+    state = shard_members(init_states(method, [s for s, _ in seeds]), sharding)
     tr = config.training
     spe = steps_per_epoch(train_samples, tr.batchsize)
     epoch = PHASE_EPOCHS[phase_name]
-    state = state.replace(step=jnp.full((members,), epoch * spe, jnp.int32))
+    state = shard_members(state.replace(step=jnp.full((members,), epoch * spe, jnp.int32)),
+                          sharding)
     phase = method.phase_for_epoch(epoch)
     run_steps = make_run_steps(method, spe, tr.batchsize, lr_schedule(tr.lr_schedule, tr.epochs),
                                float(tr.clip_grad_norm), int(tr.nan_limit))
@@ -61,13 +64,14 @@ def bench_case(method_name, phase_name, dim_z, members, steps, calls, train_samp
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(calls):
-        state = state.replace(step=jnp.full((members,), epoch * spe, jnp.int32))
+        state = state.replace(step=state.step - steps)
         state, stats = run_steps(state, train_data, num, phase)
     jax.block_until_ready(stats)
     elapsed = time.perf_counter() - start
     device = jax.devices()[0]
     return {"backend": jax.default_backend(), "device": device.device_kind, "method": method_name,
             "phase": phase_name, "dim_z": dim_z, "members": members, "batch": tr.batchsize,
+            "devices": len(sharding.mesh.devices.flat),
             "compile_s": round(compile_s, 3),
             "call_s": round(elapsed / calls, 4),
             "steps_per_s": round(steps * calls / elapsed, 1),

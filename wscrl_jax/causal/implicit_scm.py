@@ -48,7 +48,12 @@ def ancestor_masks(structure: str, dim_z: int, order=None):
 
 
 class StackedLinear(nn.Module):
-    """d independent dense layers: [B, d, in] -> [B, d, out], torch-default init per layer."""
+    """d independent dense layers: [d, B, in] -> [d, B, out], torch-default init per layer.
+
+    The variable axis leads so that the batched matmul has leading batch dimensions, which
+    XLA runs several times faster than a variable axis between batch and features (and far
+    faster again once a member axis is vmapped in front).
+    """
 
     features: int
     kernel_init: object = None
@@ -56,11 +61,11 @@ class StackedLinear(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        d, fan_in = x.shape[-2], x.shape[-1]
+        d, fan_in = x.shape[0], x.shape[-1]
         kernel = self.param("kernel", self.kernel_init or torch_uniform(fan_in),
                             (d, fan_in, self.features))
         bias = self.param("bias", self.bias_init or torch_uniform(fan_in), (d, self.features))
-        return jnp.einsum("...di,dio->...do", x, kernel) + bias
+        return jnp.einsum("dbi,dio->dbo", x, kernel) + bias[:, None, :]
 
 
 def _last_layer_init(scheme: str, homoskedastic: bool):
@@ -105,18 +110,19 @@ class ImplicitSCM(nn.Module):
 
     def scale_shift(self, conditioning_eps, masks):
         """conditioning_eps [B, d], masks [d, d] -> (scale [B, d], shift [B, d])."""
-        context = jnp.concatenate(
-            [masks[None] * conditioning_eps[:, None, :], jnp.broadcast_to(
-                masks[None], (conditioning_eps.shape[0],) + masks.shape)], axis=-1)
+        batch = conditioning_eps.shape[0]
+        context = jnp.concatenate(  # [d, B, 2d]: row i is variable i's masked noise and mask
+            [masks[:, None, :] * conditioning_eps[None, :, :],
+             jnp.broadcast_to(masks[:, None, :], (self.dim_z, batch, self.dim_z))], axis=-1)
         h = context
         for layer in self.hidden_layers:
             h = nn.relu(layer(h))
-        out = self.out_layer(h)
+        out = self.out_layer(h)  # [d, B, 1 or 2]
         if self.homoskedastic:
-            log_scale = jnp.broadcast_to(self.log_scale, out.shape[:-1])
-            shift = out[..., 0]
+            shift = out[..., 0].T
+            log_scale = jnp.broadcast_to(self.log_scale, shift.shape)
         else:
-            log_scale, shift = out[..., 0], out[..., 1]
+            log_scale, shift = out[..., 0].T, out[..., 1].T
         return jnp.exp(log_scale) + self.min_std, shift
 
     def solve(self, eps, conditioning_eps, masks):
