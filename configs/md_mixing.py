@@ -15,7 +15,9 @@ Variants, `--config configs/md_mixing.py:VARIANT[,OPTION...]`:
 
 Sweeps: `--config.sweep.seeds=1235,4256,49685,7383,9271` trains every seed as one vmapped run;
 each member's data seed is its model seed (`sweep.data_seeds="same"`, as the reference's single
-global seed), or give `sweep.data_seeds=...` for a product grid.
+global seed), or give `sweep.data_seeds=...` for a product grid. Shape-changing values run one
+after the other, each seed-vmapped, in WORKDIR/<key>=<value>_.../:
+`--config.sweep.grid="data.z_dim=8,16;data.num_domains=2,4"`.
 """
 
 import ml_collections
@@ -133,6 +135,8 @@ def get_config(arg=None):
     c.sweep = ml_collections.ConfigDict()
     c.sweep.seeds = ""  # e.g. "1235,4256,49685,7383,9271"; empty: config.seed
     c.sweep.data_seeds = "same"  # "same": each member's data seed = its model seed
+    # shape-changing values, one run each (sequential), e.g. "data.z_dim=8,16;data.num_domains=2,4"
+    c.sweep.grid = ""
     c.checkpoint = ml_collections.ConfigDict(dict(every_n_steps=2000, max_to_keep=2,
                                                   async_save=True))
     c.eval = ml_collections.ConfigDict()

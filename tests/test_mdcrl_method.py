@@ -230,3 +230,15 @@ def test_config_variants_and_validation():
         validate_config(c)
     with pytest.raises(ValueError, match="unknown option"):
         load_config("md_mixing", "linear,bogus")
+
+
+def test_grid_sweep_parsing_and_validation():
+    assert experiment.parse_grid("data.z_dim=8,16; data.num_domains=2") == [
+        ("data.z_dim", [8, 16]), ("data.num_domains", [2])]
+    assert experiment.parse_grid("") == []
+    c = load_config("md_mixing", "linear")
+    c.sweep.grid = "data.z_dim=4,8;model.penalty_weight=0.0,1.0"
+    validate_config(c)
+    c.sweep.grid = "data.zdim=4"
+    with pytest.raises(ConfigError, match="unknown key"):
+        validate_config(c)

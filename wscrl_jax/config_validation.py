@@ -81,7 +81,6 @@ def validate_lcm_config(c):
 def validate_mdcrl_config(c):
     """Checks an MD-CRL mixing config (configs/md_mixing.py); raises ConfigError. Stage 2 also
     checks that data.stage1_workdir holds stage-1 output."""
-    from wscrl_jax.data.mixing import MixingDataConfig  # noqa: F401 (validates via the method)
     from wscrl_jax.models.mdcrl_autoencoders import AUTOENCODERS
     from wscrl_jax.models.mdcrl_method import (OPTIMIZERS, SCHEDULERS, Stage1OutputMissing,
                                                mixing_data_config, read_encoded_meta)
@@ -132,6 +131,18 @@ def validate_mdcrl_config(c):
     _require(data_seeds == "same" or (str(data_seeds).strip() != "" and all(
         p.strip().lstrip("-").isdigit() for p in str(data_seeds).split(",") if p.strip())),
              f"sweep.data_seeds={data_seeds!r} must be 'same' or comma-separated integers")
+    if c.sweep.get("grid"):
+        import itertools
+
+        from wscrl_jax.experiment import grid_point_config, parse_grid
+
+        grid = parse_grid(c.sweep.grid)
+        for values in itertools.product(*(v for _, v in grid)):
+            try:
+                sub = grid_point_config(c, grid, values)
+            except (KeyError, TypeError, AttributeError) as e:
+                raise ConfigError(f"sweep.grid names an unknown key {e}") from None
+            validate_mdcrl_config(sub)
 
 
 def validate_config(c):

@@ -63,9 +63,65 @@ def build(config, members):
     return method, data, state
 
 
+def parse_grid(text) -> List[Tuple[str, list]]:
+    """'data.z_dim=8,16;data.num_domains=2,4' -> [("data.z_dim", [8, 16]), ...] (ints where
+    they parse, floats next, else strings); empty -> []."""
+    out = []
+    for part in str(text or "").replace(" ", "").split(";"):
+        if not part:
+            continue
+        key, _, values = part.partition("=")
+        parsed = []
+        for v in values.split(","):
+            for cast in (int, float, str):
+                try:
+                    parsed.append(cast(v))
+                    break
+                except ValueError:
+                    continue
+        out.append((key, parsed))
+    return out
+
+
+def grid_point_config(config, grid, values):
+    """A copy of config with the grid keys set to `values` and the grid cleared; raises
+    KeyError for a key the config lacks."""
+    sub = ml_collections.ConfigDict(config.to_dict())
+    sub.sweep.grid = ""
+    for (key, _), value in zip(grid, values):
+        node = sub
+        *path, leaf = key.split(".")
+        for p in path:
+            node = node[p]
+        if leaf not in node:
+            raise KeyError(key)
+        node[leaf] = value
+    return sub
+
+
+def run_grid(config, workdir: str, progress: bool = True):
+    """`sweep.grid` (e.g. "data.z_dim=8,16;data.num_domains=2,4"): one run per combination of
+    values that change shapes (so they cannot share a vmapped state), each in
+    WORKDIR/<key>=<value>_.../, run one after the other; every run still vmaps its seeds. The
+    combined rows (with one column per grid key) go to WORKDIR/metrics/test_metrics.csv."""
+    grid = parse_grid(config.sweep.grid)
+    rows = []
+    for values in itertools.product(*(v for _, v in grid)):
+        sub = grid_point_config(config, grid, values)
+        name = [f"{key.split('.')[-1]}={value}" for (key, _), value in zip(grid, values)]
+        log.info("Grid point %s", ", ".join(name))
+        sub_rows = run(sub, os.path.join(workdir, "_".join(name)), progress)
+        rows.extend({**{k: v for (k, _), v in zip(grid, values)}, **r} for r in sub_rows)
+    write_csv_atomic(os.path.join(workdir, "metrics", "test_metrics.csv"), rows)
+    return rows
+
+
 def run(config, workdir: str, progress: bool = True):
     """Trains (resuming if a checkpoint exists) and evaluates; writes
-    WORKDIR/metrics/test_metrics.csv. Returns the metric rows."""
+    WORKDIR/metrics/test_metrics.csv. Returns the metric rows. A non-empty `sweep.grid` runs
+    the grid (`run_grid`)."""
+    if config.get("sweep", {}).get("grid"):
+        return run_grid(config, workdir, progress)
     members = sweep_members(config)
     log.info("Members (model seed, data seed): %s on %s", members, jax.devices()[0].platform)
     start = time.time()
