@@ -6,39 +6,17 @@ loss_b = -ll + beta * (log q(z1|x1) + log q(z2|x2) - log N(z1) - log N(z2)), wit
 `pretrain_beta` in place of beta during pretraining.
 """
 
-from typing import Sequence
-
-import flax.linen as nn
 import jax.numpy as jnp
 
 from wscrl_jax.models.ilcm import sq_norm
+from wscrl_jax.models.pair_autoencoder import PairAutoencoder
 from wscrl_jax.models.phase import Amounts, Phase
-from wscrl_jax.nn.gaussian import (GaussianMLP, gaussian_log_likelihood, gaussian_log_prob,
-                                   reparameterize, standard_normal_log_prob)
+from wscrl_jax.nn.gaussian import (gaussian_log_likelihood, gaussian_log_prob, reparameterize,
+                                   standard_normal_log_prob)
 
 
-class BetaVAE(nn.Module):
+class BetaVAE(PairAutoencoder):
     """Per-image VAE on pairs x1, x2 [B, dim_x]; the causal codes are the encoder means."""
-
-    dim_x: int
-    dim_z: int
-    encoder_hidden: Sequence[int] = (64, 64)
-    encoder_std: float = 0.01
-    encoder_min_std: float = 1e-4
-    encoder_fix_std: bool = False
-    decoder_hidden: Sequence[int] = (64, 64)
-    decoder_std: float = 0.1
-    decoder_min_std: float = 1e-3
-    decoder_fix_std: bool = False
-
-    def setup(self):
-        self.encoder = GaussianMLP(tuple(self.encoder_hidden), self.dim_z, self.encoder_std,
-                                   self.encoder_min_std, self.encoder_fix_std)
-        self.decoder = GaussianMLP(tuple(self.decoder_hidden), self.dim_x, self.decoder_std,
-                                   self.decoder_min_std, self.decoder_fix_std)
-
-    def encode_to_noise(self, x):
-        return self.encoder(x)[0]
 
     def encode_to_causal(self, x, model_state):
         del model_state

@@ -11,16 +11,16 @@ All K interventions are evaluated at once as a leading [K, ...] axis.
 import math
 from typing import Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from wscrl_jax.causal.implicit_scm import ImplicitSCM, ancestor_masks
 from wscrl_jax.causal.interventions import (HeuristicInterventionEncoder, MLPInterventionEncoder,
                                             intervention_masks)
+from wscrl_jax.models.pair_autoencoder import PairAutoencoder
 from wscrl_jax.models.phase import Amounts, Phase
-from wscrl_jax.nn.gaussian import (GaussianMLP, gaussian_log_likelihood, gaussian_log_prob,
-                                   reparameterize, standard_normal_log_prob)
+from wscrl_jax.nn.gaussian import (gaussian_log_likelihood, gaussian_log_prob, reparameterize,
+                                   standard_normal_log_prob)
 
 AVERAGING_STRATEGIES = ("stochastic", "average", "mean", "z2")
 
@@ -29,23 +29,13 @@ def sq_norm(x):
     return jnp.sum(jnp.square(x), axis=-1)
 
 
-class ILCM(nn.Module):
+class ILCM(PairAutoencoder):
     """ILCM on flat observations x [B, dim_x] with dim_z causal variables.
 
     `causal_structure` 'none' is the ILCM, 'trivial' the dVAE, 'fixed_order' uses the order
     held in the model state. Randomness comes from the 'sample' RNG stream.
     """
 
-    dim_x: int
-    dim_z: int
-    encoder_hidden: Sequence[int] = (64, 64)
-    encoder_std: float = 0.01
-    encoder_min_std: float = 1e-4
-    encoder_fix_std: bool = False
-    decoder_hidden: Sequence[int] = (64, 64)
-    decoder_std: float = 0.1
-    decoder_min_std: float = 1e-3
-    decoder_fix_std: bool = False
     scm_hidden: Sequence[int] = (64, 64)
     scm_homoskedastic: bool = False
     scm_min_std: float = 0.2
@@ -56,10 +46,7 @@ class ILCM(nn.Module):
     fix_entropy_weighting: bool = False
 
     def setup(self):
-        self.encoder = GaussianMLP(tuple(self.encoder_hidden), self.dim_z, self.encoder_std,
-                                   self.encoder_min_std, self.encoder_fix_std)
-        self.decoder = GaussianMLP(tuple(self.decoder_hidden), self.dim_x, self.decoder_std,
-                                   self.decoder_min_std, self.decoder_fix_std)
+        super().setup()
         self.scm = ImplicitSCM(self.dim_z, tuple(self.scm_hidden), self.scm_homoskedastic,
                                self.scm_min_std, "broad")
         if self.intervention_encoder == "learnable_heuristic":
@@ -73,10 +60,6 @@ class ILCM(nn.Module):
     # ---------------------------------------------------------------- building blocks
     def context_masks(self, model_state):
         return ancestor_masks(self.causal_structure, self.dim_z, model_state.get("order"))
-
-    def encode_to_noise(self, x):
-        """Encoder means [B, dim_z]."""
-        return self.encoder(x)[0]
 
     def encode_to_causal(self, x, model_state):
         """Solution functions applied to the encoder means: the codes DCI evaluates."""
