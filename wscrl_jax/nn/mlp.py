@@ -45,5 +45,3 @@ class MLP(nn.Module):
         if self.out is not None:
             x = TorchLinear(self.out)(x)
         return x
-
-
