@@ -108,6 +108,10 @@ def get_config(arg=None):
     # (exact in practice, much faster); 0: batch // 2 (always exact)
     m.mmd.capacity = placeholder(int)
     m.save_encoded_data = stage == "poly_stage1"
+    # Stage-1 training codes written for stage 2: "online" (reference, gotcha 12: the last
+    # epoch's codes, each batch encoded before its update) or "final" (re-encoded with the
+    # final weights, as the validation and test codes always are).
+    m.encoded_train_codes = "online"
 
     # ------------------------------------------------ optimiser and scheduler
     c.optimizer = ml_collections.ConfigDict(dict(

@@ -1,10 +1,14 @@
 """Training throughput per method, phase, dim_z and number of members; one JSON line per case.
 
     python scripts/benchmark.py --methods ilcm,dvae,betavae --dims 3 --members 1,9
+    python scripts/benchmark.py --methods "" --md-variants "linear+minmax,linear+mmd" \
+        --md-z-dim 8 --md-domains 4 --members 5
 
 Each case compiles one multi-step call (reported as compile_s: the first call, compile
 included), then times `--calls` further calls of `--steps` steps and reports steady-state
-steps/s (each step advances every member) and member-steps/s.
+steps/s (each step advances every member) and member-steps/s. MD-CRL cases
+(`configs/md_mixing.py` variants, `+` for `,`) time one epoch per call, as its training loop
+does (a call never crosses an epoch: validation and early stopping run between epochs).
 """
 
 import argparse
@@ -31,9 +35,9 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 PHASE_EPOCHS = {"pretrain": 0, "main": 1, "deterministic": 2}  # epochs of the fast config
 
 
-def load_config(arg):
-    spec = importlib.util.spec_from_file_location("scaling_config",
-                                                  os.path.join(ROOT, "configs", "scaling.py"))
+def load_config(arg, name="scaling"):
+    spec = importlib.util.spec_from_file_location(f"{name}_config",
+                                                  os.path.join(ROOT, "configs", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(arg)
@@ -43,6 +47,19 @@ def bench_case(method_name, phase_name, dim_z, members, steps, calls, train_samp
     config = load_config(f"{method_name},fast")
     config.data.dim_z = dim_z
     config.data.samples.train = train_samples
+    phase = PHASE_EPOCHS[phase_name]
+    return time_calls(config, method_name, phase_name, phase, members, steps, calls)
+
+
+def bench_md_case(variant, z_dim, num_domains, members, calls):
+    config = load_config(variant.replace("+", ","), "md_mixing")
+    config.data.z_dim, config.data.num_domains = z_dim, num_domains
+    result = time_calls(config, f"mdcrl:{variant}", "train", 0, members, None, calls)
+    return {**result, "num_domains": num_domains}
+
+
+def time_calls(config, method_name, phase_name, epoch, members, steps, calls):
+    """Compiles and times `calls` calls of `steps` steps (None: one epoch) at `epoch`."""
     method = get_method(config)
     seeds = [(1000 + m, 2000 + m) for m in range(members)]
     sharding = member_sharding(members)
@@ -50,13 +67,14 @@ def bench_case(method_name, phase_name, dim_z, members, steps, calls, train_samp
     train_data = shard_members({k: data["train"][k] for k in method.train_inputs}, sharding)
     state = shard_members(init_states(method, [s for s, _ in seeds]), sharding)
     tr = config.training
-    spe = steps_per_epoch(train_samples, tr.batchsize)
-    epoch = PHASE_EPOCHS[phase_name]
+    spe = steps_per_epoch(int(jax.tree_util.tree_leaves(train_data)[0].shape[1]), tr.batchsize)
+    steps = steps or spe
     state = shard_members(state.replace(step=jnp.full((members,), epoch * spe, jnp.int32)),
                           sharding)
     phase = method.phase_for_epoch(epoch)
-    run_steps = make_run_steps(method, spe, tr.batchsize, lr_schedule(tr.lr_schedule, tr.epochs),
-                               float(tr.clip_grad_norm), int(tr.nan_limit))
+    lr_fn = None if hasattr(method, "learning_rate") else lr_schedule(tr.lr_schedule, tr.epochs)
+    run_steps = make_run_steps(method, spe, tr.batchsize, lr_fn, float(tr.clip_grad_norm),
+                               int(tr.nan_limit))
     num = jnp.asarray(steps, jnp.int32)
     start = time.perf_counter()
     state, stats = run_steps(state, train_data, num, phase)
@@ -70,7 +88,8 @@ def bench_case(method_name, phase_name, dim_z, members, steps, calls, train_samp
     elapsed = time.perf_counter() - start
     device = jax.devices()[0]
     return {"backend": jax.default_backend(), "device": device.device_kind, "method": method_name,
-            "phase": phase_name, "dim_z": dim_z, "members": members, "batch": tr.batchsize,
+            "phase": phase_name, "dim_z": int(config.data.get("dim_z", config.data.get("z_dim"))),
+            "members": members, "batch": tr.batchsize,
             "devices": len(sharding.mesh.devices.flat),
             "compile_s": round(compile_s, 3),
             "call_s": round(elapsed / calls, 4),
@@ -87,11 +106,21 @@ def main():
     p.add_argument("--steps", type=int, default=500, help="steps per compiled call")
     p.add_argument("--calls", type=int, default=3, help="timed calls per case")
     p.add_argument("--train-samples", type=int, default=100000)
+    p.add_argument("--md-variants", default="",
+                   help="MD-CRL md_mixing variants, '+' for ',', e.g. linear+minmax,linear+mmd")
+    p.add_argument("--md-z-dim", type=int, default=8)
+    p.add_argument("--md-domains", type=int, default=4)
     p.add_argument("--plot", default=None,
                    help="write a PNG of member-steps/s against members (needs matplotlib)")
     args = p.parse_args()
     results = []
-    for method_name in args.methods.split(","):
+    for variant in filter(None, args.md_variants.split(",")):
+        for members in (int(m) for m in args.members.split(",")):
+            result = bench_md_case(variant, args.md_z_dim, args.md_domains, members,
+                                   args.calls)
+            results.append(result)
+            print(json.dumps(result), flush=True)
+    for method_name in filter(None, args.methods.split(",")):
         phases = args.phases.split(",")
         if method_name == "betavae":  # one loss for every epoch after pretraining
             phases = [ph for ph in phases if ph != "deterministic"]

@@ -18,6 +18,8 @@ from wscrl_jax.config_validation import ConfigError, validate_config
 from wscrl_jax.models import mdcrl_method as mm
 from wscrl_jax.models.mdcrl_autoencoders import LinearAE, PolyAE
 from wscrl_jax.tracking import read_csv
+from wscrl_jax.train.state import member
+from wscrl_jax.train.step import make_run_steps
 
 
 def tiny_md_config(arg="linear,minmax,fast"):
@@ -130,6 +132,32 @@ def test_loss_ignores_padding_rows():
     assert float(aux["penalty_loss"]) > 0
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_online_codes_hold_each_batch_encoded_before_its_update(shuffle):
+    """Gotcha 12: stage 1's saved training codes are the last epoch's, each batch encoded with
+    the weights before its own update; here only the epoch's last batch saw the weights of
+    the step before the end."""
+    c = tiny_md_config("poly_stage1,fast")
+    c.data.z_dim, c.data.x_dim, c.data.num_domains, c.data.polynomial_degree = 4, 16, 4, 2
+    c.training.shuffle = shuffle
+    method, data, state = experiment.build(c, [(0, 0)])
+    n, spe, b = method.n_train, method.steps_per_epoch, c.training.batchsize
+    run_steps = make_run_steps(method, spe, b, None, 0.1, 10)
+    train = {k: data["train"][k] for k in method.train_inputs}
+    state, _ = run_steps(state, train, jnp.asarray(spe - 1, jnp.int32), "stage1")
+    before = jax.tree_util.tree_map(np.array, member(state.params, 0))
+    state, _ = run_steps(state, train, jnp.asarray(1, jnp.int32), "stage1")
+    codes = np.asarray(state.model_state["online_codes"][0])
+    x = data["train"]["x"][0]
+    by_before = np.all(np.isclose(codes, np.asarray(method.encode(before, x)), atol=1e-6), 1)
+    assert codes.shape == (n, 4) and np.isfinite(codes).all()
+    assert by_before.sum() == n - (spe - 1) * b
+    if not shuffle:
+        assert by_before[(spe - 1) * b:].all()
+    final = np.asarray(method.encode(member(state.params, 0), x))
+    assert not np.allclose(codes, final, atol=1e-6)
+
+
 def test_warmup_gives_zero_weight_at_step_zero():
     method = mm.MDCRLMethod(tiny_md_config())
     spe = method.steps_per_epoch
@@ -169,6 +197,11 @@ def test_linear_minmax_recovers_invariant_block(linear_runs):
     file_rows = read_csv(os.path.join(wd, "metrics", "test_metrics.csv"))
     assert list(file_rows[0])[:6] == ["", "seed", "data_seed", "status", "hz_z_~r2", "hz_~z_~r2"]
     assert "heldout_hz_z_~r2" in file_rows[0] and "full_~r2" in file_rows[0]
+    # `*_linreg_start`: the untrained linear encoder is already a generic linear map of z, so
+    # all of z is recoverable from all of z_hat, but not the invariant part from the first block.
+    for r in rows:
+        assert r["~r2_linreg_start"] > 0.99
+        assert r["hz_z_~r2_linreg_start"] < r["hz_z_~r2"] - 0.3
 
 
 @pytest.fixture(scope="module")
@@ -200,6 +233,9 @@ def test_stage1_writes_codes_and_stage2_trains_on_them(two_stage):
         assert float(jnp.max(split["x"])) == pytest.approx(1.0)
     assert np.isfinite(rows2[0]["hz_z_~r2"]) and np.isfinite(rows1[0]["hz_z_~r2"])
     assert rows2[0]["hz_z_~r2"] > rows1[0]["hz_z_~r2"]
+    # stage 2's start metrics read its input, the stage-1 codes: the same in-sample fit as
+    # stage 1's whole-validation-set R^2 from all codes to all of z.
+    assert rows2[0]["~r2_linreg_start"] == pytest.approx(rows1[0]["full_~r2"], abs=1e-4)
 
 
 def test_stage2_without_stage1_output_fails_in_one_line(tmp_path):

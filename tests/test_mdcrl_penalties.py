@@ -284,7 +284,9 @@ def test_mmd_capacity(random_batch, sigma):
         if m:
             want += ref_mmd_pair(ze[:m, :2], zg[:m, :2], 1.0, 1, sigma)
     assert mmd(zj, dj, nd, 2, 1.0, 1, sigma, capacity=cap) == pytest.approx(want, rel=1e-4)
-    assert P.suggested_mmd_capacity(1024, 16) == 128 and P.suggested_mmd_capacity(1024, 2) == 512
+    # automatic: ceil(mean + 6 sd) of the binomial domain count, capped at batch // 2
+    assert P.auto_mmd_capacity(1024, 16) == 111 and P.auto_mmd_capacity(1024, 2) == 512
+    assert P.auto_mmd_capacity(1024, 4, 0) is None and P.auto_mmd_capacity(1024, 4, 50) == 50
 
 
 def test_mmd_gradients_finite_with_absent_and_tiny_domains(random_batch):

@@ -126,6 +126,7 @@ def run(config, workdir: str, progress: bool = True):
     log.info("Members (model seed, data seed): %s on %s", members, jax.devices()[0].platform)
     start = time.time()
     method, data, state = build(config, members)
+    initial = start_metrics(method, state.params, data, len(members))
     train_data = {k: data[method.train_split][k] for k in method.train_inputs}
     log.info("Data and model ready in %.1f s", time.time() - start)
 
@@ -168,7 +169,8 @@ def run(config, workdir: str, progress: bool = True):
         writer.close()
     if hasattr(method, "write_outputs"):  # e.g. MD-CRL stage-1 codes for stage 2
         method.write_outputs(workdir, state, data, members)
-    return evaluate_members(method, state, data, members, workdir, config)
+    return evaluate_members(method, state, data, members, workdir, config,
+                            untrained=initial)
 
 
 def evaluate_workdir(workdir: str, only: Optional[int] = None, step: Optional[int] = None):
@@ -184,6 +186,7 @@ def evaluate_workdir(workdir: str, only: Optional[int] = None, step: Optional[in
         raise checkpoint.CheckpointError(
             f"--member {only} is out of range: the checkpoint has {len(members)} members")
     method, data, template = build(config, members)
+    initial = start_metrics(method, template.params, data, len(members))
     state = checkpoint.restore_state(workdir, template, meta["step"])
     log.info("Restored the checkpoint at step %d (%d members)", meta["step"], len(members))
     latest = checkpoint.latest_step(workdir)
@@ -192,12 +195,25 @@ def evaluate_workdir(workdir: str, only: Optional[int] = None, step: Optional[in
         name += f"_member{only}"
     if meta["step"] != latest:
         name += f"_step{meta['step']}"
-    return evaluate_members(method, state, data, members, workdir, config, only, name + ".csv")
+    return evaluate_members(method, state, data, members, workdir, config, only, name + ".csv",
+                            untrained=initial)
+
+
+def start_metrics(method, initial_params, data, num_members: int) -> List[dict]:
+    """Per member, the method's metrics of the untrained model (hook `start_metrics`, e.g.
+    MD-CRL's `*_linreg_start`); empty dicts for methods without it. Call before training,
+    which donates the parameter buffers."""
+    if not hasattr(method, "start_metrics"):
+        return [{} for _ in range(num_members)]
+    return [method.start_metrics(member(initial_params, i), member(data, i))
+            for i in range(num_members)]
 
 
 def evaluate_members(method, state, data, members, workdir, config,
-                     only: Optional[int] = None, filename: str = "test_metrics.csv"):
-    """Evaluates every member (or member `only`), writes WORKDIR/metrics/<filename>."""
+                     only: Optional[int] = None, filename: str = "test_metrics.csv",
+                     untrained: Optional[List[dict]] = None):
+    """Evaluates every member (or member `only`), writes WORKDIR/metrics/<filename>.
+    untrained: per member, metrics of the untrained model (`start_metrics`) added to its row."""
     rows = []
     headline = tuple(getattr(method, "headline_metrics", ("causal_disentanglement",)))
     nan_counts = np.asarray(state.nan_count)
@@ -215,6 +231,8 @@ def evaluate_members(method, state, data, members, workdir, config,
             log.warning("Member %d could not be evaluated: %s", index, e)
             metrics = {k: float("nan") for k in headline}
             status = f"{status}; not evaluated"
+        if untrained is not None:
+            metrics.update(untrained[index])
         if headline == ("causal_disentanglement",):
             log.info("Member %d (seed %d, data seed %d) evaluated in %.1f s: causal "
                      "disentanglement = %.2f", index, seed, data_seed, time.time() - start,

@@ -38,7 +38,7 @@ import optax
 from wscrl_jax.data.mixing import MixingDataConfig, make_mixing_splits
 from wscrl_jax.eval import r2 as r2lib
 from wscrl_jax.models.mdcrl_autoencoders import build_autoencoder
-from wscrl_jax.models.mdcrl_penalties import (hinge_loss, penalty_terms,
+from wscrl_jax.models.mdcrl_penalties import (auto_mmd_capacity, hinge_loss, penalty_terms,
                                               penalty_warmup_weight)
 from wscrl_jax.nn.init import torch_uniform
 
@@ -127,23 +127,6 @@ def hf_lr_lambda(kind: str, step, warmup: int, total: int, *, lr_init: float, lr
     return jnp.where(s < warmup, warm, after).astype(jnp.float32)
 
 
-def auto_mmd_capacity(batch: int, num_domains: int, capacity=None):
-    """Rows per domain the adaptive-bandwidth MMD evaluates (`penalty_mmd(capacity=...)`).
-
-    0: exact for any batch (`batch // 2`). None (default): the domain count's mean plus six
-    binomial standard deviations, `ceil(B/D + 6 sqrt(B/D (1 - 1/D)))` (capped at `B // 2`): exact
-    unless two domains of one batch both exceed it (probability ~1e-9 per pair for i.i.d.
-    domains), and several times faster than `B // 2` for B = 1024. Positive: that capacity.
-    """
-    if capacity == 0 or num_domains < 2:
-        return None
-    if capacity is not None:
-        return int(capacity)
-    mean = batch / num_domains
-    sd = math.sqrt(mean * (1.0 - 1.0 / num_domains))
-    return max(1, min(batch // 2, math.ceil(mean + 6.0 * sd)))
-
-
 def plateau_update(ms, metric, sc):
     """torch `ReduceLROnPlateau.step(metric)` (mode min, abs threshold) on per-member state."""
     better = metric < ms["plateau_best"] - sc.threshold
@@ -216,6 +199,10 @@ class MDCRLMethod:
             n_train = self.data_cfg.num_samples_train - self.data_cfg.num_samples_valid
             decoder_latent = self.data_cfg.z_dim
         self.steps_per_epoch = math.ceil(n_train / self.batch_size)
+        self.n_train = n_train
+        # Stage 1 keeps the last epoch's online training codes (reference, gotcha 12).
+        self.online_codes = (not self.stage2 and bool(m.save_encoded_data)
+                             and m.get("encoded_train_codes", "online") == "online")
         self.module = build_autoencoder(
             m.autoencoder, self.x_dim, self.latent, decoder_latent=decoder_latent,
             poly_degree=int(d.polynomial_degree), hidden=tuple(m.mlp_hidden),
@@ -252,7 +239,9 @@ class MDCRLMethod:
         return {"lr": f32(self.config.optimizer.lr), "plateau_best": f32(jnp.inf),
                 "plateau_bad": i32(0), "plateau_cooldown": i32(0), "es_best": f32(jnp.inf),
                 "es_wait": i32(0), "active": jnp.asarray(True), "stopped_epoch": i32(-1),
-                "val_loss": f32(jnp.nan)}
+                "val_loss": f32(jnp.nan), **({"online_codes": jnp.full(
+                    (self.n_train, self.latent), jnp.nan, jnp.float32)}
+                    if self.online_codes else {})}
 
     # ------------------------------------------------------------------ optimiser and schedules
     def make_optimizer(self):
@@ -272,6 +261,19 @@ class MDCRLMethod:
 
     def is_active(self, model_state):
         return model_state["active"]
+
+    def record_step(self, params, model_state, batch, rows, weights):
+        """Keeps the codes of each training batch [B, latent], computed with the weights before
+        that batch's update, at its dataset rows [B] (padding rows, weight 0, dropped): after
+        the last epoch, the reference's saved training codes (`on_train_epoch_end`, gotcha 12).
+        """
+        if not self.online_codes:
+            return model_state
+        z = self._encode_member(params, batch["x"])
+        rows = jnp.where(weights > 0, rows, self.n_train)  # out of range: dropped
+        codes = model_state["online_codes"].at[rows].set(z, mode="drop")
+        codes = jnp.where(model_state["active"], codes, model_state["online_codes"])
+        return {**model_state, "online_codes": codes}
 
     def phase_for_epoch(self, epoch: int):
         return "stage2" if self.stage2 else "stage1"
@@ -386,10 +388,10 @@ class MDCRLMethod:
         return self._encode(params, x)
 
     def write_outputs(self, workdir: str, state, data, members):
-        """Stage 1 (`model.save_encoded_data`): the codes of every split of every member,
-        re-encoded with the final weights (the reference saves the last epoch's online training
-        codes, gotcha 12; the final-model codes are the documented clean alternative), plus
-        explicit metadata for stage 2."""
+        """Stage 1 (`model.save_encoded_data`): the codes of every split of every member plus
+        explicit metadata for stage 2. Validation and test codes come from the final weights;
+        training codes are the last epoch's online codes (`model.encoded_train_codes="online"`,
+        reference, gotcha 12) or the final weights' (`"final"`)."""
         if self.stage2 or not bool(self.config.model.save_encoded_data):
             return
         out = os.path.join(workdir, ENCODED_DIR)
@@ -400,7 +402,11 @@ class MDCRLMethod:
             arrays = {}
             for split, d in data.items():
                 x = d["x"][index]
-                arrays[f"z_hat_{split}"] = np.asarray(self.encode(params, x))
+                if split == "train" and self.online_codes:
+                    codes = state.model_state["online_codes"][index]
+                else:
+                    codes = self.encode(params, x)
+                arrays[f"z_hat_{split}"] = np.asarray(codes)
                 arrays[f"z_{split}"] = np.asarray(d["z"][index])
                 arrays[f"domain_{split}"] = np.asarray(d["domain"][index])
                 splits[split] = int(x.shape[0])
@@ -410,7 +416,7 @@ class MDCRLMethod:
         meta = {"latent_dim": self.latent, "num_domains": self.num_domains,
                 "z_dim": self.true_z_dim, "z_dim_invariant": self.d_data,
                 "x_dim": self.x_dim, "members": [list(m) for m in members], "splits": splits,
-                "codes": "final model, every split"}
+                "train_codes": "online" if self.online_codes else "final"}
         with open(encoded_meta_path(workdir) + ".tmp", "w") as f:
             json.dump(meta, f, indent=2)
         os.replace(encoded_meta_path(workdir) + ".tmp", encoded_meta_path(workdir))
@@ -464,6 +470,17 @@ class MDCRLMethod:
         metrics["stopped_epoch"] = int(model_state["stopped_epoch"])
         first = {k: metrics.pop(k) for k in self.headline_metrics}
         return {**first, **metrics}
+
+    def start_metrics(self, initial_params, data) -> Dict[str, float]:
+        """`*_linreg_start` (reference `on_train_start`): in-sample R^2 on the whole validation
+        split before training, both splits at the model's d_inv. Stage 1: true z against the
+        untrained model's codes; stage 2: against its input (the stage-1 codes)."""
+        valid = data["valid"]
+        codes = valid["x"] if self.stage2 else self.encode(initial_params, valid["x"])
+        codes = np.asarray(codes)
+        if not np.all(np.isfinite(codes)):
+            return {}
+        return r2lib.start_r2_metrics(np.asarray(valid["z"]), codes, self.d_inv)
 
 
 def heldout_domain_accuracies(z_train, d_train, z_test, d_test, d_inv: int) -> dict:

@@ -17,6 +17,7 @@ reference notes); fixes sit behind documented keyword flags.
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import jax
@@ -196,10 +197,22 @@ def mmd(
     return jnp.mean(k[:m, :m] + k[m:, m:] - k[:m, m:] - k[m:, :m])
 
 
-def suggested_mmd_capacity(batch: int, num_domains: int) -> int:
-    """A per-domain row capacity for `penalty_mmd` that is exact unless some domain holds more
-    than twice its fair share of the batch: `min(batch // 2, 2 * ceil(batch / num_domains))`."""
-    return max(1, min(batch // 2, 2 * -(-batch // max(num_domains, 1))))
+def auto_mmd_capacity(batch: int, num_domains: int, capacity: Optional[int] = None):
+    """Rows per domain the adaptive-bandwidth `penalty_mmd` evaluates (its `capacity`).
+
+    0 (or fewer than two domains): None, exact for any batch (`batch // 2`). None (automatic):
+    the domain count's mean plus six binomial standard deviations,
+    `ceil(B/D + 6 sqrt(B/D (1 - 1/D)))` capped at `B // 2`: exact unless two domains of one
+    batch both exceed it (about 1e-9 per pair for i.i.d. domains), and several times faster than
+    `B // 2` for B = 1024. Positive: that capacity.
+    """
+    if capacity == 0 or num_domains < 2:
+        return None
+    if capacity is not None:
+        return int(capacity)
+    mean = batch / num_domains
+    sd = math.sqrt(mean * (1.0 - 1.0 / num_domains))
+    return max(1, min(batch // 2, math.ceil(mean + 6.0 * sd)))
 
 
 def mmd_capacity_is_exact(domains, num_domains: int, capacity: int) -> bool:
@@ -245,8 +258,8 @@ def penalty_mmd(
       slots [D, capacity, d_inv] and each pair evaluates its three capacity x capacity blocks with
       prefix masks. `None` means `capacity = batch // 2` (always exact since `m <= batch // 2`);
       memory and time scale as `P * capacity^2`, so for large batches with many domains pass
-      `suggested_mmd_capacity(batch, num_domains)` (exact unless a domain holds more than twice
-      its share; `mmd_capacity_is_exact` checks a batch on the host).
+      `auto_mmd_capacity(batch, num_domains)` (exact unless two domains far exceed their share;
+      `mmd_capacity_is_exact` checks a batch on the host).
 
     Fix (always on): when all 2m points of a pair coincide the adaptive bandwidth is 0 and the
     reference returns NaN (0/0); here that pair contributes 0 (its kernel values are all equal).

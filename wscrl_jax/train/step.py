@@ -35,11 +35,14 @@ def make_run_steps(method, steps_per_epoch: int, batch_size: int, lr_fn, clip_gr
     # Optional method hooks (absent: the WS-CRL behaviour): make_optimizer() -> an optax
     # transformation without learning rate; learning_rate(model_state, step) replaces lr_fn;
     # shuffle=False reads the training split in order every epoch; is_active(model_state) -> a
-    # member that is no longer active (e.g. early-stopped) skips its updates.
+    # member that is no longer active (e.g. early-stopped) skips its updates;
+    # record_step(params, model_state, batch, rows, weights) -> model_state sees every batch
+    # (dataset rows `rows`, padding weight 0) before its update (e.g. MD-CRL's online codes).
     optimizer = method.make_optimizer() if hasattr(method, "make_optimizer") else adam()
     shuffle = getattr(method, "shuffle", True)
     member_lr = getattr(method, "learning_rate", None)
     is_active = getattr(method, "is_active", None)
+    record_step = getattr(method, "record_step", None)
 
     def member_steps(state: TrainState, data, num_steps, phase):
         n = jax.tree_util.tree_leaves(data)[0].shape[0]
@@ -63,6 +66,9 @@ def make_run_steps(method, steps_per_epoch: int, batch_size: int, lr_fn, clip_gr
             grad_fn = jax.value_and_grad(method.loss, has_aux=True)
             (loss, _), grads = grad_fn(state.params, state.model_state, batch, weights, key,
                                        amounts, phase)
+            model_state = state.model_state
+            if record_step is not None:
+                model_state = record_step(state.params, model_state, batch, idx, weights)
             grads, norm = _clip_by_global_norm(grads, clip_grad_norm)
             updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
             step_lr = lr if member_lr is None else member_lr(state.model_state, state.step)
@@ -76,7 +82,7 @@ def make_run_steps(method, steps_per_epoch: int, batch_size: int, lr_fn, clip_gr
                 lambda a, b: jnp.where(apply, a, b), new, old)
             state = state.replace(params=keep(new_params, state.params),
                                   opt_state=keep(new_opt, state.opt_state),
-                                  step=state.step + 1,
+                                  model_state=model_state, step=state.step + 1,
                                   nan_count=state.nan_count + (~finite).astype(jnp.int32))
             return (state, loss_sum + jnp.where(finite, loss, 0.0),
                     finite_count + finite.astype(jnp.int32), loss)
