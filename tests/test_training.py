@@ -79,6 +79,9 @@ def test_resume_after_interruption_matches(trained, tmp_path):
     assert checkpoint.latest_step(resumed_dir) == steps[-2] < steps[-1]
     again = experiment.run(config, resumed_dir, progress=False)
     assert again == rows
+    # the steps trained twice are written once: same training log as the uninterrupted run
+    metrics = [os.path.join(d, "metrics", "train_metrics.csv") for d in (workdir, resumed_dir)]
+    assert read_csv(metrics[1]) == read_csv(metrics[0])
 
 
 def test_evaluate_without_checkpoint_fails_clearly(tmp_path):

@@ -142,7 +142,8 @@ def run(config, workdir: str, progress: bool = True):
 
     ck = config.checkpoint
     manager = checkpoint.make_manager(workdir, ck.max_to_keep, ck.async_save)
-    writer = TrainMetricsWriter(os.path.join(workdir, "metrics", "train_metrics.csv"))
+    writer = TrainMetricsWriter(os.path.join(workdir, "metrics", "train_metrics.csv"),
+                                resumed or 0)
     last_saved = [resumed or 0]
 
     def on_call_end(state, info):

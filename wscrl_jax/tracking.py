@@ -52,16 +52,33 @@ def _fmt(value):
 
 
 class TrainMetricsWriter:
-    """Appends per-call training metrics (step, epoch, member, loss) to a CSV file."""
+    """Appends per-call training metrics (step, epoch, member, loss) to a CSV file.
 
-    def __init__(self, path: str):
+    start_step: the step training resumes from. Rows of an earlier process beyond it (written
+    after its last checkpoint) are dropped first, atomically, since those steps are trained and
+    written again; every row up to it is kept.
+    """
+
+    COLUMNS = ["step", "epoch", "member", "loss"]
+
+    def __init__(self, path: str, start_step: int = 0):
         self.path = path
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        if os.path.exists(path):
+            rows = read_csv(path)
+            kept = [r for r in rows if int(r["step"]) <= start_step]
+            if len(kept) < len(rows):
+                tmp = f"{path}.tmp"
+                with open(tmp, "w", newline="") as f:
+                    writer = csv.DictWriter(f, self.COLUMNS)
+                    writer.writeheader()
+                    writer.writerows(kept)
+                os.replace(tmp, path)
         new = not os.path.exists(path)
         self._file = open(path, "a", newline="")
         self._writer = csv.writer(self._file)
         if new:
-            self._writer.writerow(["step", "epoch", "member", "loss"])
+            self._writer.writerow(self.COLUMNS)
 
     def write(self, step: int, epoch: int, losses):
         for member, loss in enumerate(losses):
