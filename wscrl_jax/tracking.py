@@ -51,12 +51,20 @@ def _fmt(value):
     return repr(float(value)) if isinstance(value, float) else value
 
 
+def _complete_row(row) -> bool:
+    try:
+        int(row["step"]), int(row["epoch"]), int(row["member"]), float(row["loss"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return True
+
+
 class TrainMetricsWriter:
     """Appends per-call training metrics (step, epoch, member, loss) to a CSV file.
 
     start_step: the step training resumes from. Rows of an earlier process beyond it (written
-    after its last checkpoint) are dropped first, atomically, since those steps are trained and
-    written again; every row up to it is kept.
+    after its last checkpoint, the last one possibly cut short) are dropped first, atomically,
+    since those steps are trained and written again; the rows up to it are kept.
     """
 
     COLUMNS = ["step", "epoch", "member", "loss"]
@@ -66,7 +74,11 @@ class TrainMetricsWriter:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         if os.path.exists(path):
             rows = read_csv(path)
-            kept = [r for r in rows if int(r["step"]) <= start_step]
+            kept = []
+            for row in rows:  # rows are in step order: keep the complete ones up to start_step
+                if not _complete_row(row) or int(row["step"]) > start_step:
+                    break
+                kept.append(row)
             if len(kept) < len(rows):
                 tmp = f"{path}.tmp"
                 with open(tmp, "w", newline="") as f:
