@@ -134,6 +134,9 @@ def get_config(arg=None):
         enabled=True, patience=20, min_delta=1e-4))  # on val_loss
     t.nan_limit = 10
     t.steps_per_call = 1000  # a call never crosses an epoch
+    # members vmapped ("vmap") or one after the other ("sequential"); "auto": sequential for the
+    # adaptive MMD on one CPU device (faster there), vmap otherwise. Same numbers either way.
+    t.member_loop = "auto"
 
     # ------------------------------------------------ sweep, checkpoints, evaluation
     c.sweep = ml_collections.ConfigDict()

@@ -91,6 +91,7 @@ def time_calls(config, method_name, phase_name, epoch, members, steps, calls):
             "phase": phase_name, "dim_z": int(config.data.get("dim_z", config.data.get("z_dim"))),
             "members": members, "batch": tr.batchsize,
             "devices": len(sharding.mesh.devices.flat),
+            "member_loop": getattr(method, "member_loop", "vmap"),
             "compile_s": round(compile_s, 3),
             "call_s": round(elapsed / calls, 4),
             "steps_per_s": round(steps * calls / elapsed, 1),

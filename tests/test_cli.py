@@ -38,3 +38,11 @@ def test_evaluate_without_checkpoint_is_one_line(tmp_path):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "no checkpoint" in lines[0], out.stderr
+
+
+def test_plot_metrics_without_metrics_file_is_one_line(tmp_path):
+    script = os.path.join(ROOT, "scripts", "plot_metrics.py")
+    out = run([script, "--out", str(tmp_path / "r2.png"), f"a={tmp_path}"], tmp_path)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "test_metrics.csv does not exist" in lines[0], out.stderr

@@ -158,6 +158,29 @@ def test_online_codes_hold_each_batch_encoded_before_its_update(shuffle):
     assert not np.allclose(codes, final, atol=1e-6)
 
 
+def test_sequential_members_match_vmapped_members():
+    """`training.member_loop`: members one after the other give the vmapped members' numbers;
+    "auto" picks sequential only for the adaptive MMD on one CPU device."""
+    c = tiny_md_config("linear,mmd,fast")
+    c.sweep.seeds = "3,5"
+    params = {}
+    for loop in ("vmap", "sequential"):
+        c.training.member_loop = loop
+        method, data, state = experiment.build(c, experiment.sweep_members(c))
+        assert method.member_loop == loop
+        run_steps = make_run_steps(method, method.steps_per_epoch, c.training.batchsize, None,
+                                   0.1, 10)
+        train = {k: data["train"][k] for k in method.train_inputs}
+        state, _ = run_steps(state, train, jnp.asarray(method.steps_per_epoch, jnp.int32),
+                             "stage1")
+        params[loop] = state.params
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                           params["vmap"], params["sequential"])
+    single_cpu = jax.default_backend() == "cpu" and jax.local_device_count() == 1
+    assert mm.resolve_member_loop("auto", True) == ("sequential" if single_cpu else "vmap")
+    assert mm.resolve_member_loop("auto", False) == "vmap"
+
+
 def test_warmup_gives_zero_weight_at_step_zero():
     method = mm.MDCRLMethod(tiny_md_config())
     spe = method.steps_per_epoch

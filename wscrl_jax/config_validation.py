@@ -112,6 +112,7 @@ def validate_mdcrl_config(c):
     _one_of(m.loss_transform, LOSS_TRANSFORMS, "model.loss_transform")
     _one_of(m.get("encoded_train_codes", "online"), ("online", "final"),
             "model.encoded_train_codes")
+    _one_of(t.get("member_loop", "vmap"), ("auto", "vmap", "sequential"), "training.member_loop")
     _positive_int(m.top_k, "model.top_k")
     _require(m.penalty_weight >= 0, "model.penalty_weight must be >= 0")
     _require(m.hinge_loss_weight >= 0, "model.hinge_loss_weight must be >= 0")

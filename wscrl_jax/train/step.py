@@ -1,6 +1,8 @@
 """The compiled training call: many steps of every member in one `jit`.
 
-`run_steps` vmaps one member's while-loop over the member axis. Each member shuffles its own
+`run_steps` vmaps one member's while-loop over the member axis (or, for a method whose
+`member_loop` is "sequential", runs the members one after the other with `lax.map`: faster on
+CPU where a vmapped step's working set no longer fits in cache, e.g. MD-CRL's adaptive MMD). Each member shuffles its own
 on-device training split once per epoch (permutation keyed by epoch, so a run resumed at any
 call boundary draws the same batches) and reads batches by dynamic slicing. The last batch of
 an epoch is padded and its padded rows get zero weight (the reference's `drop_last=False`).
@@ -43,6 +45,7 @@ def make_run_steps(method, steps_per_epoch: int, batch_size: int, lr_fn, clip_gr
     member_lr = getattr(method, "learning_rate", None)
     is_active = getattr(method, "is_active", None)
     record_step = getattr(method, "record_step", None)
+    sequential = getattr(method, "member_loop", "vmap") == "sequential"
 
     def member_steps(state: TrainState, data, num_steps, phase):
         n = jax.tree_util.tree_leaves(data)[0].shape[0]
@@ -95,6 +98,8 @@ def make_run_steps(method, steps_per_epoch: int, batch_size: int, lr_fn, clip_gr
 
     @partial(jax.jit, static_argnames=("phase",), donate_argnums=(0,))
     def run_steps(state, data, num_steps, phase):
+        if sequential:
+            return jax.lax.map(lambda sd: member_steps(*sd, num_steps, phase), (state, data))
         return jax.vmap(lambda s, d: member_steps(s, d, num_steps, phase))(state, data)
 
     return run_steps
