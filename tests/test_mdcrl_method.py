@@ -251,9 +251,14 @@ def test_stage1_writes_codes_and_stage2_trains_on_them(two_stage):
     assert meta["latent_dim"] == 4 and meta["num_domains"] == 4 and meta["z_dim"] == 4
     data = mm.load_encoded_splits(w1, 0)
     assert set(data) == {"train", "valid", "test"}
-    for split in data.values():  # each split scaled to [-1, 1] with its own extrema
-        assert float(jnp.min(split["x"])) == pytest.approx(-1.0)
-        assert float(jnp.max(split["x"])) == pytest.approx(1.0)
+    for name in ("train", "valid"):  # scaled to [-1, 1] with the split's own extrema
+        assert float(jnp.min(data[name]["x"])) == pytest.approx(-1.0)
+        assert float(jnp.max(data[name]["x"])) == pytest.approx(1.0)
+    # the test split (held-out R^2 only) is scaled with the training extrema
+    with np.load(os.path.join(w1, "encoded", "member0.npz")) as f:
+        lo, hi = f["z_hat_train"].min(), f["z_hat_train"].max()
+        want = 2.0 * (f["z_hat_test"] - lo) / (hi - lo) - 1.0
+    np.testing.assert_allclose(data["test"]["x"], want, rtol=1e-5, atol=1e-6)
     assert np.isfinite(rows2[0]["hz_z_~r2"]) and np.isfinite(rows1[0]["hz_z_~r2"])
     assert rows2[0]["hz_z_~r2"] > rows1[0]["hz_z_~r2"]
     # stage 2's start metrics read its input, the stage-1 codes: the same in-sample fit as
