@@ -243,15 +243,10 @@ def mixing_r2_metrics_heldout(
 def start_r2_metrics(z, z_hat, d: int, fit_intercept: bool = True) -> dict:
     """`*_linreg_start` keys logged at train start (true and learned split both at `d`)."""
     b = _blocks(z, z_hat, d, d)
-    pairs = {
-        "r2_linreg_start": ("z", "zh"),
-        "~r2_linreg_start": ("zh", "z"),
-        "hz_z_r2_linreg_start": ("z_inv", "h_inv"),
-        "hz_z_~r2_linreg_start": ("h_inv", "z_inv"),
-        "hz_~z_r2_linreg_start": ("z_sp", "h_inv"),
-        "hz_~z_~r2_linreg_start": ("h_inv", "z_sp"),
-    }
-    return {k: linear_r2(b[s], b[t], fit_intercept) for k, (s, t) in pairs.items()}
+    spec = mixing_r2_spec(stage=1)
+    keys = ("r2", "~r2", "hz_z_r2", "hz_z_~r2", "hz_~z_r2", "hz_~z_~r2")
+    return {f"{k}_linreg_start": linear_r2(b[spec[k][0]], b[spec[k][1]], fit_intercept)
+            for k in keys}
 
 
 def balls_stage1_r2_metrics(
