@@ -1,13 +1,15 @@
 """MD-CRL on synthetic multi-domain mixing data (the reference README commands, md-crl.md s10).
 
-Variants, `--config configs/md_mixing.py:VARIANT[,OPTION...]`:
+Variants, `--config configs/md_mixing.py:VARIANT[,OPTION...]`
+(`linear|poly_stage1|poly_stage2[,minmax|mmd|minmax_mmd|none][,dynamic][,fast]`):
 
 * `linear` (single stage, linear autoencoder on x) with one of `minmax` (default), `mmd`
   (adaptive bandwidth, `fix_sigma=null` as in the README), `minmax_mmd`, `none` (no penalty:
   the unpenalised baseline); add `dynamic` for the dynamic SCM (`correlated_z=True`,
   `corr_prob=0.5`).
 * `poly_stage1`: polynomial mixing (degree 3, z_dim 14, x_dim 200, 16 domains), polynomial-
-  decoder autoencoder, reconstruction only, writes its codes to WORKDIR/encoded/.
+  decoder autoencoder, reconstruction only (a penalty option is ignored), writes its codes to
+  WORKDIR/encoded/.
 * `poly_stage2`: the small linear autoencoder with penalties (default `minmax`; `mmd`,
   `minmax_mmd` with the config's fixed bandwidth 1.0) on the codes of
   `--config.data.stage1_workdir=W1`.
@@ -18,138 +20,173 @@ each member's data seed is its model seed (`sweep.data_seeds="same"`, as the ref
 global seed), or give `sweep.data_seeds=...` for a product grid. Shape-changing values run one
 after the other, each seed-vmapped, in WORKDIR/<key>=<value>_.../:
 `--config.sweep.grid="data.z_dim=8,16;data.num_domains=2,4"`.
+
+Variant parsing and the sweep, checkpoint and shared training blocks come from the sibling
+`common.py`; unset optional values are placeholders (`None`).
 """
+
+import importlib.util
+import os
 
 import ml_collections
 from ml_collections.config_dict import placeholder
+
+
+def _load_common():
+    """The sibling `configs/common.py`. `configs/` is not a package and this file is itself
+    loaded by path (config_flags and importlib both set `__file__`), so load it by path."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py")
+    spec = importlib.util.spec_from_file_location("wscrl_configs_common", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+common = _load_common()
 
 STAGES = ("linear", "poly_stage1", "poly_stage2")
 PENALTIES = ("minmax", "mmd", "minmax_mmd", "none")
 
 
-def _parse(arg):
-    parts = [p.strip() for p in (arg or "linear").split(",") if p.strip()]
-    stage = parts[0] if parts else "linear"
-    if stage not in STAGES:
-        raise ValueError(f"unknown md_mixing variant {stage!r}; expected one of {STAGES}")
-    opts = set(parts[1:])
-    unknown = opts - set(PENALTIES) - {"dynamic", "fast"}
-    if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)}; use {PENALTIES}, dynamic, fast")
-    pens = opts & set(PENALTIES)
-    if len(pens) > 1:
-        raise ValueError(f"choose one penalty option of {PENALTIES}")
-    return stage, (pens.pop() if pens else "minmax"), "dynamic" in opts, "fast" in opts
-
-
 def get_config(arg=None):
-    stage, penalty, dynamic, fast = _parse(arg)
+    stage, options = common.parse_variant(arg, "md_mixing", STAGES,
+                                          options=PENALTIES + ("dynamic", "fast"),
+                                          exclusive=(PENALTIES,))
+    penalty = common.chosen(options, PENALTIES, default="minmax")
+    dynamic, fast = "dynamic" in options, "fast" in options
     poly = stage != "linear"
     c = ml_collections.ConfigDict()
-    c.method = "mdcrl"
+    c.method = "mdcrl"  # method family looked up by the loop (wscrl_jax.methods): mdcrl
     c.seed = 1234  # model seed (reference: seed, also its data seed; see sweep.data_seeds)
 
     # ------------------------------------------------ data (datamodule/mixing*.yaml, dataset/*)
     d = c.data = ml_collections.ConfigDict()
-    d.dataset = "encoded" if stage == "poly_stage2" else "mixing"  # or "encoded" (stage 2)
+    # mixing (generated from the seed) or encoded (stage 2: the stage-1 run's codes)
+    d.dataset = "encoded" if stage == "poly_stage2" else "mixing"
     d.generation_strategy = "auto"  # "auto" (random per-domain ranges) or "manual"
-    d.num_domains = 16 if poly else 4  # D
+    d.num_domains = 16 if poly else 4  # D, number of domains
     d.z_dim = 14 if poly else 4  # true latent dimension
-    d.z_dim_invariant = placeholder(int)  # None: z_dim // 2
-    d.x_dim = 200 if poly else placeholder(int)  # None: 2 * z_dim
-    d.domain_lengths = placeholder(tuple)  # manual only
+    d.z_dim_invariant = placeholder(int)  # invariant latents d_inv; None: z_dim // 2
+    d.x_dim = 200 if poly else placeholder(int)  # observation dimension; None: 2 * z_dim
+    d.domain_lengths = placeholder(tuple)  # manual only: fraction of rows per domain
     d.domain_dist_ranges = (-5.0, 5.0)  # auto: range of the spurious lows/highs
     d.invariant_dist_params = (0.0, 1.0)  # invariant latents ~ U(a, b)
-    d.linear = not poly
+    d.linear = not poly  # linear mixing x = z G; False: data.non_linearity
     d.non_linearity = "polynomial"  # polynomial or mlp (when linear=False)
-    d.polynomial_degree = 3 if poly else 2
-    d.correlated_z = dynamic  # dynamic SCM
+    d.polynomial_degree = 3 if poly else 2  # degree of the polynomial mixing
+    d.correlated_z = dynamic  # dynamic SCM: spurious latents depend on invariant ones
+    # dynamic SCM: probability that a spurious coordinate gets its invariant partner added
     d.corr_prob = 0.5 if dynamic else 0.0
+    # hidden activation of the mlp mixing: relu, leaky_relu, tanh, sigmoid (reference: activation)
     d.mlp_activation = "relu"
-    d.num_samples = ml_collections.ConfigDict(dict(
-        train=2400 if fast else 12000, valid=400 if fast else 2000,
-        test=400 if fast else 2000))  # train is split into train - valid and valid
-    # Fix of gotcha 5 (reference: False): the test split shares the mixing map, so the held-out
-    # R^2 on it means something.
+    d.num_samples = ml_collections.ConfigDict()  # reference: datamodule.num_samples
+    d.num_samples.train = 2400 if fast else 12000  # rows drawn for training, valid included
+    d.num_samples.valid = 400 if fast else 2000  # validation rows, split off the train rows
+    d.num_samples.test = 400 if fast else 2000  # test rows (read only by the heldout_* metrics)
+    # Fix of md-crl gotcha 5 (reference: False): the test split shares the mixing map, so the
+    # held-out R^2 on it means something.
     d.test_shares_distribution = True
     d.stage1_workdir = ""  # stage 2: workdir of the stage-1 run (holds encoded/meta.json)
     d.stage1_member = 0  # stage 2: which stage-1 member's codes to use
-    d.normalize_per_split = True  # stage 2: each split scaled with its own extrema (reference)
+    # stage 2: each split scaled with its own extrema (reference, md-crl gotcha 13); False: the
+    # training extrema everywhere
+    d.normalize_per_split = True
 
     # ------------------------------------------------ model (model/mixing_*.yaml)
     m = c.model = ml_collections.ConfigDict()
+    # linear, poly (polynomial decoder) or mlp
     m.autoencoder = {"linear": "linear", "poly_stage1": "poly", "poly_stage2": "linear"}[stage]
-    m.mlp_hidden = (64, 64)  # autoencoder=mlp only
-    m.mlp_negative_slope = 0.2
+    m.mlp_hidden = (64, 64)  # autoencoder=mlp only: hidden widths
+    m.mlp_negative_slope = 0.2  # autoencoder=mlp only: leaky-ReLU slope
     m.mismatch_dims = 0  # stage 1: latent = z_dim + 2 m, d_inv = z_dim_invariant + m
     m.z_dim_invariant_fraction = 0.5  # stage 2: d_inv = int(latent * fraction)
     use_minmax = penalty in ("minmax", "minmax_mmd") and stage != "poly_stage1"
     use_mmd = penalty in ("mmd", "minmax_mmd") and stage != "poly_stage1"
-    m.penalty_criterion = ml_collections.ConfigDict(dict(
-        minmax=1.0 if use_minmax else 0.0, stddev=0.0, mmd=1.0 if use_mmd else 0.0,
-        domain_classification=0.0))  # flags (truthy = on), not weights
-    m.penalty_weight = 1.0
+    # which penalties are on: flags (truthy = on, as the reference's 1./0.), not weights
+    m.penalty_criterion = ml_collections.ConfigDict()
+    m.penalty_criterion.minmax = 1.0 if use_minmax else 0.0  # min-max of the invariant extremes
+    m.penalty_criterion.stddev = 0.0  # per-domain std differences
+    m.penalty_criterion.mmd = 1.0 if use_mmd else 0.0  # MMD between domains
+    m.penalty_criterion.domain_classification = 0.0  # domain-classifier loss (md-crl gotcha 17)
+    m.penalty_weight = 1.0  # weight of the summed penalties
     m.warmup = stage != "poly_stage2"  # stage-2 models skip the warm-up (reference)
-    m.wait_steps = 0
-    m.linear_steps = 1  # with wait 0 / linear 1 step 0 has penalty weight 0 (gotcha 11)
-    m.top_k = 5
-    m.loss_transform = "mse"  # mse, l1, log_mse, log_l1
-    m.skip_small_domains = False  # fix of gotcha 9 (off = reference)
-    m.skip_degenerate = False  # fix of gotcha 27 (off = reference)
-    m.stddev_threshold = 1.0
-    m.stddev_eps = 1e-4
-    m.hinge_loss_weight = 0.0
-    m.mmd = ml_collections.ConfigDict()
-    m.mmd.kernel_multiplier = 1.0
-    m.mmd.kernel_number = 1
-    # README linear-mixing MMD runs: fix_sigma=null (adaptive); config default 1.0 (stage 2).
+    m.wait_steps = 0  # warm-up: steps with penalty weight 0
+    # warm-up: steps of the linear ramp to penalty_weight; with wait 0 / linear 1, step 0 has
+    # penalty weight 0 (md-crl gotcha 11)
+    m.linear_steps = 1
+    m.top_k = 5  # min-max: extremes per domain and invariant dimension
+    m.loss_transform = "mse"  # min-max: mse, l1, log_mse, log_l1
+    m.skip_small_domains = False  # min-max: skip domains with < top_k rows (md-crl gotcha 9)
+    # hinge, stddev: a domain with < 2 rows in the batch gives 0, not NaN (md-crl gotcha 27)
+    m.skip_degenerate = False
+    m.stddev_threshold = 1.0  # hinge: target std gamma
+    m.stddev_eps = 1e-4  # hinge: eps inside the square root
+    m.hinge_loss_weight = 0.0  # weight of the hinge (variance) loss; 0: not computed
+    m.mmd = ml_collections.ConfigDict()  # reference: model.mmd_loss
+    m.mmd.kernel_multiplier = 1.0  # bandwidth ratio between successive kernels
+    m.mmd.kernel_number = 1  # number of Gaussian kernels
+    # fixed bandwidth; None: adaptive (mean squared distance). README linear-mixing MMD runs:
+    # fix_sigma=null (adaptive); config default 1.0 (stage 2).
     m.mmd.fix_sigma = placeholder(float) if stage == "linear" else 1.0
     # rows per domain the adaptive MMD evaluates; unset: mean + 6 sd of the domain count
     # (exact in practice, much faster); 0: batch // 2 (always exact)
     m.mmd.capacity = placeholder(int)
-    m.save_encoded_data = stage == "poly_stage1"
-    # Stage-1 training codes written for stage 2: "online" (reference, gotcha 12: the last
+    m.save_encoded_data = stage == "poly_stage1"  # write the codes to WORKDIR/encoded/ (stage 1)
+    # Stage-1 training codes written for stage 2: "online" (reference, md-crl gotcha 12: the last
     # epoch's codes, each batch encoded before its update) or "final" (re-encoded with the
     # final weights, as the validation and test codes always are).
     m.encoded_train_codes = "online"
 
     # ------------------------------------------------ optimiser and scheduler
-    c.optimizer = ml_collections.ConfigDict(dict(
-        type="adam", lr=1e-3, weight_decay=0.0, eps=1e-8, b1=0.9, b2=0.999))  # adamw: wd 0.01
-    c.scheduler = ml_collections.ConfigDict(dict(
-        # reduce_on_plateau (mixing_synthetic), none (stage 2), linear, polynomial,
-        # cosine_hard_restarts (the transformers schedules, per step)
-        type="none" if stage == "poly_stage2" else "reduce_on_plateau",
-        factor=0.5, patience=10, threshold=1e-3, cooldown=10, min_lr=1e-4, eps=1e-8,
-        num_warmup_steps=1500, num_training_steps=3000, lr_end=0.0, power=1.0, num_cycles=5.0))
+    c.optimizer = ml_collections.ConfigDict()  # reference: model.optimizer
+    c.optimizer.type = "adam"  # adam or adamw (reference adamw.yaml: weight_decay 0.01)
+    c.optimizer.lr = 1e-3  # learning rate
+    c.optimizer.weight_decay = 0.0  # (decoupled for adamw) weight decay
+    c.optimizer.eps = 1e-8  # Adam eps
+    c.optimizer.b1 = 0.9  # Adam beta 1 (reference: betas[0])
+    c.optimizer.b2 = 0.999  # Adam beta 2 (reference: betas[1])
+    c.scheduler = ml_collections.ConfigDict()  # reference: model.scheduler_config
+    # reduce_on_plateau (mixing_synthetic), none (stage 2), linear, polynomial,
+    # cosine_hard_restarts (the transformers schedules, per step)
+    c.scheduler.type = "none" if stage == "poly_stage2" else "reduce_on_plateau"
+    c.scheduler.factor = 0.5  # reduce_on_plateau: lr multiplier on a plateau
+    c.scheduler.patience = 10  # reduce_on_plateau: epochs without improvement first
+    c.scheduler.threshold = 1e-3  # reduce_on_plateau: absolute improvement that counts
+    c.scheduler.cooldown = 10  # reduce_on_plateau: epochs of rest after a reduction
+    c.scheduler.min_lr = 1e-4  # reduce_on_plateau: lr floor
+    c.scheduler.eps = 1e-8  # reduce_on_plateau: smaller lr changes are skipped
+    c.scheduler.num_warmup_steps = 1500  # transformers schedules: linear warm-up steps
+    c.scheduler.num_training_steps = 3000  # transformers schedules: step where decay ends
+    c.scheduler.lr_end = 0.0  # polynomial: final lr (reference polynomial.yaml: 4e-5)
+    c.scheduler.power = 1.0  # polynomial: decay power
+    c.scheduler.num_cycles = 5.0  # cosine_hard_restarts: number of cosine cycles
 
     # ------------------------------------------------ trainer (trainer/default.yaml, callbacks)
-    t = c.training = ml_collections.ConfigDict()
-    t.batchsize = 1024  # README (datamodule default 512)
-    t.epochs = 20 if fast else 1000  # max_epochs
-    t.min_epochs = 5 if fast else 200
-    t.clip_grad_norm = 0.1  # gradient_clip_val (global norm)
+    t = c.training = common.training_block(
+        batchsize=1024,  # README (datamodule default 512)
+        epochs=20 if fast else 1000,  # reference: trainer.max_epochs
+        clip_grad_norm=0.1,  # reference: trainer.gradient_clip_val (global norm)
+        nan_limit=10,
+        steps_per_call=1000)
+    t.min_epochs = 5 if fast else 200  # early stopping cannot stop sooner (trainer.min_epochs)
     t.shuffle = False  # the reference's training loader does not shuffle
-    t.early_stopping = ml_collections.ConfigDict(dict(
-        enabled=True, patience=20, min_delta=1e-4))  # on val_loss
-    t.nan_limit = 10
-    t.steps_per_call = 1000  # a call never crosses an epoch
+    t.early_stopping = ml_collections.ConfigDict()  # reference: callbacks.early_stopping
+    t.early_stopping.enabled = True  # stop a member when val_loss stops improving
+    t.early_stopping.patience = 20  # epochs without improvement before stopping
+    t.early_stopping.min_delta = 1e-4  # improvement in val_loss that counts
     # members vmapped ("vmap") or one after the other ("sequential"); "auto": sequential for the
     # adaptive MMD on one CPU device (faster there), vmap otherwise. The same computation
     # either way, up to floating-point rounding (final R^2 within about 0.002 here).
     t.member_loop = "auto"
 
     # ------------------------------------------------ sweep, checkpoints, evaluation
-    c.sweep = ml_collections.ConfigDict()
-    c.sweep.seeds = ""  # e.g. "1235,4256,49685,7383,9271"; empty: config.seed
-    c.sweep.data_seeds = "same"  # "same": each member's data seed = its model seed
-    # shape-changing values, one run each (sequential), e.g. "data.z_dim=8,16;data.num_domains=2,4"
-    c.sweep.grid = ""
-    c.checkpoint = ml_collections.ConfigDict(dict(every_n_steps=2000, max_to_keep=2,
-                                                  async_save=True))
+    # seeds e.g. "1235,4256,49685,7383,9271" (the README's); data_seeds "same": each member's
+    # data seed = its model seed (this config has no data.nature.seed to fall back on)
+    c.sweep = common.sweep_block(seeds="", data_seeds="same", grid="")
+    c.checkpoint = common.checkpoint_block(every_n_steps=2000, max_to_keep=2, async_save=True)
     c.eval = ml_collections.ConfigDict()
     c.eval.domain_accuracy = True  # logistic-regression domain accuracies (scikit-learn)
-    # Stage 2 of the reference swaps the meaning of hz_~z_~r2 and ~hz_z_~r2 (gotcha 16); False
-    # keeps the stage-1 meanings in both stages (hz_~z_~r2 = spurious from invariant block).
+    # Stage 2 of the reference swaps the meaning of hz_~z_~r2 and ~hz_z_~r2 (md-crl gotcha 16);
+    # False keeps the stage-1 meanings in both stages (hz_~z_~r2 = spurious from invariant block).
     c.eval.stage2_reference_names = False
     return c

@@ -2,122 +2,175 @@
 
 Mirrors the reference's `config/{data/scaling,model/scaling_*,training/scaling*,eval/default}.yaml`.
 Use as `--config configs/scaling.py:ilcm,fast` and override any key, e.g.
-`--config.data.dim_z=4 --config.seed=42 --config.data.nature.seed=42`.
+`--config.data.dim_z=4 --config.seed=42 --config.data.nature.seed=42`. Seed sweeps:
+`--config.sweep.seeds=4901,4902 --config.sweep.data_seeds=302,303` (every pair is one member
+of one vmapped run). Epochs meaning "never" are unset placeholders (`None`), not large numbers
+(the reference's 1000). Variant parsing and the sweep, checkpoint and shared training blocks
+come from the sibling `common.py`.
 """
 
+import importlib.util
+import os
+
 import ml_collections
+from ml_collections.config_dict import placeholder
+
+
+def _load_common():
+    """The sibling `configs/common.py`. `configs/` is not a package and this file is itself
+    loaded by path (config_flags and importlib both set `__file__`), so load it by path."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py")
+    spec = importlib.util.spec_from_file_location("wscrl_configs_common", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+common = _load_common()
 
 METHODS = ("ilcm", "dvae", "betavae")
 
 
 def _schedule(kind, initial, final, initial_constant_epochs=0, decay_epochs=0):
-    return ml_collections.ConfigDict(dict(
-        type=kind, initial=initial, final=final, initial_constant_epochs=initial_constant_epochs,
-        decay_epochs=decay_epochs))
-
-
-def _parse(arg):
-    parts = [p.strip() for p in (arg or "ilcm").split(",") if p.strip()]
-    method, flags = (parts[0] if parts else "ilcm"), set(parts[1:])
-    if method not in METHODS:
-        raise ValueError(f"unknown scaling config {method!r}; expected one of {METHODS} "
-                         "(optionally followed by ',fast')")
-    unknown = flags - {"fast"}
-    if unknown:
-        raise ValueError(f"unknown config variant(s) {sorted(unknown)}; only 'fast' exists")
-    return method, "fast" in flags
+    """A per-step weight schedule, evaluated at the fractional epoch (`wscrl_jax/train/
+    schedules.py`, the reference's `generic_scheduler`)."""
+    s = ml_collections.ConfigDict()
+    # constant (-> final), constant_constant, exponential, exponential_constant,
+    # constant_exponential_constant, constant_linear_constant
+    s.type = kind
+    s.initial = initial  # value before / at the start of the ramp
+    s.final = final  # value after the ramp; the only value `constant` uses
+    s.initial_constant_epochs = initial_constant_epochs  # epochs held at `initial` first
+    s.decay_epochs = decay_epochs  # length of the ramp in epochs (ws-crl gotcha 3: t = s / (T-1))
+    return s
 
 
 def get_config(arg=None):
-    method, fast = _parse(arg)
+    method, options = common.parse_variant(arg, "scaling", METHODS, options=("fast",))
+    fast = "fast" in options
     c = ml_collections.ConfigDict()
-    c.method = "lcm"  # method family looked up by the loop (wscrl_jax.methods)
-    c.seed = 42  # model / training seed (reference: general.seed)
+    c.method = "lcm"  # method family looked up by the loop (wscrl_jax.methods): lcm
+    c.seed = 42  # model / training seed (reference: general.seed); sweeps: sweep.seeds
 
     # ---------------------------------------------------------------- data (data/scaling.yaml)
     c.data = ml_collections.ConfigDict()
-    c.data.dataset = "scaling"
+    c.data.dataset = "scaling"  # the scaling toy data (generated from data.nature.seed)
     c.data.dim_z = 2  # number of causal variables (tested with 2..30 in the reference)
-    c.data.dim_x = c.data.get_ref("dim_z")  # observations are a rotation of z
-    c.data.samples = ml_collections.ConfigDict(dict(train=100000, val=10000, test=10000))
+    # observation dimension: a reference to dim_z, the observations are a rotation of z
+    c.data.dim_x = c.data.get_ref("dim_z")
+    c.data.samples = ml_collections.ConfigDict()
+    c.data.samples.train = 100000  # training pairs; the DCI regressors' dci_train split has as many
+    c.data.samples.val = 10000  # validation pairs
+    c.data.samples.test = 10000  # test pairs (the default eval.eval_partition)
     c.data.nature = ml_collections.ConfigDict()
     c.data.nature.mode = "random"  # graph: random, full, chain, empty
     c.data.nature.seed = 42  # data seed: graph, weights, rotation and samples
-    c.data.nature.causal_effects = "bimodal"  # or "standard"
-    c.data.nature.manifold_thickness = 1e-9
-    c.data.nature.observation_noise = 0.0  # reference: null (none)
+    # causal weights: bimodal (sign * (1 + 0.3 N(0, 1))) or standard (N(0, 1))
+    c.data.nature.causal_effects = "bimodal"
+    c.data.nature.manifold_thickness = 1e-9  # std of the true SCM's counterfactual noise
+    c.data.nature.observation_noise = 0.0  # std of noise added to x; reference: null (none)
 
     # ---------------------------------------------------------------- model (model/scaling_*.yaml)
     c.model = ml_collections.ConfigDict()
+    # intervention_noise_vae (ILCM, dVAE) or causal_vae (beta-VAE)
     c.model.type = "causal_vae" if method == "betavae" else "intervention_noise_vae"
     c.model.averaging_strategy = "stochastic"  # stochastic, average/mean, z2
-    c.model.fix_entropy_weighting = False  # True fixes the w^2 log w entropy term (gotcha 2)
+    # True fixes the w^2 log w entropy term to w log w (ws-crl gotcha 2; False = reference)
+    c.model.fix_entropy_weighting = False
     c.model.scm = ml_collections.ConfigDict()
+    # mlp (implicit SCM of ILCM / dVAE) or unstructured (beta-VAE's factorised prior)
     c.model.scm.type = "unstructured" if method == "betavae" else "mlp"
+    # context of each solution function: none (all other noises: ILCM), none_trivial (no
+    # context: dVAE), none_fixed_order; read only by intervention_noise_vae
     c.model.scm.adjacency_matrix = {"ilcm": "none", "dvae": "none_trivial",
-                                    "betavae": "none"}[method]  # none, none_trivial, none_fixed_order
-    c.model.scm.homoskedastic = False
+                                    "betavae": "none"}[method]
+    c.model.scm.homoskedastic = False  # True: solution functions learn a shift only (scale 1)
+    # std of the SCM's counterfactual noise outside training (training: the schedule below)
     c.model.scm.manifold_thickness = 0.01
-    c.model.scm.hidden_units = 64
-    c.model.scm.hidden_layers = 2
-    c.model.scm.min_std = 0.2
+    c.model.scm.hidden_units = 64  # width of each solution function's MLP
+    c.model.scm.hidden_layers = 2  # hidden layers of each solution function's MLP (>= 0)
+    c.model.scm.min_std = 0.2  # solution-function scale = exp(log_scale) + min_std (> 0)
     for name, std, min_std in (("encoder", 0.01, 1e-4), ("decoder", 0.1, 1e-3)):
-        c.model[name] = ml_collections.ConfigDict(dict(
-            type="mlp", hidden_units=64, hidden_layers=2, std=std, min_std=min_std,
-            fix_std=False))
-    c.model.intervention_encoder = ml_collections.ConfigDict(dict(
-        type="learnable_heuristic", hidden_units=64, hidden_layers=2))  # or "mlp"
+        g = ml_collections.ConfigDict()  # Gaussian MLP encoder (x -> z) / decoder (z -> x)
+        g.type = "mlp"  # the only option
+        g.hidden_units = 64  # hidden width
+        g.hidden_layers = 2  # hidden layers (>= 1)
+        g.std = std  # initial std of the Gaussian (reference: init_std); must exceed min_std
+        g.min_std = min_std  # floor of the learned std (>= 0)
+        g.fix_std = False  # True: constant std inverse_softplus(std) (ws-crl gotcha 5)
+        c.model[name] = g
+    c.model.intervention_encoder = ml_collections.ConfigDict()
+    # learnable_heuristic (3 learned scalars, the reference's) or mlp (ws-crl gotcha 8)
+    c.model.intervention_encoder.type = "learnable_heuristic"
+    c.model.intervention_encoder.hidden_units = 64  # mlp only: hidden width
+    c.model.intervention_encoder.hidden_layers = 2  # mlp only: hidden layers
 
-    # ---------------------------------------------------------------- training
-    t = c.training = ml_collections.ConfigDict()
-    t.batchsize = 64
-    t.epochs = 3 if fast else 90
-    t.clip_grad_norm = 10.0
-    t.iwae_samples = 10
-    t.full_likelihood = False
-    t.likelihood_reduction = "sum"
-    t.pretrain_epochs = 1 if fast else 10
-    t.pretrain_beta = 0.001
+    # ------------------------------------------------------------ training (training/scaling*.yaml)
+    t = c.training = common.training_block(
+        batchsize=64,
+        epochs=3 if fast else 90,
+        clip_grad_norm=10.0,
+        nan_limit=10,  # the reference aborts at 10 cumulative non-finite steps
+        steps_per_call=500)
+    t.iwae_samples = 10  # latent samples of the IWAE NLL at evaluation (reference reads it there)
+    t.full_likelihood = False  # True: decoder log-likelihoods keep 0.5 log 2 pi while training
+    t.likelihood_reduction = "sum"  # decoder log-likelihood over x dims: sum or mean
+    t.pretrain_epochs = 1 if fast else 10  # first epochs as a beta-VAE; unset: no pretraining
+    t.pretrain_beta = 0.001  # KL weight during pretraining
+    # epoch from which intervention distributions are modelled; unset: from the start
     t.model_interventions_after_epoch = 1 if fast else 30
-    t.freeze_encoder_epoch = 1000  # reference feature that never triggers; must be >= epochs
+    # epoch at which the encoder/decoder learning rate becomes 0; unset: never (reference: 1000,
+    # never reached); values below training.epochs are not supported yet
+    t.freeze_encoder_epoch = placeholder(int)
+    # epoch from which the intervention encoder is a hard argmax (straight-through); unset: never
     t.deterministic_intervention_encoder_after_epoch = 2 if fast else 60
-    t.fix_topological_order_epoch = 1000  # must be >= epochs (not yet supported)
-    t.lr_schedule = ml_collections.ConfigDict(dict(
-        type="constant" if fast else "cosine_restarts_reset", initial=3e-4,
-        minimal=3e-4 if fast else 1e-8, restart_every_epochs=1 if fast else 30,
-        increase_period_by_factor=1.0, step_every_epochs=0, step_gamma=0.1))
+    # epoch at which the topological order is inferred and fixed; unset: never (reference: 1000,
+    # never reached); values below training.epochs are not supported yet
+    t.fix_topological_order_epoch = placeholder(int)
+    t.lr_schedule = ml_collections.ConfigDict()
+    # per epoch: constant, cosine, cosine_restarts, cosine_restarts_reset (Adam state reset at
+    # each restart, ws-crl gotcha 29), step
+    t.lr_schedule.type = "constant" if fast else "cosine_restarts_reset"
+    t.lr_schedule.initial = 3e-4  # Adam learning rate at epoch 0 and at each restart
+    t.lr_schedule.minimal = 3e-4 if fast else 1e-8  # cosine schedules: eta_min
+    t.lr_schedule.restart_every_epochs = 1 if fast else 30  # cosine_restarts*: period T_0
+    t.lr_schedule.increase_period_by_factor = 1.0  # cosine_restarts*: T_mult
+    t.lr_schedule.step_every_epochs = 0  # step only: epochs per decay (must then be > 0)
+    t.lr_schedule.step_gamma = 0.1  # step only: decay factor
+    # SCM counterfactual-noise std during training
     t.manifold_thickness_schedule = _schedule("constant", 0.01, 0.01, 5, 45)
-    t.increase_intervention_beta = 1.0
+    t.increase_intervention_beta = 1.0  # KL weight of the intervention targets = this * beta
     if fast:
-        t.beta_schedule = _schedule("constant", 1.0, 1.0, 10, 10)
-        t.z_regularization_schedule = _schedule("constant", 0.0, 0.0, 10, 10)
+        t.beta_schedule = _schedule("constant", 1.0, 1.0, 10, 10)  # KL weight beta
+        t.z_regularization_schedule = _schedule("constant", 0.0, 0.0, 10, 10)  # z-regulariser
+        # encoder/decoder consistency MSE
         t.consistency_regularization_schedule = _schedule("constant", 0.0, 0.0)
+        # eps mixed into the intervention posterior before renormalising
         t.intervention_encoder_offset_schedule = _schedule("constant", 1e-4, 1e-4, 10, 10)
     else:
+        # KL weight beta: 0 until epoch 10, then a ramp to 1 over 10 epochs
         t.beta_schedule = _schedule("constant_linear_constant", 0.0, 1.0, 10, 10)
+        # z-regulariser: 0.01 until epoch 10, then a ramp to 0 over 10 epochs
         t.z_regularization_schedule = _schedule("constant_linear_constant", 0.01, 0.0, 10, 10)
+        # encoder/decoder consistency MSE
         t.consistency_regularization_schedule = _schedule("constant", 0.01, 0.01)
+        # eps mixed into the intervention posterior before renormalising
         t.intervention_encoder_offset_schedule = _schedule(
             "constant_exponential_constant", 0.025, 1e-4, 10, 10)
+    # inverse-consistency MSE (added twice, ws-crl gotcha 4)
     t.inverse_consistency_regularization_schedule = _schedule("constant", 0.0, 0.0)
+    # bonus on the entropy of the batch-mean intervention posterior
     t.intervention_entropy_regularization_schedule = _schedule("constant", 1.0, 1.0)
-    t.nan_limit = 10  # non-finite steps (cumulative) after which a member stops training
-    t.steps_per_call = 500  # steps compiled into one call; the host wakes up between calls
 
     # ---------------------------------------------------------------- sweep and checkpoints
-    c.sweep = ml_collections.ConfigDict()
-    c.sweep.seeds = ""  # model seeds, e.g. "4901,4902,4903"; empty: config.seed
-    c.sweep.data_seeds = ""  # data seeds, e.g. "302,303,304"; empty: config.data.nature.seed
-    c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every_n_steps = 1000  # also saved at the end; rerunning resumes from the latest
-    c.checkpoint.max_to_keep = 3
-    c.checkpoint.async_save = True
+    c.sweep = common.sweep_block(seeds="", data_seeds="")
+    c.checkpoint = common.checkpoint_block(every_n_steps=1000, max_to_keep=3, async_save=True)
 
-    # ---------------------------------------------------------------- evaluation (eval/default.yaml)
+    # ------------------------------------------------------------ evaluation (eval/default.yaml)
     c.eval = ml_collections.ConfigDict()
-    c.eval.eval_partition = "test"
-    c.eval.beta = 1.0
-    c.eval.full_likelihood = False
-    c.eval.likelihood_reduction = "sum"
+    c.eval.eval_partition = "test"  # split evaluated after training: train, dci_train, val, test
+    c.eval.beta = 1.0  # KL weight of the evaluation loss
+    c.eval.full_likelihood = False  # True: evaluation decoder log-likelihoods keep 0.5 log 2 pi
+    c.eval.likelihood_reduction = "sum"  # sum or mean over x dims
     c.eval.dci_random_state = 0  # reference: None (nondeterministic tie-breaking)
     return c

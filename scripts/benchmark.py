@@ -12,39 +12,27 @@ does (a call never crosses an epoch: validation and early stopping run between e
 """
 
 import argparse
-import importlib.util
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import jax
+import jax.numpy as jnp
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
+from wscrl_jax.cli import load_config
+from wscrl_jax.experiment import make_member_data
+from wscrl_jax.methods import get_method
+from wscrl_jax.train.loop import steps_per_epoch
+from wscrl_jax.train.sharding import member_sharding, shard_members
+from wscrl_jax.train.state import init_states
+from wscrl_jax.train.step import make_run_steps
 
-from wscrl_jax.experiment import make_member_data  # noqa: E402
-from wscrl_jax.methods import get_method  # noqa: E402
-from wscrl_jax.train.loop import steps_per_epoch  # noqa: E402
-from wscrl_jax.train.schedules import lr_schedule  # noqa: E402
-from wscrl_jax.train.sharding import member_sharding, shard_members  # noqa: E402
-from wscrl_jax.train.state import init_states  # noqa: E402
-from wscrl_jax.train.step import make_run_steps  # noqa: E402
-
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
 PHASE_EPOCHS = {"pretrain": 0, "main": 1, "deterministic": 2}  # epochs of the fast config
 
 
-def load_config(arg, name="scaling"):
-    spec = importlib.util.spec_from_file_location(f"{name}_config",
-                                                  os.path.join(ROOT, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
-
-
 def bench_case(method_name, phase_name, dim_z, members, steps, calls, train_samples):
-    config = load_config(f"{method_name},fast")
+    config = load_config(os.path.join(CONFIGS, f"scaling.py:{method_name},fast"))
     config.data.dim_z = dim_z
     config.data.samples.train = train_samples
     phase = PHASE_EPOCHS[phase_name]
@@ -52,7 +40,7 @@ def bench_case(method_name, phase_name, dim_z, members, steps, calls, train_samp
 
 
 def bench_md_case(variant, z_dim, num_domains, members, calls):
-    config = load_config(variant.replace("+", ","), "md_mixing")
+    config = load_config(os.path.join(CONFIGS, "md_mixing.py:" + variant.replace("+", ",")))
     config.data.z_dim, config.data.num_domains = z_dim, num_domains
     result = time_calls(config, f"mdcrl:{variant}", "train", 0, members, None, calls)
     return {**result, "num_domains": num_domains}
@@ -72,8 +60,7 @@ def time_calls(config, method_name, phase_name, epoch, members, steps, calls):
     state = shard_members(state.replace(step=jnp.full((members,), epoch * spe, jnp.int32)),
                           sharding)
     phase = method.phase_for_epoch(epoch)
-    lr_fn = None if hasattr(method, "learning_rate") else lr_schedule(tr.lr_schedule, tr.epochs)
-    run_steps = make_run_steps(method, spe, tr.batchsize, lr_fn, float(tr.clip_grad_norm),
+    run_steps = make_run_steps(method, spe, tr.batchsize, float(tr.clip_grad_norm),
                                int(tr.nan_limit))
     num = jnp.asarray(steps, jnp.int32)
     start = time.perf_counter()
@@ -91,7 +78,7 @@ def time_calls(config, method_name, phase_name, epoch, members, steps, calls):
             "phase": phase_name, "dim_z": int(config.data.get("dim_z", config.data.get("z_dim"))),
             "members": members, "batch": tr.batchsize,
             "devices": len(sharding.mesh.devices.flat),
-            "member_loop": getattr(method, "member_loop", "vmap"),
+            "member_loop": method.member_loop,
             "compile_s": round(compile_s, 3),
             "call_s": round(elapsed / calls, 4),
             "steps_per_s": round(steps * calls / elapsed, 1),

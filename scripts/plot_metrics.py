@@ -10,16 +10,9 @@ Each positional argument is WORKDIR or LABEL=WORKDIR. Needs matplotlib (`pip ins
 
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from wscrl_jax.tracking import read_csv  # noqa: E402
-
-
-def fail(message):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+from wscrl_jax.cli import fail
+from wscrl_jax.tracking import read_csv
 
 
 def load(runs, metric):

@@ -1,20 +1,17 @@
 """Shared test helpers: loading config files and a tiny, fast scaling config."""
 
-import importlib.util
 import os
 
 import pytest
+
+from wscrl_jax import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_config(name: str, arg: str):
     """get_config(arg) of configs/<name>.py."""
-    spec = importlib.util.spec_from_file_location(f"configs_{name}",
-                                                  os.path.join(ROOT, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return cli.load_config(os.path.join(ROOT, "configs", f"{name}.py") + f":{arg}")
 
 
 def tiny_scaling_config(method: str = "ilcm", dim_z: int = 2):

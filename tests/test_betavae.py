@@ -2,27 +2,20 @@
 with pretrain_beta during pretraining. Decoder inputs (the posterior samples) are recorded with
 `flax.linen.intercept_methods` and every term is recomputed by hand."""
 
-import math
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wscrl_jax.models.betavae import BetaVAE
-from wscrl_jax.models.phase import Amounts, Phase, eval_amounts
+from wscrl_jax.lcm.betavae import BetaVAE
+from wscrl_jax.lcm.phases import LossWeights, Phase, eval_loss_weights
 from wscrl_jax.nn.gaussian import GaussianMLP
+
+from reference_np import log_normal, log_standard_normal
 
 D = 3
 KW = dict(dim_x=D, dim_z=D, encoder_hidden=(8,), decoder_hidden=(8,))
-LOG_2PI = math.log(2 * math.pi)
-
-
-def _log_n(x, m, s, full=True):
-    v = np.maximum(np.square(s), 1e-6)
-    out = -0.5 * (np.log(v) + np.square(x - m) / v)
-    return out - 0.5 * LOG_2PI if full else out
 
 
 def _f64(a):
@@ -31,7 +24,7 @@ def _f64(a):
 
 def _amounts(beta, pretrain_beta):
     f = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
-    return Amounts(f(beta), f(beta), f(pretrain_beta), f(0.0), f(0.0), f(0.0), f(0.0), f(1e-4))
+    return LossWeights(f(beta), f(beta), f(pretrain_beta), f(0.0), f(0.0), f(0.0), f(0.0), f(1e-4))
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +34,7 @@ def setup():
     x2 = jnp.asarray(rng.normal(size=(4, D)), jnp.float32)
     model = BetaVAE(**KW)
     key = jax.random.PRNGKey(0)
-    v = jax.jit(lambda k: model.init({"params": k, "sample": k}, x1, x2, eval_amounts(), {},
+    v = jax.jit(lambda k: model.init({"params": k, "sample": k}, x1, x2, eval_loss_weights(), {},
                                      method="init_all"))(key)
     return model, v, x1, x2
 
@@ -67,10 +60,11 @@ def _hand(model, v, x1, x2, z1, z2, full=False):
                                 method=lambda m, z: m.decoder(z))
     (mu1, s1), (mu2, s2) = enc(x1), enc(x2)
     (m1, d1), (m2, d2) = dec(z1), dec(z2)
-    ll = (_log_n(_f64(x1), _f64(m1), _f64(d1), full).sum(-1)
-          + _log_n(_f64(x2), _f64(m2), _f64(d2), full).sum(-1))
-    log_q = (_log_n(z1, _f64(mu1), _f64(s1)).sum(-1) + _log_n(z2, _f64(mu2), _f64(s2)).sum(-1))
-    log_p = _log_n(z1, 0, 1).sum(-1) + _log_n(z2, 0, 1).sum(-1)
+    ll = (log_normal(_f64(x1), _f64(m1), _f64(d1), full).sum(-1)
+          + log_normal(_f64(x2), _f64(m2), _f64(d2), full).sum(-1))
+    log_q = (log_normal(z1, _f64(mu1), _f64(s1)).sum(-1)
+             + log_normal(z2, _f64(mu2), _f64(s2)).sum(-1))
+    log_p = log_standard_normal(z1).sum(-1) + log_standard_normal(z2).sum(-1)
     return ll, log_q, log_p
 
 
@@ -99,15 +93,15 @@ def test_full_likelihood_adds_the_constant(setup):
 
 def test_pretrain_uses_pretrain_beta(setup):
     model, v, x1, x2 = setup
-    amounts = _amounts(0.7, 0.05)
+    loss_weights = _amounts(0.7, 0.05)
     key = jax.random.PRNGKey(3)
-    (loss_pre, out_pre), seen = _run(model, v, x1, x2, amounts, Phase(pretrain=True), {}, key=key)
+    (loss_pre, out_pre), seen = _run(model, v, x1, x2, loss_weights, Phase(pretrain=True), {}, key=key)
     ll, log_q, log_p = _hand(model, v, x1, x2, seen[0], seen[1])
     kl = log_q - log_p
     np.testing.assert_allclose(_f64(loss_pre), -ll + 0.05 * kl, rtol=1e-4, atol=1e-3)
     assert set(out_pre) == {"z_regularization", "consistency_mse", "encoder_std"}
     # same key, main phase: same samples, so the losses differ by exactly (beta - pb) * kl
-    loss_main, _ = model.apply(v, x1, x2, amounts, Phase(), {}, rngs={"sample": key})
+    loss_main, _ = model.apply(v, x1, x2, loss_weights, Phase(), {}, rngs={"sample": key})
     np.testing.assert_allclose(_f64(loss_main) - _f64(loss_pre), (0.7 - 0.05) * kl, rtol=1e-4,
                                atol=1e-3)
     assert np.abs(kl).min() > 1.0  # the comparison is not vacuous

@@ -20,7 +20,7 @@ def run(args, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     ([f"--config={CONFIG}:ilcm,fast", "--config.data.dim_z=0"], "data.dim_z=0"),
-    ([f"--config={CONFIG}:nonsense"], "unknown scaling config 'nonsense'"),
+    ([f"--config={CONFIG}:nonsense"], "unknown scaling variant 'nonsense'"),
     ([f"--config={CONFIG}:ilcm", "--config.model.type=vae"], "model.type='vae'"),
     ([f"--config={CONFIG}:ilcm", "--config.data.no_such_key=1"], "unknown config key"),
 ])
@@ -46,3 +46,10 @@ def test_plot_metrics_without_metrics_file_is_one_line(tmp_path):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "test_metrics.csv does not exist" in lines[0], out.stderr
+
+
+@pytest.mark.parametrize("script", [TRAIN, EVALUATE])
+def test_help_lists_the_flags_and_exits_0(script, tmp_path):
+    out = run([script, "--help"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "usage:" in out.stdout and "--workdir" in out.stdout

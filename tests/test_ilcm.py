@@ -16,28 +16,23 @@ import numpy as np
 import pytest
 
 from wscrl_jax.causal.implicit_scm import ancestor_masks
-from wscrl_jax.models.ilcm import ILCM
-from wscrl_jax.models.phase import Amounts, Phase, eval_amounts
+from wscrl_jax.lcm.ilcm import ILCM
+from wscrl_jax.lcm.phases import LossWeights, Phase, eval_loss_weights
 from wscrl_jax.nn.gaussian import GaussianMLP
+
+from reference_np import log_normal, log_standard_normal
 
 D = 3
 K = D + 1
 MASKS = np.concatenate([np.zeros((1, D)), np.eye(D)])  # atomic_or_none
 KW = dict(dim_x=D, dim_z=D, encoder_hidden=(8,), decoder_hidden=(8,), scm_hidden=(8,))
 NO_REGS = dict(need_regularizers=False, need_inverse_consistency=False)
-LOG_2PI = math.log(2 * math.pi)
 
 
-def _amounts(beta=0.3, beta_i=0.7, pretrain_beta=0.05, offset=0.01):
+def _loss_weights(beta=0.3, beta_i=0.7, pretrain_beta=0.05, offset=0.01):
     f = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
-    return Amounts(f(beta), f(beta_i), f(pretrain_beta), f(0.0), f(0.0), f(0.0), f(0.0),
+    return LossWeights(f(beta), f(beta_i), f(pretrain_beta), f(0.0), f(0.0), f(0.0), f(0.0),
                    f(offset))
-
-
-def _log_n(x, m, s, full=True):
-    v = np.maximum(np.square(s), 1e-6)  # torch's variance floor
-    out = -0.5 * (np.log(v) + np.square(x - m) / v)
-    return out - 0.5 * LOG_2PI if full else out
 
 
 def _f64(a):
@@ -58,7 +53,7 @@ def variables(data):
     x1, x2 = data
     m = ILCM(**KW)
     key = jax.random.PRNGKey(0)
-    init = jax.jit(lambda k: m.init({"params": k, "sample": k}, x1, x2, eval_amounts(), {},
+    init = jax.jit(lambda k: m.init({"params": k, "sample": k}, x1, x2, eval_loss_weights(), {},
                                     method="init_all"))
     return init(key)
 
@@ -104,7 +99,7 @@ def _hand_q(v, mu1, mu2, offset):
     return (q + offset) / (1 + K * offset)
 
 
-def _hand_main(v, x1, x2, e1s, e2s, iterations, amounts, lam=0.5, fix=False,
+def _hand_main(v, x1, x2, e1s, e2s, iterations, loss_weights, lam=0.5, fix=False,
                model_interventions=True):
     """Per-sample loss of 2.10, for the given projected samples e1s[n], e2s[n] and the
     iterations [(I [B,d], w [B]), ...] (averaging weight lam fixed)."""
@@ -116,21 +111,21 @@ def _hand_main(v, x1, x2, e1s, e2s, iterations, amounts, lam=0.5, fix=False,
         e1, e2 = _f64(e1), _f64(e2)
         mu1p, s1p = I * mu1 + (1 - I) * mub, I * s1 + (1 - I) * sb
         mu2p, s2p = I * mu2 + (1 - I) * mub, I * s2 + (1 - I) * sb
-        log_q = _log_n(e1, mu1p, s1p).sum(-1) + (I * _log_n(e2, mu2p, s2p)).sum(-1)
+        log_q = log_normal(e1, mu1p, s1p).sum(-1) + (I * log_normal(e2, mu2p, s2p)).sum(-1)
         (m1, sd1), (m2, sd2) = _dec(v, e1), _dec(v, e2)
-        ll_k = _log_n(x1, m1, sd1, False).sum(-1) + _log_n(x2, m2, sd2, False).sum(-1)
-        log_p = _log_n(e1, 0.0, 1.0).sum(-1)
+        ll_k = log_normal(x1, m1, sd1, False).sum(-1) + log_normal(x2, m2, sd2, False).sum(-1)
+        log_p = log_standard_normal(e1).sum(-1)
         if model_interventions:
             scale, shift = _scale_shift(v, e1, ancestor_masks("none", D))
             z = (e2 - shift) / scale
-            log_p = log_p + (I * (_log_n(z, 0.0, 1.0) - np.log(scale))).sum(-1)
+            log_p = log_p + (I * (log_standard_normal(z) - np.log(scale))).sum(-1)
         ll = ll + w * ll_k
         kl_e = kl_e + w * (log_q - log_p)
         # reference: w * (w log w) (gotcha 2); fixed: w log w
         log_q_int = log_q_int + (w * np.log(w) if fix else w * w * np.log(w))
         log_p_int = log_p_int + w * (-math.log(K))
     kl_int = log_q_int - log_p_int
-    loss = -ll + float(amounts.beta) * kl_e + float(amounts.beta_intervention) * kl_int
+    loss = -ll + float(loss_weights.beta) * kl_e + float(loss_weights.beta_intervention) * kl_int
     return loss, {"log_likelihood": ll, "kl_e": kl_e, "kl_intervention_target": kl_int}
 
 
@@ -180,8 +175,8 @@ def test_projection_log_q_closed_form(variables, posteriors):
         # averaged non-intervened components: mean 0.5(mu1+mu2), std 0.5(0.3+0.7) = 0.5
         mu1p, s1p = I * m1 + (1 - I) * 0.5 * (m1 + m2), I * 0.3 + (1 - I) * 0.5
         mu2p, s2p = I * m2 + (1 - I) * 0.5 * (m1 + m2), I * 0.7 + (1 - I) * 0.5
-        expected = (_log_n(_f64(e1[k]), mu1p, s1p).sum(-1)
-                    + (I * _log_n(_f64(e2[k]), mu2p, s2p)).sum(-1))
+        expected = (log_normal(_f64(e1[k]), mu1p, s1p).sum(-1)
+                    + (I * log_normal(_f64(e2[k]), mu2p, s2p)).sum(-1))
         np.testing.assert_allclose(np.asarray(log_q[k]), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -218,9 +213,9 @@ def test_projection_z2_strategy_selects_x1_posterior(variables, posteriors):
 @pytest.mark.parametrize("fix", [False, True])
 def test_main_loss_closed_form(variables, data, fix):
     x1, x2 = data
-    amounts = _amounts()
+    loss_weights = _loss_weights()
     module = ILCM(**KW, averaging_strategy="average", fix_entropy_weighting=fix)
-    (loss, out), seen = _run(module, variables, x1, x2, amounts, Phase(**NO_REGS), {},
+    (loss, out), seen = _run(module, variables, x1, x2, loss_weights, Phase(**NO_REGS), {},
                              key=jax.random.PRNGKey(5))
     assert len(seen) == 2 and seen[0].shape == (K, 4, D)  # decoder on e1', then on e2'
     mu1, _ = _enc(variables, x1)
@@ -230,7 +225,7 @@ def test_main_loss_closed_form(variables, data, fix):
                                atol=1e-6)
     assert q.min() > 0.01 / 1.04 * 0.99 and q[:, 0].max() > 0.5 and q[:, 1:].max() > 0.5
     iters = [(MASKS[k][None, :], q[:, k]) for k in range(K)]
-    expected, parts = _hand_main(variables, x1, x2, seen[0], seen[1], iters, amounts, fix=fix)
+    expected, parts = _hand_main(variables, x1, x2, seen[0], seen[1], iters, loss_weights, fix=fix)
     np.testing.assert_allclose(np.asarray(loss), expected, rtol=1e-4, atol=1e-3)
     for name, val in parts.items():
         np.testing.assert_allclose(np.asarray(out[name]), val, rtol=1e-4, atol=1e-3)
@@ -246,11 +241,11 @@ def test_main_loss_closed_form(variables, data, fix):
 def test_entropy_weighting_flag_difference(variables, data):
     # kl_int(reference) - kl_int(fixed) = sum_k w_k^2 log w_k - sum_k w_k log w_k
     x1, x2 = data
-    amounts = _amounts()
+    loss_weights = _loss_weights()
     outs = []
     for fix in (False, True):
         _, out = ILCM(**KW, fix_entropy_weighting=fix).apply(
-            variables, x1, x2, amounts, Phase(), {}, rngs={"sample": jax.random.PRNGKey(6)})
+            variables, x1, x2, loss_weights, Phase(), {}, rngs={"sample": jax.random.PRNGKey(6)})
         outs.append(out)
     w = _f64(outs[0]["intervention_posterior"])
     diff = _f64(outs[0]["kl_intervention_target"]) - _f64(outs[1]["kl_intervention_target"])
@@ -267,9 +262,9 @@ def test_entropy_weighting_flag_difference(variables, data):
 
 def test_deterministic_encoder_phase(variables, data):
     x1, x2 = data
-    amounts = _amounts()
+    loss_weights = _loss_weights()
     module = ILCM(**KW, averaging_strategy="average")
-    (loss, out), seen = _run(module, variables, x1, x2, amounts,
+    (loss, out), seen = _run(module, variables, x1, x2, loss_weights,
                              Phase(deterministic_encoder=True, **NO_REGS), {},
                              key=jax.random.PRNGKey(7))
     # w = 1 for the argmax target only: kl_int = 1 * log 1 + log K = log 4
@@ -285,23 +280,23 @@ def test_deterministic_encoder_phase(variables, data):
     I = MASKS[target]  # [B, d]
     np.testing.assert_array_equal(seen[1][0][I == 0], seen[0][0][I == 0])
     expected, parts = _hand_main(variables, x1, x2, seen[0], seen[1], [(I, np.ones(4))],
-                                 amounts)
+                                 loss_weights)
     np.testing.assert_allclose(np.asarray(loss), expected, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(np.asarray(out["kl_e"]), parts["kl_e"], rtol=1e-4, atol=1e-3)
 
 
 def test_without_modelled_interventions(variables, data):
     x1, x2 = data
-    amounts = _amounts()
+    loss_weights = _loss_weights()
     module = ILCM(**KW, averaging_strategy="average")
-    (loss, out), seen = _run(module, variables, x1, x2, amounts,
+    (loss, out), seen = _run(module, variables, x1, x2, loss_weights,
                              Phase(model_interventions=False, **NO_REGS), {},
                              key=jax.random.PRNGKey(8))
     np.testing.assert_array_equal(np.asarray(out["log_prior_intervened"]), 0.0)
     np.testing.assert_array_equal(np.asarray(out["solution_std"]), 1.0)
     q = _f64(out["intervention_posterior"])
     iters = [(MASKS[k][None, :], q[:, k]) for k in range(K)]
-    expected, _ = _hand_main(variables, x1, x2, seen[0], seen[1], iters, amounts,
+    expected, _ = _hand_main(variables, x1, x2, seen[0], seen[1], iters, loss_weights,
                              model_interventions=False)
     np.testing.assert_allclose(np.asarray(loss), expected, rtol=1e-4, atol=1e-3)
 
@@ -309,7 +304,7 @@ def test_without_modelled_interventions(variables, data):
 def test_regularizers_use_fresh_unprojected_samples(variables, data):
     # gotcha 19: z-regularisation and consistency MSE come from separate posterior samples
     x1, x2 = data
-    (_, out), seen = _run(ILCM(**KW), variables, x1, x2, _amounts(), Phase(), {},
+    (_, out), seen = _run(ILCM(**KW), variables, x1, x2, _loss_weights(), Phase(), {},
                           key=jax.random.PRNGKey(9))
     assert [s.shape for s in seen[:2]] == [(4, D), (4, D)]
     e1, e2 = _f64(seen[0]), _f64(seen[1])
@@ -331,18 +326,18 @@ def test_regularizers_use_fresh_unprojected_samples(variables, data):
 
 def test_pretrain_loss_closed_form(variables, data):
     x1, x2 = data
-    amounts = _amounts(beta=0.5, pretrain_beta=0.05)
-    (loss, out), seen = _run(ILCM(**KW), variables, x1, x2, amounts, Phase(pretrain=True), {},
+    loss_weights = _loss_weights(beta=0.5, pretrain_beta=0.05)
+    (loss, out), seen = _run(ILCM(**KW), variables, x1, x2, loss_weights, Phase(pretrain=True), {},
                              key=jax.random.PRNGKey(10))
     assert len(seen) == 2
     e1, e2 = _f64(seen[0]), _f64(seen[1])
     X1, X2 = _f64(x1), _f64(x2)
     (mu1, s1), (mu2, s2) = _enc(variables, x1), _enc(variables, x2)
     (m1, d1), (m2, d2) = _dec(variables, e1), _dec(variables, e2)
-    ll1 = _log_n(X1, m1, d1, False).sum(-1)  # full_likelihood False
-    ll2 = _log_n(X2, m2, d2, False).sum(-1)
-    log_q = _log_n(e1, mu1, s1).sum(-1) + _log_n(e2, mu2, s2).sum(-1)  # full constant
-    log_p = _log_n(e1, 0, 1).sum(-1) + _log_n(e2, 0, 1).sum(-1)
+    ll1 = log_normal(X1, m1, d1, False).sum(-1)  # full_likelihood False
+    ll2 = log_normal(X2, m2, d2, False).sum(-1)
+    log_q = log_normal(e1, mu1, s1).sum(-1) + log_normal(e2, mu2, s2).sum(-1)  # full constant
+    log_p = log_standard_normal(e1).sum(-1) + log_standard_normal(e2).sum(-1)
     expected = -ll1 - ll2 + 0.05 * (log_q - log_p)
     np.testing.assert_allclose(np.asarray(loss), expected, rtol=1e-4, atol=1e-3)
     # pretrain_beta, not beta, weights the KL (the KL is large: encoder std 0.01)

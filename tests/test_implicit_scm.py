@@ -10,15 +10,13 @@ import pytest
 
 from wscrl_jax.causal.implicit_scm import ImplicitSCM, ancestor_masks, clean_and_clamp
 
+from reference_np import log_standard_normal
+
 D = 3
 
 
 def _init(scm, *args, **kwargs):
     return scm.init(*args, **kwargs)
-
-
-def _log_n(x):
-    return -0.5 * np.square(x) - 0.5 * math.log(2 * math.pi)
 
 
 # ------------------------------------------------------------------------- masks
@@ -172,8 +170,8 @@ def test_log_prob_noise_by_hand(scm_and_params, eps_pair):
     # z = (e2 - m(c(e1))) / s(c(e1))
     scale, shift = _np_scale_shift(params, e1, masks)
     z = (np.asarray(e2) - shift) / scale
-    observed = _log_n(np.asarray(e1, np.float64)).sum(-1)
-    intervened = (np.asarray(interventions) * (_log_n(z) - np.log(scale))).sum(-1)
+    observed = log_standard_normal(np.asarray(e1, np.float64)).sum(-1)
+    intervened = (np.asarray(interventions) * (log_standard_normal(z) - np.log(scale))).sum(-1)
     np.testing.assert_allclose(np.asarray(out["log_prior_observed"]), observed, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(out["log_prior_intervened"]), intervened, rtol=1e-5,
                                atol=1e-5)
@@ -197,7 +195,7 @@ def test_log_prob_noise_clamps_each_term(scm_and_params, eps_pair):
     e1 = e1.at[0, 0].set(3e6)
     out = scm.apply({"params": params}, e1, e2, jnp.zeros((4, D)), ancestor_masks("trivial", D),
                     False, method="log_prob_noise")
-    rest = _log_n(np.asarray(e1[0, 1:], np.float64)).sum()
+    rest = log_standard_normal(np.asarray(e1[0, 1:], np.float64)).sum()
     assert float(out["log_prior_observed"][0]) == pytest.approx(-1e12 + rest, rel=1e-6)
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from wscrl_jax.causal.interventions import (HeuristicInterventionEncoder, MLPInterventionEncoder,
-                                            add_offset, intervention_masks, label_permutations)
+                                            add_offset, intervention_masks)
+from wscrl_jax.eval.interventions import label_permutations
 
 
 def test_masks_atomic_or_none():

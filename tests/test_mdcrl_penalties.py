@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wscrl_jax.models import mdcrl_penalties as P
+from wscrl_jax.mdcrl import mmd as mmd_lib
+from wscrl_jax.mdcrl import penalties as P
 
 # ----------------------------------------------------------------------------------------------
 # Loop-based numpy versions of the reference behaviour (data-dependent sizes, Python loops).
@@ -90,7 +91,7 @@ MINMAX = jax.jit(
     static_argnames=("num_domains", "d_inv", "top_k", "loss_transform", "skip_small_domains"),
 )
 MMD = jax.jit(
-    P.penalty_mmd,
+    mmd_lib.penalty_mmd,
     static_argnames=(
         "num_domains",
         "d_inv",
@@ -232,7 +233,7 @@ def test_mmd_hand_computed():
     adaptive = mmd(z, dom, 3, 1, 1.0, 1, None)
     assert adaptive == pytest.approx(2 - 2 * math.exp(-1.0), rel=1e-6)
     # class defaults: bandwidths 4 * {1/4, 1/2, 1, 2, 4}, five kernels
-    d = P.MMD_CLASS_DEFAULTS
+    d = mmd_lib.MMD_CLASS_DEFAULTS
     cls = mmd(z, dom, 3, 1, d["kernel_multiplier"], d["kernel_number"], d["fix_sigma"])
     kxy = sum(math.exp(-4.0 / (4.0 * 2.0**i / 4.0)) for i in range(5))
     assert cls == pytest.approx(2 * 5 - 2 * kxy, rel=1e-6)
@@ -247,9 +248,9 @@ def test_mmd_bandwidth_rule_and_stop_gradient():
     t = np.concatenate([np.asarray(x), np.asarray(y)])
     l2 = ((t[None] - t[:, None]) ** 2).sum(-1)
     bw = l2[~np.eye(8, dtype=bool)].mean()
-    val_ad, g_ad = jax.jit(jax.value_and_grad(lambda a: P.mmd(a, y, 1.0, 1, None)))(x)
+    val_ad, g_ad = jax.jit(jax.value_and_grad(lambda a: mmd_lib.mmd(a, y, 1.0, 1, None)))(x)
     # the adaptive bandwidth is detached: same value and gradient as with the bandwidth frozen
-    val_fix, g_fix = jax.jit(jax.value_and_grad(lambda a: P.mmd(a, y, 1.0, 1, float(bw))))(x)
+    val_fix, g_fix = jax.jit(jax.value_and_grad(lambda a: mmd_lib.mmd(a, y, 1.0, 1, float(bw))))(x)
     assert float(val_ad) == pytest.approx(float(val_fix), rel=1e-5)
     np.testing.assert_allclose(np.asarray(g_ad), np.asarray(g_fix), rtol=1e-4, atol=1e-6)
 
@@ -261,7 +262,7 @@ def test_mmd_matches_loop_reference(random_batch, opts):
     jit_val = mmd(jnp.asarray(z), jnp.asarray(dom), nd, 2, *opts)
     assert jit_val == pytest.approx(want, rel=1e-4, abs=1e-6)
     if opts[2] is None:  # eager (op-by-op) == jit
-        eager = float(P.penalty_mmd(jnp.asarray(z), jnp.asarray(dom), nd, 2, *opts))
+        eager = float(mmd_lib.penalty_mmd(jnp.asarray(z), jnp.asarray(dom), nd, 2, *opts))
         assert eager == pytest.approx(jit_val, rel=1e-5, abs=1e-7)
 
 
@@ -271,7 +272,7 @@ def test_mmd_capacity(random_batch, sigma):
     zj, dj = jnp.asarray(z), jnp.asarray(dom)
     full = mmd(zj, dj, nd, 2, 1.0, 1, sigma)
     second = int(np.sort(np.bincount(dom, minlength=nd))[-2])
-    assert P.mmd_capacity_is_exact(dom, nd, second) and not P.mmd_capacity_is_exact(
+    assert mmd_lib.mmd_capacity_is_exact(dom, nd, second) and not mmd_lib.mmd_capacity_is_exact(
         dom, nd, second - 1
     )
     assert mmd(zj, dj, nd, 2, 1.0, 1, sigma, capacity=second) == pytest.approx(full, rel=1e-5)
@@ -285,8 +286,9 @@ def test_mmd_capacity(random_batch, sigma):
             want += ref_mmd_pair(ze[:m, :2], zg[:m, :2], 1.0, 1, sigma)
     assert mmd(zj, dj, nd, 2, 1.0, 1, sigma, capacity=cap) == pytest.approx(want, rel=1e-4)
     # automatic: ceil(mean + 6 sd) of the binomial domain count, capped at batch // 2
-    assert P.auto_mmd_capacity(1024, 16) == 111 and P.auto_mmd_capacity(1024, 2) == 512
-    assert P.auto_mmd_capacity(1024, 4, 0) is None and P.auto_mmd_capacity(1024, 4, 50) == 50
+    assert mmd_lib.auto_mmd_capacity(1024, 16) == 111 and mmd_lib.auto_mmd_capacity(1024, 2) == 512
+    assert mmd_lib.auto_mmd_capacity(1024, 4, 0) is None
+    assert mmd_lib.auto_mmd_capacity(1024, 4, 50) == 50
 
 
 def test_mmd_gradients_finite_with_absent_and_tiny_domains(random_batch):
@@ -294,7 +296,7 @@ def test_mmd_gradients_finite_with_absent_and_tiny_domains(random_batch):
     dj = jnp.asarray(dom)
     grads = jax.jit(
         lambda q: [
-            jax.grad(lambda a: P.penalty_mmd(a, dj, nd, 2, 1.0, 1, s))(q) for s in (1.0, None)
+            jax.grad(lambda a: mmd_lib.penalty_mmd(a, dj, nd, 2, 1.0, 1, s))(q) for s in (1.0, None)
         ]
     )(jnp.asarray(z))
     for g in map(np.asarray, grads):

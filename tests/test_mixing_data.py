@@ -27,7 +27,7 @@ def full_linear():
 
 
 def test_defaults_mirror_reference():
-    d = M.reference_defaults()
+    d = M.MixingDataConfig().to_dict()
     assert (
         d["num_domains"] == 4 and d["z_dim"] == 4 and d["z_dim_invariant"] == 2 and d["x_dim"] == 8
     )

@@ -6,16 +6,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wscrl_jax.models.objective import (entropy, intervention_metrics,
-                                        total_loss, weighted_mean)
-from wscrl_jax.models.phase import Amounts
+from wscrl_jax.eval.interventions import intervention_metrics
+from wscrl_jax.lcm.objective import entropy, total_loss, weighted_mean
+from wscrl_jax.lcm.phases import LossWeights
 
 B, K = 4, 3
 
 
-def _amounts(z=0.1, cons=0.2, inv=0.3, ent=0.5):
+def _loss_weights(z=0.1, cons=0.2, inv=0.3, ent=0.5):
     f = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
-    return Amounts(f(1.0), f(1.0), f(1.0), f(z), f(cons), f(inv), f(ent), f(1e-4))
+    return LossWeights(f(1.0), f(1.0), f(1.0), f(z), f(cons), f(inv), f(ent), f(1e-4))
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def _hand_loss(b, z=0.1, cons=0.2, inv=0.3, ent=0.5):
 
 def test_total_loss_closed_form(batch):
     got = total_loss(jnp.asarray(batch["loss_b"], jnp.float32), _outputs(batch), jnp.ones(B),
-                     _amounts())
+                     _loss_weights())
     assert float(got) == pytest.approx(_hand_loss(batch), rel=1e-5)
 
 
@@ -61,9 +61,9 @@ def test_padded_rows_with_zero_weight_do_not_count(batch):
     padded["intervention_posterior"][-2:, 0] = 1.0
     weights = jnp.asarray([1.0] * B + [0.0, 0.0])
     got = total_loss(jnp.asarray(padded["loss_b"], jnp.float32), _outputs(padded), weights,
-                     _amounts())
+                     _loss_weights())
     ref = total_loss(jnp.asarray(batch["loss_b"], jnp.float32), _outputs(batch), jnp.ones(B),
-                     _amounts())
+                     _loss_weights())
     assert float(got) == pytest.approx(float(ref), rel=1e-6)
     assert float(got) == pytest.approx(_hand_loss(batch), rel=1e-5)
 
@@ -73,15 +73,15 @@ def test_entropy_term_is_subtracted(batch):
     # lowers the loss by exactly weight * H (the regulariser maximises aggregate entropy)
     uniform = dict(batch, intervention_posterior=np.full((B, K), 1.0 / K))
     lb = jnp.asarray(batch["loss_b"], jnp.float32)
-    l0 = total_loss(lb, _outputs(uniform), jnp.ones(B), _amounts(ent=0.0))
-    l1 = total_loss(lb, _outputs(uniform), jnp.ones(B), _amounts(ent=1.0))
+    l0 = total_loss(lb, _outputs(uniform), jnp.ones(B), _loss_weights(ent=0.0))
+    l1 = total_loss(lb, _outputs(uniform), jnp.ones(B), _loss_weights(ent=1.0))
     assert float(l1 - l0) == pytest.approx(-math.log(K), rel=1e-5)
     assert float(entropy(jnp.array([1.0, 0.0, 0.0]))) == pytest.approx(0.0, abs=1e-7)
 
 
 def test_missing_terms_are_skipped(batch):
     lb = jnp.asarray(batch["loss_b"], jnp.float32)
-    got = total_loss(lb, {}, jnp.ones(B), _amounts())
+    got = total_loss(lb, {}, jnp.ones(B), _loss_weights())
     assert float(got) == pytest.approx(batch["loss_b"].mean(), rel=1e-6)
 
 
@@ -89,7 +89,7 @@ def test_inverse_consistency_counts_twice(batch):
     # gotcha 4: the reference adds the inverse-consistency term twice
     lb = jnp.asarray(batch["loss_b"], jnp.float32)
     outs = _outputs(batch, ("inverse_consistency_mse",))
-    got = total_loss(lb, outs, jnp.ones(B), _amounts(inv=0.3))
+    got = total_loss(lb, outs, jnp.ones(B), _loss_weights(inv=0.3))
     expected = batch["loss_b"].mean() + 2 * 0.3 * batch["inverse_consistency_mse"].mean()
     assert float(got) == pytest.approx(expected, rel=1e-6)
 

@@ -1,8 +1,6 @@
 """Step and LR schedules (reference sections 4.3, 4.5, 4.9; gotchas 3 and 29)."""
 
-import importlib.util
 import math
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -10,17 +8,13 @@ import ml_collections
 import numpy as np
 import pytest
 
+from conftest import load_config
 from wscrl_jax.train.schedules import (is_identically_zero, lr_schedule, optimizer_reset_epochs,
                                        step_schedule)
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
 
 def _load_config(arg):
-    spec = importlib.util.spec_from_file_location("scaling_config", ROOT / "configs" / "scaling.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(arg)
+    return load_config("scaling", arg)
 
 
 @pytest.fixture(scope="module")

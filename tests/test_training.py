@@ -10,21 +10,33 @@ import pytest
 from conftest import tiny_scaling_config
 from wscrl_jax import experiment
 from wscrl_jax.tracking import read_csv
-from wscrl_jax.train import checkpoint
+from wscrl_jax.train import checkpoint, loop
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One tiny 3-epoch ILCM run (2 variables), shared by the tests of this module."""
+    """One tiny 6-epoch ILCM run (2 variables, 3 phases of 2 epochs, 3 calls an epoch), shared
+    by the tests of this module; also returns the traces of each phase's compiled call."""
     config = tiny_scaling_config("ilcm")
     config.training.epochs = 6
     config.training.pretrain_epochs = 2
     config.training.model_interventions_after_epoch = 2
     config.training.deterministic_intervention_encoder_after_epoch = 4
     config.data.samples.train = 12800  # 200 steps per epoch
+    config.training.steps_per_call = 70  # calls of 70, 70 and 60 steps
     workdir = str(tmp_path_factory.mktemp("run"))
-    rows = experiment.run(config, workdir, progress=False)
-    return config, workdir, rows
+    compiled = []
+
+    def make_run_steps(*args, **kwargs):
+        compiled.append(loop_make_run_steps(*args, **kwargs))
+        return compiled[-1]
+
+    loop_make_run_steps = loop.make_run_steps
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(loop, "make_run_steps", make_run_steps)
+        rows = experiment.run(config, workdir, progress=False)
+    assert len(compiled) == 1
+    return config, workdir, rows, dict(compiled[0].traces)
 
 
 def untrained_disentanglement(config):
@@ -36,7 +48,7 @@ def untrained_disentanglement(config):
 
 
 def test_run_learns_and_writes_metrics(trained):
-    config, workdir, rows = trained
+    config, workdir, rows, _ = trained
     train_rows = read_csv(os.path.join(workdir, "metrics", "train_metrics.csv"))
     losses = [float(r["loss"]) for r in train_rows]
     assert losses[-1] < losses[0] - 10.0  # the ELBO-based loss falls a lot from init
@@ -52,14 +64,22 @@ def test_run_learns_and_writes_metrics(trained):
     assert rows[0]["causal_disentanglement"] > before + 0.2, (before, rows[0])
 
 
+def test_each_phase_compiles_once(trained):
+    """Pretraining, main phase and deterministic encoder: 3 phases, each traced once over
+    its 6 calls of two different lengths."""
+    *_, traces = trained
+    assert sorted(traces.values()) == [1, 1, 1], traces
+    assert [phase.pretrain for phase in traces] == [True, False, False]
+
+
 def test_same_config_gives_same_numbers(trained, tmp_path):
-    config, workdir, rows = trained
+    config, workdir, rows, _ = trained
     again = experiment.run(config, str(tmp_path), progress=False)
     assert again == rows
 
 
 def test_evaluate_from_checkpoint_reproduces_metrics(trained):
-    _, workdir, rows = trained
+    _, workdir, rows, _ = trained
     original = read_csv(os.path.join(workdir, "metrics", "test_metrics.csv"))
     os.remove(os.path.join(workdir, "metrics", "test_metrics.csv"))
     experiment.evaluate_workdir(workdir)
@@ -68,7 +88,7 @@ def test_evaluate_from_checkpoint_reproduces_metrics(trained):
 
 def test_resume_after_interruption_matches(trained, tmp_path):
     """Drop the last checkpoints as if the process had been killed, rerun: same metrics."""
-    config, workdir, rows = trained
+    config, workdir, rows, _ = trained
     resumed_dir = str(tmp_path / "resumed")
     shutil.copytree(workdir, resumed_dir)
     steps = sorted(int(s) for s in os.listdir(checkpoint.checkpoint_dir(resumed_dir))

@@ -1,34 +1,36 @@
-"""Command-line plumbing shared by the scripts: config flags, validation, one-line errors."""
+"""Command-line entry points `wscrl-train` and `wscrl-evaluate` (and `scripts/*.py`).
 
+One flags library (absl, with ml_collections config files) for both commands; config
+loading; one-line errors and exit codes: 2 for bad input (nothing is written), 1 for a run
+that fails (all members diverged, a checkpoint that does not match).
+"""
+
+import importlib.util
 import os
 import sys
+from typing import Callable, List, Optional
 
 from absl import flags
 from ml_collections import config_flags
 
-from wscrl_jax.config_validation import ConfigError, validate_config
+from wscrl_jax.config_checks import ConfigError
 
 
-def _fail(message: str, code: int = 2):
+def fail(message: str, code: int = 2):
+    """Prints `error: message` on stderr and exits."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
 
 
-def _last_line(message: str) -> str:
-    """The informative last line of an absl/config_flags error (drops embedded tracebacks)."""
-    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    if len(lines) > 1 and any(line.startswith("Traceback") for line in lines):
-        return f"{lines[0].split(':')[0]}: {lines[-1]}"
-    return " ".join(lines)
-
-
-def _define_flags():
-    try:
-        config_flags.DEFINE_config_file("config", None, "Config file, e.g. "
-                                        "configs/scaling.py:ilcm,fast", lock_config=True)
-        flags.DEFINE_string("workdir", None, "Directory for logs, metrics and checkpoints.")
-    except flags.DuplicateFlagError:
-        pass
+def load_config(spec: str):
+    """`get_config(arg)` of a config file given as "configs/scaling.py:ilcm,fast" (the same
+    spelling as `--config`, without overrides)."""
+    path, _, arg = spec.partition(":")
+    module_spec = importlib.util.spec_from_file_location(
+        "wscrl_config_" + os.path.splitext(os.path.basename(path))[0], path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg or None)
 
 
 def enable_compilation_cache():
@@ -41,47 +43,102 @@ def enable_compilation_cache():
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
-def main_with_config(command: str):
-    _define_flags()
+def _last_line(message: str) -> str:
+    """The informative last line of an absl/config_flags error (drops embedded tracebacks)."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if len(lines) > 1 and any(line.startswith("Traceback") for line in lines):
+        return f"{lines[0].split(':')[0]}: {lines[-1]}"
+    return " ".join(lines)
+
+
+def _parse_flags(argv: List[str], define: Callable[[flags.FlagValues], None],
+                 usage: str) -> flags.FlagValues:
+    """Parses argv with a fresh set of flags; --help prints them and exits 0."""
+    values = flags.FlagValues()
+    define(values)
+    if any(a in ("--help", "-h", "--helpfull") for a in argv[1:]):
+        print(f"usage: {usage}\n\n{values.get_help()}")
+        sys.exit(0)
     try:
-        argv = flags.FLAGS(sys.argv)
+        values(argv)
     except flags.Error as e:
-        _fail(_last_line(str(e)) + " (see --help)")
+        fail(_last_line(str(e)) + " (see --help)")
     except (KeyError, AttributeError) as e:  # an override names a key the config lacks
-        _fail(f"unknown config key {str(e).strip(chr(34))}; check the --config.KEY=VALUE "
-              "overrides")
+        fail(f"unknown config key {str(e).strip(chr(34))}; check the --config.KEY=VALUE "
+             "overrides")
     except Exception as e:  # errors raised while loading the config file itself
-        _fail(f"could not load the config: {e}")
-    del argv
-    config = flags.FLAGS.config
+        fail(f"could not load the config: {e}")
+    return values
+
+
+def _define_train_flags(values: flags.FlagValues):
+    config_flags.DEFINE_config_file("config", None, "Config file and variant, e.g. "
+                                    "configs/scaling.py:ilcm,fast; override any key with "
+                                    "--config.KEY=VALUE", flag_values=values, lock_config=True)
+    flags.DEFINE_string("workdir", None, "Directory for logs, metrics and checkpoints; "
+                        "rerunning on it resumes.", flag_values=values)
+
+
+def _define_evaluate_flags(values: flags.FlagValues):
+    flags.DEFINE_string("workdir", None, "Workdir written by wscrl-train.", flag_values=values)
+    flags.DEFINE_integer("member", None, "Evaluate only this member index (default: all).",
+                         flag_values=values)
+    flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).",
+                         flag_values=values)
+
+
+def train_main(argv: Optional[List[str]] = None):
+    """`wscrl-train --config FILE:VARIANT --workdir DIR [--config.KEY=VALUE ...]`."""
+    values = _parse_flags(argv or sys.argv, _define_train_flags,
+                          "wscrl-train --config configs/scaling.py:ilcm,fast --workdir DIR "
+                          "[--config.KEY=VALUE ...]")
+    config = values.config
     if config is None:
-        _fail("--config is required, e.g. --config configs/scaling.py:ilcm,fast")
-    if not flags.FLAGS.workdir:
-        _fail("--workdir is required")
+        fail("--config is required, e.g. --config configs/scaling.py:ilcm,fast")
+    if not values.workdir:
+        fail("--workdir is required")
+    from wscrl_jax.methods import validate_config
     try:
         validate_config(config)
     except ConfigError as e:
-        _fail(f"invalid config: {e}")
-    workdir = flags.FLAGS.workdir
+        fail(f"invalid config: {e}")
+    workdir = values.workdir
     os.makedirs(os.path.join(workdir, "metrics"), exist_ok=True)
 
     from wscrl_jax import experiment
     from wscrl_jax.tracking import setup_logging
+    from wscrl_jax.train.checkpoint import CheckpointError
+    from wscrl_jax.train.loop import NonFiniteError
 
     enable_compilation_cache()
     logger = setup_logging(workdir)
-    logger.info("Command: %s", " ".join(sys.argv))
+    logger.info("Command: %s", " ".join(argv or sys.argv))
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
-    if command == "train":
-        from wscrl_jax.train.checkpoint import CheckpointError
-        from wscrl_jax.train.loop import NonFiniteError
-        try:
-            experiment.run(config, workdir)
-        except (NonFiniteError, CheckpointError) as e:
-            logger.error("%s", e)
-            sys.exit(1)
-    else:  # pragma: no cover
-        raise ValueError(command)
+    try:
+        experiment.run(config, workdir)
+    except (NonFiniteError, CheckpointError) as e:
+        logger.error("%s", e)
+        sys.exit(1)
 
 
+def evaluate_main(argv: Optional[List[str]] = None):
+    """`wscrl-evaluate --workdir DIR [--member K] [--step S]`: evaluates a checkpoint without
+    training."""
+    values = _parse_flags(argv or sys.argv, _define_evaluate_flags,
+                          "wscrl-evaluate --workdir DIR [--member K] [--step S]")
+    if not values.workdir:
+        fail("--workdir is required")
+    if not os.path.isdir(values.workdir):
+        fail(f"workdir {values.workdir} does not exist")
+
+    from wscrl_jax import experiment
+    from wscrl_jax.tracking import setup_logging
+    from wscrl_jax.train.checkpoint import CheckpointError
+
+    enable_compilation_cache()
+    setup_logging(values.workdir)
+    try:
+        experiment.evaluate_workdir(values.workdir, values.member, values.step)
+    except CheckpointError as e:
+        fail(str(e))

@@ -5,11 +5,10 @@ without sweep fields it is a sweep of one (config.seed, config.data.nature.seed)
 the same command resumes from the latest checkpoint in WORKDIR/checkpoints.
 """
 
-import itertools
 import logging
 import os
 import time
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import jax
 import ml_collections
@@ -21,31 +20,9 @@ from wscrl_jax.train import checkpoint
 from wscrl_jax.train.loop import train
 from wscrl_jax.train.sharding import member_sharding, shard_members
 from wscrl_jax.train.state import init_states, member, stack_members
+from wscrl_jax.train.sweep import grid_points, sweep_members
 
 log = logging.getLogger("wscrl_jax")
-
-
-def parse_seeds(text) -> List[int]:
-    """'4901,4902' (or a tuple/int) -> [4901, 4902]; empty -> []."""
-    if text is None or text == "":
-        return []
-    if isinstance(text, int):
-        return [text]
-    if isinstance(text, (list, tuple)):
-        return [int(s) for s in text]
-    return [int(s) for s in str(text).replace(" ", "").split(",") if s]
-
-
-def sweep_members(config) -> List[Tuple[int, int]]:
-    """(model seed, data seed) of every member: the product of sweep.seeds and sweep.data_seeds,
-    each defaulting to the single config.seed / config.data.nature.seed. sweep.data_seeds="same"
-    pairs each model seed with itself as data seed (one global seed per run, as MD-CRL)."""
-    sweep = config.get("sweep", {})
-    seeds = parse_seeds(sweep.get("seeds")) or [int(config.seed)]
-    if sweep.get("data_seeds") == "same":
-        return [(s, s) for s in seeds]
-    data_seeds = parse_seeds(sweep.get("data_seeds")) or [int(config.data.nature.seed)]
-    return list(itertools.product(seeds, data_seeds))
 
 
 def make_member_data(method, members):
@@ -63,55 +40,17 @@ def build(config, members):
     return method, data, state
 
 
-def parse_grid(text) -> List[Tuple[str, list]]:
-    """'data.z_dim=8,16;data.num_domains=2,4' -> [("data.z_dim", [8, 16]), ...] (ints where
-    they parse, floats next, else strings); empty -> []."""
-    out = []
-    for part in str(text or "").replace(" ", "").split(";"):
-        if not part:
-            continue
-        key, _, values = part.partition("=")
-        parsed = []
-        for v in values.split(","):
-            for cast in (int, float, str):
-                try:
-                    parsed.append(cast(v))
-                    break
-                except ValueError:
-                    continue
-        out.append((key, parsed))
-    return out
-
-
-def grid_point_config(config, grid, values):
-    """A copy of config with the grid keys set to `values` and the grid cleared; raises
-    KeyError for a key the config lacks."""
-    sub = ml_collections.ConfigDict(config.to_dict())
-    sub.sweep.grid = ""
-    for (key, _), value in zip(grid, values):
-        node = sub
-        *path, leaf = key.split(".")
-        for p in path:
-            node = node[p]
-        if leaf not in node:
-            raise KeyError(key)
-        node[leaf] = value
-    return sub
-
-
 def run_grid(config, workdir: str, progress: bool = True):
     """`sweep.grid` (e.g. "data.z_dim=8,16;data.num_domains=2,4"): one run per combination of
     values that change shapes (so they cannot share a vmapped state), each in
     WORKDIR/<key>=<value>_.../, run one after the other; every run still vmaps its seeds. The
     combined rows (with one column per grid key) go to WORKDIR/metrics/test_metrics.csv."""
-    grid = parse_grid(config.sweep.grid)
     rows = []
-    for values in itertools.product(*(v for _, v in grid)):
-        sub = grid_point_config(config, grid, values)
-        name = [f"{key.split('.')[-1]}={value}" for (key, _), value in zip(grid, values)]
-        log.info("Grid point %s", ", ".join(name))
-        sub_rows = run(sub, os.path.join(workdir, "_".join(name)), progress)
-        rows.extend({**{k: v for (k, _), v in zip(grid, values)}, **r} for r in sub_rows)
+    for point, sub in grid_points(config):
+        parts = [f"{key.split('.')[-1]}={value}" for key, value in point.items()]
+        log.info("Grid point %s", ", ".join(parts))
+        rows.extend({**point, **r} for r in run(sub, os.path.join(workdir, "_".join(parts)),
+                                                  progress))
     write_csv_atomic(os.path.join(workdir, "metrics", "test_metrics.csv"), rows)
     return rows
 
@@ -168,8 +107,7 @@ def run(config, workdir: str, progress: bool = True):
     finally:
         manager.close()
         writer.close()
-    if hasattr(method, "write_outputs"):  # e.g. MD-CRL stage-1 codes for stage 2
-        method.write_outputs(workdir, state, data, members)
+    method.write_outputs(workdir, state, data, members)
     return evaluate_members(method, state, data, members, workdir, config,
                             untrained=initial)
 
@@ -202,10 +140,8 @@ def evaluate_workdir(workdir: str, only: Optional[int] = None, step: Optional[in
 
 def start_metrics(method, initial_params, data, num_members: int) -> List[dict]:
     """Per member, the method's metrics of the untrained model (hook `start_metrics`, e.g.
-    MD-CRL's `*_linreg_start`); empty dicts for methods without it. Call before training,
+    MD-CRL's `*_linreg_start`; none by default). Call before training,
     which donates the parameter buffers."""
-    if not hasattr(method, "start_metrics"):
-        return [{} for _ in range(num_members)]
     return [method.start_metrics(member(initial_params, i), member(data, i))
             for i in range(num_members)]
 
@@ -216,7 +152,7 @@ def evaluate_members(method, state, data, members, workdir, config,
     """Evaluates every member (or member `only`), writes WORKDIR/metrics/<filename>.
     untrained: per member, metrics of the untrained model (`start_metrics`) added to its row."""
     rows = []
-    headline = tuple(getattr(method, "headline_metrics", ("causal_disentanglement",)))
+    headline = method.headline_metrics
     nan_counts = np.asarray(state.nan_count)
     for index, (seed, data_seed) in enumerate(members):
         if only is not None and index != only:

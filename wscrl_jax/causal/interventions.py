@@ -1,6 +1,5 @@
 """Intervention sets and intervention encoders (`ws_crl/causal/interventions.py`)."""
 
-import itertools
 from typing import Sequence
 
 import flax.linen as nn
@@ -8,9 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from wscrl_jax.nn.mlp import MLP
-
-INTERVENTION_SETS = ("atomic_or_none", "atomic", "all")
-
 
 def intervention_masks(dim_z: int, intervention_set: str = "atomic_or_none") -> np.ndarray:
     """Masks [K, dim_z] (float32): label k -> mask row k.
@@ -27,11 +23,6 @@ def intervention_masks(dim_z: int, intervention_set: str = "atomic_or_none") -> 
         labels = np.arange(2 ** dim_z)[:, None]
         return ((labels >> np.arange(dim_z)[None, :]) & 1).astype(np.float32)
     raise ValueError(f"unknown intervention set {intervention_set!r}")
-
-
-def label_permutations(dim_z: int):
-    """All relabellings of targets 1..d with label 0 (no intervention) fixed: [d!, d+1]."""
-    return np.array([(0,) + p for p in itertools.permutations(range(1, dim_z + 1))])
 
 
 def add_offset(q, offset):

@@ -47,15 +47,6 @@ KeyLike = Union[int, Array]
 
 SPLITS = ("train", "valid", "test")
 
-# Datamodule-level reference defaults (`configs/datamodule/mixing.yaml`); not used by generation,
-# exposed so a config file can mirror them. README runs use batch_size 1024.
-REFERENCE_DATAMODULE_DEFAULTS = {
-    "batch_size": 512,
-    "shuffle": False,
-    "drop_last": False,
-    "num_samples": {"train": 12000, "valid": 2000, "test": 2000},
-}
-
 _ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "relu": jax.nn.relu,
     "leaky_relu": lambda h: jax.nn.leaky_relu(h, 0.01),  # torch default slope
@@ -158,9 +149,21 @@ class MixingDataConfig:
         return dataclasses.asdict(self)
 
 
-def reference_defaults() -> dict:
-    """The reference's dataset defaults (resolved) as a plain dict, for config files to mirror."""
-    return MixingDataConfig().to_dict()
+def mixing_data_config(d) -> MixingDataConfig:
+    """The run config's `data` section (configs/md_mixing.py) -> the frozen generator config."""
+    ranges = d.domain_dist_ranges
+    ranges = tuple(tuple(r) if isinstance(r, (list, tuple)) else r for r in ranges)
+    return MixingDataConfig(
+        generation_strategy=d.generation_strategy, num_domains=int(d.num_domains),
+        z_dim=int(d.z_dim), z_dim_invariant=d.z_dim_invariant, x_dim=d.x_dim,
+        domain_lengths=tuple(d.domain_lengths) if d.domain_lengths else None,
+        domain_dist_ranges=ranges, invariant_dist_params=tuple(d.invariant_dist_params),
+        linear=bool(d.linear), non_linearity=d.non_linearity,
+        polynomial_degree=int(d.polynomial_degree), correlated_z=bool(d.correlated_z),
+        corr_prob=float(d.corr_prob), mlp_activation=d.mlp_activation,
+        num_samples_train=int(d.num_samples.train), num_samples_valid=int(d.num_samples.valid),
+        num_samples_test=int(d.num_samples.test),
+        test_shares_distribution=bool(d.test_shares_distribution))
 
 
 def _as_key(key: KeyLike) -> Array:

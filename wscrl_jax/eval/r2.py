@@ -9,8 +9,8 @@ reference, recommended alongside it: in-sample R^2 is inflated for wide codes, g
 
 Named metric sets reproduce the reference's log keys:
 `mixing_r2_metrics` (stage 1 and stage 2, including the stage-2 name swap of gotcha 16),
-`start_r2_metrics` (`*_linreg_start`), `balls_stage1_r2_metrics`, `balls_stage2_r2_metrics`, and
-`domain_accuracies` (in-sample logistic regression, mixing stage 2; uses scikit-learn).
+`start_r2_metrics` (`*_linreg_start`), `balls_stage1_r2_metrics`, `balls_stage2_r2_metrics`.
+Domain accuracies (logistic regression) are in `domain_accuracy.py`.
 """
 
 from __future__ import annotations
@@ -291,20 +291,3 @@ def balls_stage2_r2_metrics(
         out[f"{prefix}mse_loss_linreg"] = mse
     return out
 
-
-def domain_accuracies(z_hat, domains, d_model: int) -> dict:
-    """In-sample `LogisticRegression(random_state=0, max_iter=500)` domain accuracy (stage 2):
-    `domain_acc` (all of z_hat), `hz_domain_acc` (h_inv), `~hz_domain_acc` (h_sp)."""
-    from sklearn.linear_model import LogisticRegression
-
-    zh = np.asarray(z_hat, np.float64)
-    dom = np.asarray(domains).reshape(-1)
-    out = {}
-    for key, feats in (
-        ("domain_acc", zh),
-        ("hz_domain_acc", zh[:, :d_model]),
-        ("~hz_domain_acc", zh[:, d_model:]),
-    ):
-        clf = LogisticRegression(random_state=0, max_iter=500).fit(feats, dom)
-        out[key] = float(np.mean(clf.predict(feats) == dom))
-    return out

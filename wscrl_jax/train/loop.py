@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from wscrl_jax.train.schedules import lr_schedule, optimizer_reset_epochs
-from wscrl_jax.train.state import TrainState, adam
+from wscrl_jax.train.method import Method
+from wscrl_jax.train.state import TrainState
 from wscrl_jax.train.step import make_run_steps
 
 log = logging.getLogger("wscrl_jax")
@@ -28,64 +28,44 @@ def steps_per_epoch(num_samples: int, batch_size: int) -> int:
     return math.ceil(num_samples / batch_size)
 
 
-def describe_phase(phase) -> str:
-    if phase.pretrain:
-        return "pretraining"
-    parts = ["main phase", "interventions modelled" if phase.model_interventions
-             else "interventions not modelled"]
-    if phase.deterministic_encoder:
-        parts.append("deterministic intervention encoder")
-    return ", ".join(parts)
-
-
-def train(method, state: TrainState, train_data, config, *, progress: bool = True,
+def train(method: Method, state: TrainState, train_data, config, *, progress: bool = True,
           on_call_end: Optional[Callable] = None, eval_data=None) -> TrainState:
     """Trains all members from `state.step` to the end of `training.epochs`.
 
     train_data: {name: [members, N, ...]} on device. on_call_end(state, stats) runs on the host
-    after every compiled call (checkpointing, metric files).
-
-    Optional method hooks (absent: the WS-CRL behaviour): `learning_rate` (then the method owns
-    the learning rate and `training.lr_schedule` is not read), `describe_phase(phase)`,
-    `end_epoch(state, epoch, stats, eval_data) -> state` after each epoch's last call
-    (validation, plateau schedulers, early stopping; eval_data is the run's {split: {name:
-    [members, ...]}}), and `finished(state) -> bool` (e.g. every member early-stopped) checked
-    before each call.
+    after every compiled call (checkpointing, metric files); eval_data: the run's {split:
+    {name: [members, ...]}}, passed to `method.end_epoch`. The method's hooks
+    (`train/method.py`) decide phases, optimizer resets, epoch ends and early finishing.
     """
     tr = config.training
     n = int(jax.tree_util.tree_leaves(train_data)[0].shape[1])
     spe = steps_per_epoch(n, tr.batchsize)
     total = tr.epochs * spe
-    own_lr = hasattr(method, "learning_rate")
-    lr_fn = None if own_lr else lr_schedule(tr.lr_schedule, tr.epochs)
-    run_steps = make_run_steps(method, spe, tr.batchsize, lr_fn,
-                               float(tr.clip_grad_norm), int(tr.nan_limit))
-    resets = frozenset() if own_lr else optimizer_reset_epochs(tr.lr_schedule, tr.epochs)
-    describe = getattr(method, "describe_phase", describe_phase)
-    end_epoch = getattr(method, "end_epoch", None)
-    finished = getattr(method, "finished", None)
+    run_steps = make_run_steps(method, spe, tr.batchsize, float(tr.clip_grad_norm),
+                               int(tr.nan_limit))
+    resets = method.optimizer_reset_epochs()
     step = int(np.asarray(state.step)[0])
     bar = tqdm(total=total, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
     previous_phase = None
     frozen_reported = set()
     while step < total:
-        if finished is not None and finished(state):
+        if method.finished(state):
             log.info("Stopping at step %d (epoch %d): no member is still training", step,
                      step // spe)
             break
         epoch = step // spe
         phase = method.phase_for_epoch(epoch)
         if phase != previous_phase:
-            log.info("Epoch %d: %s", epoch, describe(phase))
+            log.info("Epoch %d: %s", epoch, method.describe_phase(phase))
             previous_phase = phase
         if step == epoch * spe and epoch in resets:
             log.info("Epoch %d: resetting the optimizer state (warm restart)", epoch)
-            state = state.replace(opt_state=jax.vmap(adam().init)(state.params))
+            state = state.replace(opt_state=jax.vmap(method.optimizer.init)(state.params))
         num = min(int(tr.steps_per_call), (epoch + 1) * spe - step)
         state, stats = run_steps(state, train_data, jnp.asarray(num, jnp.int32), phase)
         step += num
-        if end_epoch is not None and step == (epoch + 1) * spe:
-            state = end_epoch(state, epoch, stats, eval_data)
+        if step == (epoch + 1) * spe:
+            state = method.end_epoch(state, epoch, stats, eval_data)
         loss_sum, finite = (np.asarray(x) for x in (stats["loss_sum"], stats["finite_steps"]))
         mean_loss = loss_sum / np.maximum(finite, 1)
         bar.set_postfix_str(f"Loss = {np.mean(mean_loss):.2f}")

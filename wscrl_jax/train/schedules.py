@@ -103,7 +103,8 @@ def lr_schedule(lr_cfg, epochs: int):
 
 
 def optimizer_reset_epochs(lr_cfg, epochs: int):
-    """Epochs at whose start the Adam state is re-initialised (`cosine_restarts_reset`, gotcha 29)."""
+    """Epochs at whose start the Adam state is re-initialised (`cosine_restarts_reset`,
+    ws-crl gotcha 29)."""
     if lr_cfg.type != "cosine_restarts_reset":
         return frozenset()
     t0 = int(lr_cfg.restart_every_epochs)
@@ -112,3 +113,36 @@ def optimizer_reset_epochs(lr_cfg, epochs: int):
         raise ValueError("cosine_restarts_reset supports increase_period_by_factor = 1 only "
                          "(the reference resets every restart_every_epochs)")
     return frozenset(e for e in range(1, epochs) if e % t0 == 0)
+
+
+TRANSFORMERS_SCHEDULE_TYPES = ("linear", "polynomial", "cosine_hard_restarts")
+
+
+def transformers_lr_multiplier(kind: str, step, warmup: int, total: int, *, lr_init: float,
+                               lr_end: float = 0.0, power: float = 1.0, num_cycles: float = 1.0):
+    """Multiplier of the initial learning rate at optimizer step `step` (scalar, may be traced)
+    under the `transformers` per-step schedules MD-CRL offers (`models/base_pl.py:
+    configure_optimizers`): `get_linear_schedule_with_warmup`,
+    `get_polynomial_decay_schedule_with_warmup` (`lr_end`, `power`) and
+    `get_cosine_with_hard_restarts_schedule_with_warmup` (`num_cycles`).
+
+    All rise linearly from 0 over `warmup` steps; afterwards, with `total` training steps,
+    linear decays to 0 at `total`, polynomial decays `lr_init -> lr_end` (then holds `lr_end`),
+    cosine restarts `num_cycles` times and is 0 from `total` on. Returns a float32 scalar.
+    """
+    s = jnp.asarray(step, jnp.float32)
+    warm = s / max(1, warmup)
+    if kind == "linear":
+        after = jnp.maximum(0.0, (total - s) / max(1, total - warmup))
+    elif kind == "polynomial":
+        pct = 1.0 - (s - warmup) / max(1, total - warmup)
+        decayed = (lr_init - lr_end) * jnp.maximum(pct, 0.0) ** power + lr_end
+        after = jnp.where(s > total, lr_end, decayed) / lr_init
+    elif kind == "cosine_hard_restarts":
+        progress = (s - warmup) / max(1, total - warmup)
+        after = jnp.where(progress >= 1.0, 0.0,
+                          0.5 * (1.0 + jnp.cos(jnp.pi * jnp.mod(num_cycles * progress, 1.0))))
+    else:
+        raise ValueError(f"unknown transformers schedule {kind!r}; expected one of "
+                         f"{TRANSFORMERS_SCHEDULE_TYPES}")
+    return jnp.where(s < warmup, warm, after).astype(jnp.float32)

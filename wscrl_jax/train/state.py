@@ -5,14 +5,13 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
-import optax
 
 
 @flax.struct.dataclass
 class TrainState:
     """Everything a run carries, stacked over members ([members, ...] on every leaf).
 
-    params, opt_state: model parameters and Adam state; step: int32 [members];
+    params, opt_state: model parameters and the method's optimizer state; step: int32 [members];
     key: PRNG key data [members, 2] (model seed stream); nan_count: non-finite steps so far;
     model_state: untrained model state (e.g. a fixed topological order).
     """
@@ -25,19 +24,14 @@ class TrainState:
     model_state: Any
 
 
-def adam():
-    """PyTorch Adam defaults; the learning rate is applied by the step (it changes per epoch)."""
-    return optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8)
-
-
 def init_member_state(method, seed: int) -> TrainState:
     """One member's state from its model seed (no member axis)."""
     key = jax.random.PRNGKey(seed)
     init_key, run_key = jax.random.split(key)
     params = method.init(init_key)
-    return TrainState(params=params, opt_state=adam().init(params), step=jnp.zeros((), jnp.int32),
-                      key=run_key, nan_count=jnp.zeros((), jnp.int32),
-                      model_state=method.init_model_state())
+    return TrainState(params=params, opt_state=method.optimizer.init(params),
+                      step=jnp.zeros((), jnp.int32), key=run_key,
+                      nan_count=jnp.zeros((), jnp.int32), model_state=method.init_model_state())
 
 
 def init_states(method, seeds) -> TrainState:

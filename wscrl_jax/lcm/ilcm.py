@@ -17,16 +17,11 @@ import jax.numpy as jnp
 from wscrl_jax.causal.implicit_scm import ImplicitSCM, ancestor_masks
 from wscrl_jax.causal.interventions import (HeuristicInterventionEncoder, MLPInterventionEncoder,
                                             intervention_masks)
-from wscrl_jax.models.pair_autoencoder import PairAutoencoder
-from wscrl_jax.models.phase import Amounts, Phase
-from wscrl_jax.nn.gaussian import (gaussian_log_likelihood, gaussian_log_prob, reparameterize,
-                                   standard_normal_log_prob)
+from wscrl_jax.lcm.pair_vae import PairAutoencoder, sq_norm
+from wscrl_jax.lcm.phases import LossWeights, Phase
+from wscrl_jax.nn.gaussian import gaussian_log_likelihood, gaussian_log_prob, reparameterize
 
 AVERAGING_STRATEGIES = ("stochastic", "average", "mean", "z2")
-
-
-def sq_norm(x):
-    return jnp.sum(jnp.square(x), axis=-1)
 
 
 class ILCM(PairAutoencoder):
@@ -80,22 +75,11 @@ class ILCM(PairAutoencoder):
                 + sq_norm(self.decoder(e2)[0] - x2)}
 
     # ---------------------------------------------------------------- pretraining
-    def pretrain_loss(self, x1, x2, amounts: Amounts, phase: Phase):
+    def pretrain_loss(self, x1, x2, loss_weights: LossWeights, phase: Phase):
         """beta-VAE on single images with a standard normal prior (`forward_pretrain`)."""
-        (mu1, s1), (mu2, s2) = self.encoder(x1), self.encoder(x2)
-        e1 = reparameterize(self.make_rng("sample"), mu1, s1)
-        e2 = reparameterize(self.make_rng("sample"), mu2, s2)
-        log_q = (jnp.sum(gaussian_log_prob(e1, mu1, s1), -1)
-                 + jnp.sum(gaussian_log_prob(e2, mu2, s2), -1))
-        log_p = (jnp.sum(standard_normal_log_prob(e1), -1)
-                 + jnp.sum(standard_normal_log_prob(e2), -1))
-        ll1, x1_hat = self._decode_ll(x1, e1, phase)
-        ll2, x2_hat = self._decode_ll(x2, e2, phase)
-        loss_b = -ll1 - ll2 + amounts.pretrain_beta * (log_q - log_p)
-        outputs = {"z_regularization": sq_norm(e1) + sq_norm(e2),
-                   "consistency_mse": sq_norm(x1_hat - x1) + sq_norm(x2_hat - x2),
-                   "encoder_std": 0.5 * jnp.mean(s1 + s2, axis=-1)}
-        return loss_b, outputs
+        t = self.single_image_terms(x1, x2, phase)
+        kl = t.log_posterior - t.log_prior
+        return -t.log_likelihood + loss_weights.pretrain_beta * kl, t.outputs
 
     # ---------------------------------------------------------------- main phase
     def _averaging_weights(self, shape):
@@ -126,16 +110,16 @@ class ILCM(PairAutoencoder):
                  + jnp.sum(keep * gaussian_log_prob(e2_tilde, mu2p, s2p), -1))
         return e1, e2, log_q
 
-    def __call__(self, x1, x2, amounts: Amounts, phase: Phase, model_state):
+    def __call__(self, x1, x2, loss_weights: LossWeights, phase: Phase, model_state):
         """Per-sample loss [B] and outputs (per-sample arrays, plus `intervention_posterior`
         [B, K] and `solution_std` [B, n_iter, d])."""
         if phase.pretrain:
-            return self.pretrain_loss(x1, x2, amounts, phase)
+            return self.pretrain_loss(x1, x2, loss_weights, phase)
         d = self.dim_z
         all_masks = jnp.asarray(intervention_masks(d))  # [K, d]
         num_targets = all_masks.shape[0]
         (mu1, s1), (mu2, s2) = self.encoder(x1), self.encoder(x2)
-        q = self.int_encoder(mu1, mu2, amounts.intervention_offset)  # [B, K]
+        q = self.int_encoder(mu1, mu2, loss_weights.intervention_offset)  # [B, K]
         if phase.deterministic_encoder:
             hard = jax.nn.one_hot(jnp.argmax(q, -1), num_targets, dtype=q.dtype)
             q = hard + q - jax.lax.stop_gradient(q)
@@ -169,10 +153,10 @@ class ILCM(PairAutoencoder):
         log_p_int_total = wsum(jnp.full_like(ll1, log_p_int))
         kl_int = log_q_int_total - log_p_int_total
         kl = kl_eps + kl_int
-        loss_b = -ll + amounts.beta * kl_eps + amounts.beta_intervention * kl_int
+        loss_b = -ll + loss_weights.beta * kl_eps + loss_weights.beta_intervention * kl_int
         outputs.update({
             "elbo": ll - kl,
-            "beta_vae_loss": -ll + amounts.beta * kl,
+            "beta_vae_loss": -ll + loss_weights.beta * kl,
             "kl": kl,
             "kl_intervention_target": kl_int,
             "kl_e": kl_eps,
@@ -193,6 +177,6 @@ class ILCM(PairAutoencoder):
             outputs["inverse_consistency_mse"] = jnp.sum(sq_norm(re1 - e1) + sq_norm(re2 - e2), 0)
         return loss_b, outputs
 
-    def init_all(self, x1, x2, amounts: Amounts, model_state):
+    def init_all(self, x1, x2, loss_weights: LossWeights, model_state):
         """Touches every submodule (for `init`)."""
-        return self(x1, x2, amounts, Phase(), model_state)
+        return self(x1, x2, loss_weights, Phase(), model_state)

@@ -1,4 +1,4 @@
-"""Static training phases and the per-step scheduled amounts that a loss reads."""
+"""Static training phases and the per-step scheduled loss_weights that a loss reads."""
 
 from typing import NamedTuple
 
@@ -26,8 +26,9 @@ EVAL_PHASE = Phase()
 IWAE_PHASE = Phase(full_likelihood=True)  # the reference's IWAE ignores the eval settings
 
 
-class Amounts(NamedTuple):
-    """Scheduled scalars of one step (traced floats)."""
+class LossWeights(NamedTuple):
+    """Weights of the loss terms at one step (traced float32 scalars), from the
+    `training.*_schedule` configs; `intervention_offset` is the encoder's probability offset."""
 
     beta: jnp.ndarray
     beta_intervention: jnp.ndarray
@@ -39,7 +40,7 @@ class Amounts(NamedTuple):
     intervention_offset: jnp.ndarray
 
 
-def eval_amounts(beta: float = 1.0):
-    """Amounts of the reference's test metrics and IWAE: regularisers 0, offset 1e-4."""
+def eval_loss_weights(beta: float = 1.0):
+    """Loss weights of the reference's test metrics and IWAE: regularisers 0, offset 1e-4."""
     f = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
-    return Amounts(f(beta), f(beta), f(beta), f(0.0), f(0.0), f(0.0), f(0.0), f(1e-4))
+    return LossWeights(f(beta), f(beta), f(beta), f(0.0), f(0.0), f(0.0), f(0.0), f(1e-4))

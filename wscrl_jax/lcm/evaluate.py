@@ -15,8 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from wscrl_jax.eval.dci import compute_dci
-from wscrl_jax.models.objective import LOG_MEAN_VARS, intervention_metrics
-from wscrl_jax.models.phase import EVAL_PHASE, IWAE_PHASE, eval_amounts
+from wscrl_jax.eval.interventions import intervention_metrics
+from wscrl_jax.lcm.objective import LOG_MEAN_VARS
+from wscrl_jax.lcm.phases import EVAL_PHASE, IWAE_PHASE, eval_loss_weights
 
 log = logging.getLogger("wscrl_jax")
 
@@ -29,7 +30,7 @@ def _encode(method, params, model_state, x):
 @partial(jax.jit, static_argnums=(0, 5))
 def _test_outputs(method, params, model_state, batch, key, phase, beta):
     loss_b, outputs = method.per_sample(params, model_state, batch["x1"], batch["x2"], key,
-                                        eval_amounts(beta), phase)
+                                        eval_loss_weights(beta), phase)
     means = {k: jnp.mean(outputs[k], 0) for k in LOG_MEAN_VARS if k in outputs}
     means["loss"] = jnp.mean(loss_b)
     if "solution_std" in outputs:
@@ -43,7 +44,7 @@ def _iwae_log_likelihood(method, params, model_state, batch, key, n_samples):
     (full Gaussian constants, stochastic encoder, interventions modelled; gotcha 15)."""
     def one_copy(k):
         loss_b, _ = method.per_sample(params, model_state, batch["x1"], batch["x2"], k,
-                                      eval_amounts(1.0), IWAE_PHASE)
+                                      eval_loss_weights(1.0), IWAE_PHASE)
         return -loss_b
     values = jax.lax.map(one_copy, jax.random.split(key, n_samples))
     return jax.scipy.special.logsumexp(values, axis=0) - math.log(n_samples)

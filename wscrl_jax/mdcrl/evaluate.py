@@ -1,0 +1,98 @@
+"""Final evaluation of one MD-CRL member (reference: section 8 of the notes,
+`MixingAutoencoderPL.validation_step` / `on_train_start` and the stage-2
+`MixingMDEncodedAutoencoderPL`).
+
+Metrics of a member, in this order: the headline metrics (`MDCRLMethod.headline_metrics`); the
+reference's in-sample R^2 keys, computed per validation batch and averaged weighted by batch
+size as Lightning logs them (plus in-sample domain accuracies with `eval.domain_accuracy`);
+`full_*`, the same R^2 on the whole validation split at once; `heldout_*`, regressions (and
+domain classifiers) fitted on the training codes and scored on the test codes; the final
+`val_loss`, `learning_rate` and `stopped_epoch`. `start_metrics` gives the `*_linreg_start`
+keys of the untrained model.
+"""
+
+from typing import Dict, Optional
+
+import numpy as np
+
+from wscrl_jax.eval.domain_accuracy import domain_accuracies, heldout_domain_accuracies
+from wscrl_jax.eval.r2 import mixing_r2_metrics, mixing_r2_metrics_heldout, start_r2_metrics
+
+
+def batch_mean_metrics(z, codes, x: Optional[np.ndarray], domains, *, d_data: int, d_inv: int,
+                       batch_size: int, stage: int, consistent_names: bool,
+                       domain_accuracy: bool) -> Dict[str, float]:
+    """The in-sample keys of `mixing_r2_metrics` (and `domain_accuracies`) on consecutive
+    batches of `batch_size` rows, averaged with the batches' sizes as weights.
+
+    Args:
+      z: [n, z_dim] true latents; codes: [n, latent]; x: [n, x_dim] observations (stage 1, adds
+      the `z_var/x_norm` keys) or None; domains: [n].
+    """
+    n = z.shape[0]
+    sums: Dict[str, float] = {}
+    for start in range(0, n, batch_size):
+        sl = slice(start, min(n, start + batch_size))
+        rows = sl.stop - sl.start
+        batch_metrics = mixing_r2_metrics(
+            z[sl], codes[sl], d_data, d_inv, stage=stage,
+            x=None if x is None else x[sl], consistent_names=consistent_names)
+        if domain_accuracy:
+            batch_metrics.update(domain_accuracies(codes[sl], domains[sl], d_inv))
+        for k, v in batch_metrics.items():
+            sums[k] = sums.get(k, 0.0) + rows * v
+    return {k: v / n for k, v in sums.items()}
+
+
+def evaluate_member(method, params, model_state, data) -> Dict[str, float]:
+    """All final metrics of one member (see the module docstring), headline metrics first.
+
+    Args:
+      method: the `MDCRLMethod`; params, model_state: one member's (no member axis);
+      data: that member's {split: {"x" [N, x_dim], "z" [N, z_dim], "domain" [N]}}.
+    Raises ValueError when a split's codes are not finite.
+    """
+    ev = method.config.eval
+    stage = 2 if method.stage2 else 1
+    consistent = not bool(ev.stage2_reference_names)
+    codes = {s: np.asarray(method.encode(params, d["x"])) for s, d in data.items()}
+    for s, c in codes.items():
+        if not np.all(np.isfinite(c)):
+            raise ValueError(f"non-finite codes on the {s} split")
+    valid = data["valid"]
+    z_v = np.asarray(valid["z"])
+    metrics = batch_mean_metrics(
+        z_v, codes["valid"], None if method.stage2 else np.asarray(valid["x"]),
+        np.asarray(valid["domain"]), d_data=method.d_data, d_inv=method.d_inv,
+        batch_size=method.batch_size, stage=stage, consistent_names=consistent,
+        domain_accuracy=bool(ev.domain_accuracy))
+    full = mixing_r2_metrics(z_v, codes["valid"], method.d_data, method.d_inv, stage=stage,
+                             consistent_names=consistent)
+    metrics.update({f"full_{k}": v for k, v in full.items() if "norm" not in k})
+    if "test" in data:
+        held = mixing_r2_metrics_heldout(
+            np.asarray(data["train"]["z"]), codes["train"], np.asarray(data["test"]["z"]),
+            codes["test"], method.d_data, method.d_inv, stage=stage, consistent_names=consistent)
+        metrics.update({f"heldout_{k}": v for k, v in held.items()})
+        if ev.domain_accuracy:
+            metrics.update(heldout_domain_accuracies(
+                codes["train"], np.asarray(data["train"]["domain"]), codes["test"],
+                np.asarray(data["test"]["domain"]), method.d_inv))
+    metrics["val_loss"] = float(model_state["val_loss"])
+    metrics["learning_rate"] = float(model_state["lr"])
+    metrics["stopped_epoch"] = int(model_state["stopped_epoch"])
+    first = {k: metrics.pop(k) for k in method.headline_metrics}
+    return {**first, **metrics}
+
+
+def start_metrics(method, initial_params, data) -> Dict[str, float]:
+    """`*_linreg_start` (reference `on_train_start`): in-sample R^2 on the whole validation
+    split before training, both splits at the model's d_inv. Stage 1: true z [N, z_dim]
+    against the untrained model's codes; stage 2: against its input (the stage-1 codes).
+    Empty when the untrained codes are not finite."""
+    valid = data["valid"]
+    codes = valid["x"] if method.stage2 else method.encode(initial_params, valid["x"])
+    codes = np.asarray(codes)
+    if not np.all(np.isfinite(codes)):
+        return {}
+    return start_r2_metrics(np.asarray(valid["z"]), codes, method.d_inv)

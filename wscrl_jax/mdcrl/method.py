@@ -1,0 +1,376 @@
+"""MD-CRL autoencoders on multi-domain mixing data behind the loop's `Method` interface.
+
+Reference: `models/mixing_autoencoder_pl.py` (stage 1, and the whole method for linear mixing),
+`models/mixing_md_encoded_autoencoder_pl.py` (stage 2), `models/base_pl.py` (loss, optimisers),
+the Lightning trainer and callbacks (`configs/trainer/default.yaml`, `configs/callbacks/`).
+
+`config.data.dataset`: `"mixing"`, synthetic data generated per member from its data seed
+(`data/mixing.py`); stage 1 with `model.save_encoded_data` writes its codes for stage 2
+(`write_outputs`, `data/encoded.py`). `"encoded"`: stage 2 on those codes, min-max scaled to
+[-1, 1] (gotcha 13). Per member: data `{split: {"x" [N, x_dim], "z" [N, z_dim], "domain" [N]}}`;
+params `{"ae": ..., ["classifier"]}`; model state (checkpointed): learning rate, plateau and
+early-stopping counters (`train/callbacks.py`), an `active` flag (an early-stopped member stops
+updating while the others go on), the last validation loss and, for online stage-1 codes, the
+last epoch's training codes. Penalties: `penalties.py`, `mmd.py`; metrics: `evaluate.py`.
+"""
+
+import logging
+import math
+from functools import partial
+from typing import Dict
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wscrl_jax.config_checks import (ConfigError, check_shared_training, one_of, positive_int,
+                                     require)
+from wscrl_jax.data.encoded import (Stage1OutputMissing, encoded_dir, load_encoded_splits,
+                                    read_encoded_meta, write_encoded, write_encoded_meta)
+from wscrl_jax.data.mixing import make_mixing_splits, mixing_data_config
+from wscrl_jax.mdcrl import evaluate as mdcrl_eval
+from wscrl_jax.mdcrl.autoencoders import AUTOENCODERS, build_autoencoder
+from wscrl_jax.mdcrl.mmd import auto_mmd_capacity
+from wscrl_jax.mdcrl.penalties import (LOSS_TRANSFORMS, hinge_loss, penalty_terms,
+                                       penalty_warmup_weight)
+from wscrl_jax.nn.init import torch_uniform
+from wscrl_jax.train.callbacks import (early_stopping_state, early_stopping_update,
+                                       plateau_state, plateau_update)
+from wscrl_jax.train.method import Method
+from wscrl_jax.train.optim import torch_adam
+from wscrl_jax.train.schedules import TRANSFORMERS_SCHEDULE_TYPES, transformers_lr_multiplier
+
+log = logging.getLogger("wscrl_jax")
+
+DATASETS = ("mixing", "encoded")
+SCHEDULERS = ("reduce_on_plateau", "none") + TRANSFORMERS_SCHEDULE_TYPES
+OPTIMIZERS = ("adam", "adamw")
+ENCODED_TRAIN_CODES = ("online", "final")
+MEMBER_LOOPS = ("auto", "vmap", "sequential")
+
+
+def resolve_member_loop(choice: str, adaptive_mmd: bool) -> str:
+    """"vmap" or "sequential" (members one after the other, `lax.map`); "auto" picks sequential
+    for the adaptive-bandwidth MMD on a single CPU device, where the vmapped [members, pairs,
+    capacity, capacity] kernel blocks spill the cache (1.5x faster for 5 members, measured in
+    docs/benchmarks.md), and vmap everywhere else."""
+    if choice != "auto":
+        return choice
+    single_cpu = jax.default_backend() == "cpu" and jax.local_device_count() == 1
+    return "sequential" if adaptive_mmd and single_cpu else "vmap"
+
+
+class MDCRLMethod(Method):
+    """Autoencoder + invariance penalties on multi-domain mixing data (stage 1 or stage 2)."""
+
+    train_inputs = ("x", "domain")
+    headline_metrics = ("hz_z_~r2", "hz_~z_~r2")
+
+    def __init__(self, config):
+        super().__init__(config)
+        d, m, tr = config.data, config.model, config.training
+        self.stage2 = d.dataset == "encoded"
+        self.batch_size = int(tr.batchsize)
+        self.shuffle = bool(tr.shuffle)  # the reference's loader does not shuffle
+        if self.stage2:
+            meta = read_encoded_meta(d.stage1_workdir)
+            self.meta = meta
+            self.num_domains = int(meta["num_domains"])
+            self.x_dim = self.latent = int(meta["latent_dim"])
+            self.d_inv = int(self.latent * float(m.z_dim_invariant_fraction))
+            self.d_data = self.d_inv  # the reference splits the true z at the model's d_inv
+            self.true_z_dim = int(meta["z_dim"])
+            n_train = int(meta["splits"]["train"])
+            decoder_latent = self.latent
+        else:
+            self.data_cfg = mixing_data_config(d)
+            self.num_domains = self.data_cfg.num_domains
+            self.x_dim = self.data_cfg.x_dim
+            self.latent = self.data_cfg.z_dim + 2 * int(m.mismatch_dims)
+            self.d_inv = self.data_cfg.z_dim_invariant + int(m.mismatch_dims)
+            self.d_data = self.data_cfg.z_dim_invariant
+            self.true_z_dim = self.data_cfg.z_dim
+            n_train = self.data_cfg.num_samples_train - self.data_cfg.num_samples_valid
+            decoder_latent = self.data_cfg.z_dim
+        self.steps_per_epoch = math.ceil(n_train / self.batch_size)
+        self.n_train = n_train
+        # Stage 1 keeps the last epoch's online training codes (reference, gotcha 12).
+        self.online_codes = (not self.stage2 and bool(m.save_encoded_data)
+                             and m.get("encoded_train_codes", "online") == "online")
+        self.module = build_autoencoder(
+            m.autoencoder, self.x_dim, self.latent, decoder_latent=decoder_latent,
+            poly_degree=int(d.polynomial_degree), hidden=tuple(m.mlp_hidden),
+            negative_slope=float(m.mlp_negative_slope))
+        pc = m.penalty_criterion
+        self.flags = {k: bool(pc[k]) for k in ("minmax", "stddev", "mmd", "domain_classification")}
+        self.any_penalty = any(self.flags.values())
+        self.warmup = bool(m.warmup)
+        self.mmd_capacity = auto_mmd_capacity(self.batch_size, self.num_domains,
+                                              m.mmd.capacity)
+        self.member_loop = resolve_member_loop(
+            tr.get("member_loop", "vmap"), self.flags["mmd"] and not m.mmd.fix_sigma)
+        self._val_loss = jax.jit(jax.vmap(self._member_val_loss, in_axes=(0, 0, 0, None)))
+        self._encode = jax.jit(self._encode_member)
+
+    # ------------------------------------------------------------------ config
+    @classmethod
+    def validate_config(cls, c):
+        """An MD-CRL mixing config (configs/md_mixing.py) at one grid point. Stage 2 also checks
+        that data.stage1_workdir holds stage-1 output."""
+        d, m, t = c.data, c.model, c.training
+        one_of(d.dataset, DATASETS, "data.dataset")
+        if d.dataset == "encoded":
+            try:
+                meta = read_encoded_meta(d.stage1_workdir)
+            except Stage1OutputMissing as e:
+                raise ConfigError(str(e)) from None
+            require(0 <= d.stage1_member < len(meta["members"]),
+                    f"data.stage1_member={d.stage1_member} is out of range: stage 1 has "
+                    f"{len(meta['members'])} member(s)")
+            require(0 < m.z_dim_invariant_fraction <= 1,
+                    "model.z_dim_invariant_fraction must lie in (0, 1]")
+        else:
+            try:
+                cfg = mixing_data_config(d)
+            except (ValueError, TypeError) as e:
+                raise ConfigError(f"data: {e}") from None
+            n_train = cfg.num_samples_train - cfg.num_samples_valid
+            for name, n in (("train", n_train), ("valid", cfg.num_samples_valid)):
+                require(n >= 2, f"the {name} split has {n} samples; need at least 2 (check "
+                        "data.num_samples)")
+            positive_int(m.mismatch_dims + 1, "model.mismatch_dims + 1")
+        one_of(m.autoencoder, AUTOENCODERS, "model.autoencoder")
+        one_of(m.loss_transform, LOSS_TRANSFORMS, "model.loss_transform")
+        one_of(m.get("encoded_train_codes", "online"), ENCODED_TRAIN_CODES,
+               "model.encoded_train_codes")
+        one_of(t.get("member_loop", "vmap"), MEMBER_LOOPS, "training.member_loop")
+        positive_int(m.top_k, "model.top_k")
+        require(m.penalty_weight >= 0, "model.penalty_weight must be >= 0")
+        require(m.hinge_loss_weight >= 0, "model.hinge_loss_weight must be >= 0")
+        positive_int(m.linear_steps, "model.linear_steps")
+        positive_int(m.mmd.kernel_number, "model.mmd.kernel_number")
+        require(m.mmd.capacity is None or m.mmd.capacity >= 0,
+                "model.mmd.capacity must be >= 0 (0: exact, unset: automatic)")
+        one_of(c.optimizer.type, OPTIMIZERS, "optimizer.type")
+        require(c.optimizer.lr > 0, "optimizer.lr must be > 0")
+        one_of(c.scheduler.type, SCHEDULERS, "scheduler.type")
+        check_shared_training(t)
+        positive_int(t.min_epochs, "training.min_epochs", 0)
+        positive_int(t.early_stopping.patience, "training.early_stopping.patience")
+        # No data.nature.seed to fall back on: each member needs its own data seed.
+        data_seeds = c.sweep.get("data_seeds")
+        require(data_seeds == "same" or (str(data_seeds).strip() != "" and all(
+            p.strip().lstrip("-").isdigit() for p in str(data_seeds).split(",") if p.strip())),
+                f"sweep.data_seeds={data_seeds!r} must be 'same' or comma-separated integers")
+
+    # ------------------------------------------------------------------ data and init
+    def make_data(self, data_seed: int) -> Dict[str, Dict[str, jnp.ndarray]]:
+        if not self.stage2:
+            return make_mixing_splits(int(data_seed), self.data_cfg)
+        return load_encoded_splits(self.config.data.stage1_workdir,
+                                   int(self.config.data.stage1_member),
+                                   bool(self.config.data.normalize_per_split))
+
+    def init(self, key):
+        k_ae, k_clf = jax.random.split(key)
+        params = {"ae": self.module.init(k_ae, jnp.zeros((2, self.x_dim)))["params"]}
+        if self.flags["domain_classification"]:
+            # LogisticRegressionModel: bias-free torch Linear(d_inv -> D), default init.
+            params["classifier"] = torch_uniform(self.d_inv)(
+                k_clf, (self.d_inv, self.num_domains))
+        return params
+
+    def init_model_state(self):
+        """Scheduler and early-stopping counters, `val_loss` (NaN until the first epoch ends)
+        and, for online stage-1 codes, `online_codes` [n_train, latent] (NaN until written)."""
+        state = {**plateau_state(self.config.optimizer.lr), **early_stopping_state(),
+                 "val_loss": jnp.asarray(jnp.nan, jnp.float32)}
+        if self.online_codes:
+            state["online_codes"] = jnp.full((self.n_train, self.latent), jnp.nan, jnp.float32)
+        return state
+
+    # ------------------------------------------------------------------ optimiser
+    def make_optimizer(self):
+        o = self.config.optimizer
+        return torch_adam(o.b1, o.b2, o.eps, o.weight_decay, decoupled=o.type == "adamw")
+
+    def learning_rate(self, model_state, step, epoch):
+        """ReduceLROnPlateau's (model state) or the constant rate; else the transformers
+        per-step schedule of `scheduler.type` at this optimizer step."""
+        del epoch
+        sc = self.config.scheduler
+        if sc.type in ("reduce_on_plateau", "none"):
+            return model_state["lr"]
+        lr0 = float(self.config.optimizer.lr)
+        return lr0 * transformers_lr_multiplier(
+            sc.type, step, int(sc.num_warmup_steps), int(sc.num_training_steps), lr_init=lr0,
+            lr_end=float(sc.lr_end), power=float(sc.power), num_cycles=float(sc.num_cycles))
+
+    # ------------------------------------------------------------------ inside the step
+    def is_active(self, model_state):
+        return model_state["active"]
+
+    def record_step(self, params, model_state, batch, rows, weights):
+        """Keeps the codes of each training batch [B, latent], computed with the weights before
+        that batch's update, at its dataset rows [B] (padding rows, weight 0, dropped): after
+        the last epoch, the reference's saved training codes (`on_train_epoch_end`, gotcha 12).
+        """
+        if not self.online_codes:
+            return model_state
+        z = self._encode_member(params, batch["x"])
+        rows = jnp.where(weights > 0, rows, self.n_train)  # out of range: dropped
+        codes = model_state["online_codes"].at[rows].set(z, mode="drop")
+        codes = jnp.where(model_state["active"], codes, model_state["online_codes"])
+        return {**model_state, "online_codes": codes}
+
+    # ------------------------------------------------------------------ phases and loss
+    def phase_for_epoch(self, epoch: int):
+        return "stage2" if self.stage2 else "stage1"
+
+    def describe_phase(self, phase) -> str:
+        return f"MD-CRL {phase}"
+
+    def loss_weights(self, fractional_epoch):
+        """{"penalty_weight": scalar}: the warm-up ramp at step `round(f * steps_per_epoch)`
+        (stage 1), else the constant `model.penalty_weight`."""
+        m = self.config.model
+        if not self.warmup:
+            return {"penalty_weight": jnp.asarray(m.penalty_weight, jnp.float32)}
+        step = jnp.round(jnp.asarray(fractional_epoch, jnp.float32) * self.steps_per_epoch)
+        return {"penalty_weight": penalty_warmup_weight(step, float(m.penalty_weight),
+                                                        int(m.wait_steps), int(m.linear_steps))}
+
+    def loss(self, params, model_state, batch, weights, key, loss_weights, phase):
+        """recon + penalty_weight * penalties + hinge_weight * hinge on one batch.
+
+        batch: x [B, x_dim], domain [B]; weights [B] (0 for padding rows, which are also
+        moved out of every domain so the penalties ignore them).
+        """
+        del model_state, key, phase
+        m = self.config.model
+        x = batch["x"]
+        dom = jnp.where(weights > 0, batch["domain"].reshape(-1).astype(jnp.int32), -1)
+        z, x_hat = self.module.apply({"params": params["ae"]}, x)
+        row = jnp.mean(jnp.square(x_hat - x), axis=-1)
+        recon = jnp.sum(weights * row) / jnp.maximum(jnp.sum(weights), 1.0)
+        pw = loss_weights["penalty_weight"]
+        penalty = jnp.zeros(())
+        if self.any_penalty:
+            terms = penalty_terms(
+                z, dom, num_domains=self.num_domains, d_inv=self.d_inv, **self.flags,
+                top_k=int(m.top_k), loss_transform=m.loss_transform,
+                kernel_multiplier=float(m.mmd.kernel_multiplier),
+                kernel_number=int(m.mmd.kernel_number), fix_sigma=m.mmd.fix_sigma,
+                mmd_capacity=self.mmd_capacity, classifier_weight=params.get("classifier"),
+                skip_small_domains=bool(m.skip_small_domains),
+                skip_degenerate=bool(m.skip_degenerate))
+            penalty = terms["total"]
+        hinge = jnp.zeros(())
+        if float(m.hinge_loss_weight) > 0:
+            hinge = hinge_loss(z, dom, self.num_domains, self.d_inv, float(m.stddev_threshold),
+                               float(m.stddev_eps), bool(m.skip_degenerate))
+        loss = recon + pw * penalty + float(m.hinge_loss_weight) * hinge
+        return loss, {"loss": loss, "reconstruction_loss": recon, "penalty_loss": pw * penalty,
+                      "hinge_loss": float(m.hinge_loss_weight) * hinge}
+
+    # ------------------------------------------------------------------ validation, epoch end
+    def _batches(self, arrays):
+        """{name: [N, ...]} -> ({name: [nb, B, ...]}, weights [nb, B]) in order, padded."""
+        n = jax.tree_util.tree_leaves(arrays)[0].shape[0]
+        b = self.batch_size
+        nb = math.ceil(n / b)
+        pad = nb * b - n
+        out = jax.tree_util.tree_map(
+            lambda a: jnp.concatenate([a, jnp.zeros((pad,) + a.shape[1:], a.dtype)])
+            .reshape((nb, b) + a.shape[1:]), arrays)
+        weights = (jnp.arange(nb * b) < n).astype(jnp.float32).reshape(nb, b)
+        return out, weights
+
+    def _member_val_loss(self, params, model_state, valid, loss_weights):
+        """Lightning's epoch mean of the per-batch validation losses (weighted by batch size)."""
+        batches, weights = self._batches({"x": valid["x"], "domain": valid["domain"]})
+
+        def one(args):
+            batch, w = args
+            _, aux = self.loss(params, model_state, batch, w, None, loss_weights, None)
+            return aux
+
+        aux = jax.lax.map(one, (batches, weights))
+        sizes = jnp.sum(weights, axis=1)
+        return jax.tree_util.tree_map(lambda v: jnp.sum(v * sizes) / jnp.sum(sizes), aux)
+
+    def end_epoch(self, state, epoch: int, stats, data):
+        """After each epoch: validation loss, ReduceLROnPlateau on the last training-step loss
+        (`monitor: train_loss`, gotcha 22), early stopping on the validation loss."""
+        step = int(np.asarray(state.step)[0])
+        # Validation reuses the last training step's penalty weight (gotcha 11).
+        loss_weights = self.loss_weights((step - 1) / self.steps_per_epoch)
+        val = self._val_loss(state.params, state.model_state, data["valid"], loss_weights)
+        ms = self._update_state(state.model_state, stats["last_loss"], val["loss"],
+                                jnp.asarray(epoch, jnp.int32))
+        return state.replace(model_state=ms)
+
+    @partial(jax.jit, static_argnums=0)
+    def _update_state(self, model_state, last_loss, val_loss, epoch):
+        """Epoch-end callbacks of every member: model_state [members, ...], last_loss and
+        val_loss [members], epoch scalar."""
+        def one(ms, last, val):
+            new = dict(ms)
+            new["val_loss"] = val.astype(jnp.float32)
+            if self.config.scheduler.type == "reduce_on_plateau":
+                new = plateau_update(new, last, self.config.scheduler)
+            new = early_stopping_update(new, val, epoch, self.config.training.early_stopping,
+                                        int(self.config.training.min_epochs))
+            # A stopped member keeps its state as it was when it stopped.
+            return jax.tree_util.tree_map(lambda a, b: jnp.where(ms["active"], a, b), new, ms)
+
+        return jax.vmap(one)(model_state, last_loss, val_loss)
+
+    def finished(self, state) -> bool:
+        active = np.asarray(state.model_state["active"])
+        alive = np.asarray(state.nan_count) < int(self.config.training.nan_limit)
+        return not np.any(active & alive)
+
+    # ------------------------------------------------------------------ encoding and outputs
+    def _encode_member(self, params, x):
+        return self.module.apply({"params": params["ae"]}, x, method="encode")
+
+    def encode(self, params, x):
+        """Codes [N, latent] of one member's observations x [N, x_dim] (jitted)."""
+        return self._encode(params, x)
+
+    def write_outputs(self, workdir: str, state, data, members):
+        """Stage 1 (`model.save_encoded_data`): the codes of every split of every member plus
+        explicit metadata for stage 2 (`data/encoded.py`). Validation and test codes come from
+        the final weights; training codes are the last epoch's online codes
+        (`model.encoded_train_codes="online"`, reference, gotcha 12) or the final weights'
+        (`"final"`)."""
+        if self.stage2 or not bool(self.config.model.save_encoded_data):
+            return
+        for index in range(len(members)):
+            params = jax.tree_util.tree_map(lambda a: a[index], state.params)
+            arrays = {}
+            for split, d in data.items():
+                if split == "train" and self.online_codes:
+                    codes = state.model_state["online_codes"][index]
+                else:
+                    codes = self.encode(params, d["x"][index])
+                arrays[split] = {"z_hat": np.asarray(codes), "z": np.asarray(d["z"][index]),
+                                 "domain": np.asarray(d["domain"][index])}
+            write_encoded(workdir, index, arrays)
+        write_encoded_meta(workdir, {
+            "latent_dim": self.latent, "num_domains": self.num_domains,
+            "z_dim": self.true_z_dim, "z_dim_invariant": self.d_data, "x_dim": self.x_dim,
+            "members": [list(m) for m in members],
+            "splits": {split: int(d["x"].shape[1]) for split, d in data.items()},
+            "train_codes": "online" if self.online_codes else "final"})
+        log.info("Stage-1 codes of %d member(s) written to %s", len(members),
+                 encoded_dir(workdir))
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, params, model_state, data, key) -> Dict[str, float]:
+        del key
+        return mdcrl_eval.evaluate_member(self, params, model_state, data)
+
+    def start_metrics(self, initial_params, data) -> Dict[str, float]:
+        return mdcrl_eval.start_metrics(self, initial_params, data)

@@ -1,0 +1,156 @@
+"""The interface between the training loop and a method (ILCM, MD-CRL, ...).
+
+The loop, the compiled step, the experiment and the benchmark know a method only through
+`Method`. Required hooks are abstract; every optional hook has a no-op default, and the loop
+calls every hook unconditionally (no `hasattr` discovery). A subclass whose public name is a
+near-miss of a hook (`end_epochs`, `learning_rates`) is refused when it is defined, so a
+misspelt override cannot silently fall back to the default.
+
+Conventions. A *member* is one model of a sweep; hooks marked "per member" see one member's
+arrays (no member axis) and run inside `jit`/`vmap`; hooks marked "host" run in Python
+between compiled calls and see the whole stacked `TrainState` ([members, ...] on every leaf).
+"""
+
+import abc
+import difflib
+import functools
+from typing import Any, Dict, FrozenSet, Hashable, List, Tuple
+
+import jax
+import optax
+
+Array = jax.Array
+Data = Dict[str, Dict[str, Array]]  # {split: {name: [N, ...]}}
+
+
+class Method(abc.ABC):
+    """A family of models trained by the shared loop; looked up by `config.method`."""
+
+    #: Split of the data the training step reads, and which of its arrays ([N, ...] each).
+    train_split: str = "train"
+    train_inputs: Tuple[str, ...] = ()
+    #: Metrics that lead each row of `test_metrics.csv` and are logged at the end of a run.
+    headline_metrics: Tuple[str, ...] = ()
+    #: False: every epoch reads the training split in its stored order.
+    shuffle: bool = True
+    #: "vmap" (members side by side) or "sequential" (members one after the other, `lax.map`).
+    member_loop: str = "vmap"
+
+    def __init__(self, config):
+        self.config = config
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        hooks = [name for name in vars(Method) if not name.startswith("_")]
+        for name in vars(cls):
+            if name.startswith("_") or name in hooks:
+                continue
+            near = difflib.get_close_matches(name, hooks, n=1, cutoff=0.85)
+            if near:
+                raise TypeError(f"{cls.__name__}.{name} looks like a misspelt Method hook "
+                                f"{near[0]!r}; rename it")
+
+    # ------------------------------------------------------------------ config
+    @classmethod
+    @abc.abstractmethod
+    def validate_config(cls, config) -> None:
+        """Checks the method's config sections before any work; raises
+        `config_checks.ConfigError` with one line that names the key and what to do."""
+
+    # ------------------------------------------------------------------ data and init
+    @abc.abstractmethod
+    def make_data(self, data_seed: int) -> Data:
+        """One member's dataset, {split: {name: [N, ...]}}, from its data seed (host)."""
+
+    @abc.abstractmethod
+    def init(self, key: Array) -> Any:
+        """Freshly initialised parameters of one member (per member)."""
+
+    def init_model_state(self) -> Any:
+        """Untrained state of one member carried through training and checkpoints, e.g. a
+        fixed topological order or plateau-scheduler counters (per member). Default: {}."""
+        return {}
+
+    # ------------------------------------------------------------------ optimiser
+    @abc.abstractmethod
+    def make_optimizer(self) -> optax.GradientTransformation:
+        """The update direction without the learning rate (e.g. torch-style Adam). Built once
+        per method (`optimizer`); state init, warm restarts and every update use that object."""
+
+    @functools.cached_property
+    def optimizer(self) -> optax.GradientTransformation:
+        """`make_optimizer()`, built once."""
+        return self.make_optimizer()
+
+    @abc.abstractmethod
+    def learning_rate(self, model_state: Any, step: Array, epoch: Array) -> Array:
+        """Learning rate (scalar) of the update at training step `step` of epoch `epoch`
+        (per member, traced): per-epoch schedules read the epoch, per-step ones the step."""
+
+    def optimizer_reset_epochs(self) -> FrozenSet[int]:
+        """Epochs at whose start the optimizer state is re-initialised (warm restarts).
+        Default: none."""
+        return frozenset()
+
+    # ------------------------------------------------------------------ phases and loss
+    @abc.abstractmethod
+    def phase_for_epoch(self, epoch: int) -> Hashable:
+        """Static phase of an epoch (hashable; one compilation of the step per phase)."""
+
+    def describe_phase(self, phase: Hashable) -> str:
+        """One line for the log when the phase changes. Default: `str(phase)`."""
+        return str(phase)
+
+    @abc.abstractmethod
+    def loss_weights(self, fractional_epoch: Array) -> Any:
+        """Scheduled loss weights of a step (a pytree of traced scalars) at
+        `step / steps_per_epoch` (per member)."""
+
+    @abc.abstractmethod
+    def loss(self, params, model_state, batch: Dict[str, Array], weights: Array, key: Array,
+             loss_weights: Any, phase: Hashable) -> Tuple[Array, Dict[str, Array]]:
+        """(scalar loss, scalar metrics) of one batch (per member). batch: {name: [B, ...]};
+        weights [B]: 0 for the padding rows of an epoch's last batch."""
+
+    # ------------------------------------------------------------------ inside the step
+    def record_step(self, params, model_state, batch: Dict[str, Array], rows: Array,
+                    weights: Array) -> Any:
+        """Sees every training batch (dataset rows [B], padding weight 0) before its update
+        and returns the new model state (per member). Default: model state unchanged."""
+        del params, batch, rows, weights
+        return model_state
+
+    def is_active(self, model_state) -> Array:
+        """False for a member that no longer updates, e.g. early-stopped (per member).
+        Default: always active."""
+        del model_state
+        return True
+
+    # ------------------------------------------------------------------ between calls (host)
+    def end_epoch(self, state, epoch: int, stats: Dict[str, Array], data: Data):
+        """After each epoch's last call: validation, plateau schedulers, early stopping.
+        stats: the call's per-member sums ([members]); data: the run's stacked splits.
+        Returns the new state. Default: state unchanged."""
+        del epoch, stats, data
+        return state
+
+    def finished(self, state) -> bool:
+        """True when no member needs more training (checked before each call). Default: False."""
+        del state
+        return False
+
+    # ------------------------------------------------------------------ outputs and evaluation
+    def start_metrics(self, initial_params, data: Data) -> Dict[str, float]:
+        """Metrics of one member's untrained model, added to its evaluation row (host).
+        Default: none."""
+        del initial_params, data
+        return {}
+
+    def write_outputs(self, workdir: str, state, data: Data,
+                      members: List[Tuple[int, int]]) -> None:
+        """Writes files after training (e.g. stage-1 codes for stage 2) (host). Default: none."""
+        del workdir, state, data, members
+
+    @abc.abstractmethod
+    def evaluate(self, params, model_state, data: Data, key: Array) -> Dict[str, float]:
+        """Final metrics of one member, headline metrics first (host, one member's arrays)."""
