@@ -1,15 +1,8 @@
 """What every config file shares: variant parsing and the sweep/checkpoint/training blocks.
 
 `configs/` is not a package: the config files are loaded by path (ml_collections
-`config_flags.DEFINE_config_file`, `importlib.util.spec_from_file_location` in tests and
-scripts), and each loads this file by path too, from `os.path.dirname(__file__)`:
-
-    def _load_common():
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py")
-        spec = importlib.util.spec_from_file_location("wscrl_configs_common", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
+`config_flags.DEFINE_config_file`, `wscrl_jax.cli.load_config`), and each loads this file by
+path too, with `runpy.run_path` next to its own `__file__`.
 
 * `parse_variant(arg, config_name, variants, options, exclusive)`: "ilcm,fast" ->
   ("ilcm", frozenset({"fast"})), with one-line ValueErrors that list what is allowed;

@@ -9,24 +9,18 @@ of one vmapped run). Epochs meaning "never" are unset placeholders (`None`), not
 come from the sibling `common.py`.
 """
 
-import importlib.util
 import os
+import runpy
+import types
 
 import ml_collections
 from ml_collections.config_dict import placeholder
 
 
-def _load_common():
-    """The sibling `configs/common.py`. `configs/` is not a package and this file is itself
-    loaded by path (config_flags and importlib both set `__file__`), so load it by path."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py")
-    spec = importlib.util.spec_from_file_location("wscrl_configs_common", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-common = _load_common()
+# The sibling common.py, loaded by path: configs/ is not a package, and config files are
+# themselves loaded by path (config_flags and importlib both set __file__).
+common = types.SimpleNamespace(**runpy.run_path(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py")))
 
 METHODS = ("ilcm", "dvae", "betavae")
 

@@ -3,9 +3,9 @@
 The reference fits `sklearn.linear_model.LinearRegression()` (with intercept) predicting `B` from
 `A` and reports its **in-sample** `score` (R^2 averaged uniformly over output columns; sklearn's
 rules for constant columns: 1.0 if predicted exactly, else 0.0). `linear_r2` reproduces that in
-numpy float64 (no sklearn needed); `linear_r2_jax` is a jit-able float32 version for on-device
-per-batch evaluation; `heldout_linear_r2` fits on one set and scores on another (not in the
-reference, recommended alongside it: in-sample R^2 is inflated for wide codes, gotcha 15).
+numpy float64 (no sklearn needed); `heldout_linear_r2` fits on one set and scores on another
+(not in the reference, recommended alongside it: in-sample R^2 is inflated for wide codes,
+md-crl gotcha 15).
 
 Named metric sets reproduce the reference's log keys:
 `mixing_r2_metrics` (stage 1 and stage 2, including the stage-2 name swap of gotcha 16),
@@ -15,8 +15,6 @@ Domain accuracies (logistic regression) are in `domain_accuracy.py`.
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 # ----------------------------------------------------------------------------------------------
@@ -86,54 +84,6 @@ def heldout_linear_r2(x_train, y_train, x_test, y_test, fit_intercept: bool = Tr
     coef, b = fit_linear(x_train, y_train, fit_intercept)
     x_test = np.asarray(x_test, np.float64)
     return r2_score_np(y_test, x_test @ coef + b)
-
-
-def _r2_from_pred_jax(y: jax.Array, pred: jax.Array) -> jax.Array:
-    num = jnp.sum(jnp.square(y - pred), axis=0)
-    den = jnp.sum(jnp.square(y - jnp.mean(y, axis=0)), axis=0)
-    safe = jnp.where(den != 0, den, 1.0)
-    scores = jnp.where(den != 0, 1.0 - num / safe, jnp.where(num != 0, 0.0, 1.0))
-    return jnp.mean(scores)
-
-
-def _fit_linear_jax(x: jax.Array, y: jax.Array, fit_intercept: bool):
-    if fit_intercept:
-        xm, ym = jnp.mean(x, axis=0), jnp.mean(y, axis=0)
-    else:
-        xm, ym = jnp.zeros(x.shape[1], x.dtype), jnp.zeros(y.shape[1], y.dtype)
-    if x.shape[1] == 0:
-        return jnp.zeros((0, y.shape[1]), y.dtype), ym
-    coef = jnp.linalg.lstsq(x - xm, y - ym)[0]
-    return coef, ym - xm @ coef
-
-
-def linear_r2_jax(x: jax.Array, y: jax.Array, fit_intercept: bool = True) -> jax.Array:
-    """jit-able in-sample OLS R^2 (same definition as `linear_r2`, in the input dtype).
-
-    Args: x: [n, p]; y: [n, k]. Returns a scalar. vmap over a leading axis for ensembles.
-    """
-    x = jnp.asarray(x)
-    y = jnp.asarray(y)
-    if y.ndim == 1:
-        y = y[:, None]
-    coef, b = _fit_linear_jax(x, y, fit_intercept)
-    return _r2_from_pred_jax(y, x @ coef + b)
-
-
-def heldout_linear_r2_jax(
-    x_train, y_train, x_test, y_test, fit_intercept: bool = True
-) -> jax.Array:
-    """jit-able held-out R^2: OLS fitted on train ([n_tr, p], [n_tr, k]), scored on test."""
-    y_train = jnp.asarray(y_train)
-    y_test = jnp.asarray(y_test)
-    if y_train.ndim == 1:
-        y_train, y_test = y_train[:, None], y_test[:, None]
-    coef, b = _fit_linear_jax(jnp.asarray(x_train), y_train, fit_intercept)
-    return _r2_from_pred_jax(y_test, jnp.asarray(x_test) @ coef + b)
-
-
-# ----------------------------------------------------------------------------------------------
-# Named metric sets
 
 
 def mixing_r2_spec(stage: int = 1, consistent_names: bool = False) -> dict:

@@ -15,6 +15,7 @@ Every module maps `x [batch, x_dim] -> (z_hat [batch, latent], x_hat [batch, x_d
   PyTorch default inits (U(+-1/sqrt(fan_in)) for weights and bias), no custom init.
 """
 
+import functools
 import math
 from typing import Sequence
 
@@ -23,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from wscrl_jax.data.mixing import polynomial_features
-from wscrl_jax.nn.init import torch_uniform
+from wscrl_jax.nn.mlp import MLP, TorchLinear
 
 
 def xavier_normal(key, shape, dtype=jnp.float32):
@@ -32,14 +33,7 @@ def xavier_normal(key, shape, dtype=jnp.float32):
     return math.sqrt(2.0 / (fan_in + fan_out)) * jax.random.normal(key, shape, dtype)
 
 
-def _fcae_dense(features: int, name: str):
-    return nn.Dense(features, kernel_init=xavier_normal, bias_init=nn.initializers.zeros,
-                    name=name)
-
-
-def _torch_dense(features: int, fan_in: int, use_bias: bool, name: str):
-    return nn.Dense(features, use_bias=use_bias, kernel_init=torch_uniform(fan_in),
-                    bias_init=torch_uniform(fan_in), name=name)
+FCAE_INIT = dict(kernel_init=xavier_normal, bias_init=nn.initializers.zeros)
 
 
 class LinearAE(nn.Module):
@@ -47,8 +41,8 @@ class LinearAE(nn.Module):
     latent: int
 
     def setup(self):
-        self.encoder = _fcae_dense(self.latent, "encoder")
-        self.decoder = _fcae_dense(self.x_dim, "decoder")
+        self.encoder = TorchLinear(self.latent, **FCAE_INIT, name="encoder")
+        self.decoder = TorchLinear(self.x_dim, **FCAE_INIT, name="decoder")
 
     def encode(self, x):
         return self.encoder(x)
@@ -65,23 +59,16 @@ class MLPAE(nn.Module):
     negative_slope: float = 0.2
 
     def setup(self):
-        self.enc = [_fcae_dense(h, f"encoder_{i}") for i, h in enumerate(self.hidden)] + [
-            _fcae_dense(self.latent, f"encoder_{len(self.hidden)}")]
-        rev = tuple(reversed(self.hidden))
-        self.dec = [_fcae_dense(h, f"decoder_{i}") for i, h in enumerate(rev)] + [
-            _fcae_dense(self.x_dim, f"decoder_{len(rev)}")]
-
-    def _mlp(self, layers, h):
-        for layer in layers[:-1]:
-            h = nn.leaky_relu(layer(h), self.negative_slope)
-        return layers[-1](h)
+        act = functools.partial(nn.leaky_relu, negative_slope=self.negative_slope)
+        self.encoder = MLP(tuple(self.hidden), self.latent, act, **FCAE_INIT)
+        self.decoder = MLP(tuple(reversed(self.hidden)), self.x_dim, act, **FCAE_INIT)
 
     def encode(self, x):
-        return self._mlp(self.enc, x)
+        return self.encoder(x)
 
     def __call__(self, x):
         z = self.encode(x)
-        return z, self._mlp(self.dec, z)
+        return z, self.decoder(z)
 
 
 class PolyAE(nn.Module):
@@ -92,11 +79,10 @@ class PolyAE(nn.Module):
 
     def setup(self):
         h = self.x_dim // 2
-        self.enc = [_torch_dense(h, self.x_dim, False, "encoder_0"),
-                    _torch_dense(h, h, False, "encoder_1"),
-                    _torch_dense(self.latent, h, False, "encoder_2")]
-        p = sum(self.decoder_latent ** k for k in range(self.poly_degree + 1))
-        self.decoder = _torch_dense(self.x_dim, p, True, "decoder")
+        self.enc = [TorchLinear(h, use_bias=False, name="encoder_0"),
+                    TorchLinear(h, use_bias=False, name="encoder_1"),
+                    TorchLinear(self.latent, use_bias=False, name="encoder_2")]
+        self.decoder = TorchLinear(self.x_dim, name="decoder")
 
     def encode(self, x):
         h = nn.leaky_relu(self.enc[0](x), 0.5)

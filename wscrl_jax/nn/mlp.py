@@ -10,10 +10,12 @@ from wscrl_jax.nn.init import torch_uniform
 class TorchLinear(nn.Module):
     """Dense layer whose kernel and bias follow `torch.nn.Linear`'s default init.
 
-    Kernel [in, out]; `kernel_init`/`bias_init` override the defaults.
+    [..., in] -> [..., features]; kernel [in, features]; `kernel_init`/`bias_init` override
+    the defaults; `use_bias=False` is torch's `bias=False`.
     """
 
     features: int
+    use_bias: bool = True
     kernel_init: Optional[Callable] = None
     bias_init: Optional[Callable] = None
 
@@ -21,27 +23,35 @@ class TorchLinear(nn.Module):
     def __call__(self, x):
         fan_in = x.shape[-1]
         kinit = self.kernel_init or torch_uniform(fan_in)
-        binit = self.bias_init or torch_uniform(fan_in)
         kernel = self.param("kernel", kinit, (fan_in, self.features))
+        if not self.use_bias:
+            return x @ kernel
+        binit = self.bias_init or torch_uniform(fan_in)
         bias = self.param("bias", binit, (self.features,))
         return x @ kernel + bias
 
 
 class MLP(nn.Module):
-    """Linear + ReLU per hidden layer, then an optional output layer.
+    """Linear + activation per hidden layer, then an optional output layer.
 
-    `hidden`: widths of the hidden layers (each followed by ReLU).
+    `hidden`: widths of the hidden layers (each followed by `activation`, ReLU by default).
     `out`: width of the final linear layer, or None for no output layer (the trunk of the
     reference's Gaussian encoders ends with a ReLU).  [..., in] -> [..., out or hidden[-1]].
+    `kernel_init`/`bias_init`: as `TorchLinear` (torch's defaults when None).
     """
 
     hidden: Sequence[int]
     out: Optional[int] = None
+    activation: Callable = nn.relu
+    kernel_init: Optional[Callable] = None
+    bias_init: Optional[Callable] = None
 
     @nn.compact
     def __call__(self, x):
+        dense = lambda width: TorchLinear(width, kernel_init=self.kernel_init,  # noqa: E731
+                                          bias_init=self.bias_init)
         for width in self.hidden:
-            x = nn.relu(TorchLinear(width)(x))
+            x = self.activation(dense(width)(x))
         if self.out is not None:
-            x = TorchLinear(self.out)(x)
+            x = dense(self.out)(x)
         return x

@@ -2,9 +2,9 @@
 
 The loop, the compiled step, the experiment and the benchmark know a method only through
 `Method`. Required hooks are abstract; every optional hook has a no-op default, and the loop
-calls every hook unconditionally (no `hasattr` discovery). A subclass whose public name is a
-near-miss of a hook (`end_epochs`, `learning_rates`) is refused when it is defined, so a
-misspelt override cannot silently fall back to the default.
+calls every hook unconditionally (no discovery of optional attributes). A subclass whose
+public name is a near-miss of a hook (`end_epochs`, `learning_rates`) is refused when it is
+defined, so a misspelt override cannot silently fall back to the default.
 
 Conventions. A *member* is one model of a sweep; hooks marked "per member" see one member's
 arrays (no member axis) and run inside `jit`/`vmap`; hooks marked "host" run in Python

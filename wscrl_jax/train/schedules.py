@@ -1,13 +1,22 @@
-"""Step- and epoch-based schedules (`experiments/experiment_utils.py`).
+"""Loss-weight and learning-rate schedules, evaluated inside jit.
 
-Step schedules are evaluated at the fractional epoch `f = step / steps_per_epoch` inside jit.
-They keep the reference's `t = s / (T - 1)` ramp, which overshoots the final value during
-the last epoch of a ramp before snapping back (gotcha 3, reproduced).
+* Loss-weight schedules (ws-crl `experiments/experiment_utils.py`) at the fractional epoch
+  `f = step / steps_per_epoch`. Hand-written: they keep the reference's `t = s / (T - 1)` ramp,
+  which overshoots the final value during the last epoch of a ramp before snapping back
+  (ws-crl gotcha 3, reproduced); no optax schedule has that.
+* Per-epoch learning rates (torch's schedulers, stepped once an epoch): `constant` and `step`
+  are optax schedules of the epoch (`constant_schedule`, staircase `exponential_decay`, the same
+  values). The cosine forms are hand-written: torch computes `eta_min + (lr0 - eta_min) (1 +
+  cos) / 2`, optax's `cosine_decay_schedule` `lr0 ((1 - alpha) c + alpha)`, which rounds
+  differently, and warm restarts with a growing period have no optax equivalent.
+* MD-CRL's `transformers` per-step multipliers, hand-written for the same reason (their
+  warm-up/decay formulas in transformers' order, hard restarts).
 """
 
 import math
 
 import jax.numpy as jnp
+import optax
 
 STEP_SCHEDULE_TYPES = (
     "constant",
@@ -72,7 +81,7 @@ def lr_schedule(lr_cfg, epochs: int):
     lr0 = float(lr_cfg.initial)
     lr_min = float(lr_cfg.get("minimal", 0.0) or 0.0)
     if kind == "constant":
-        return lambda e: jnp.asarray(lr0, jnp.float32)
+        return optax.constant_schedule(jnp.float32(lr0))
     if kind == "cosine":
         return lambda e: (lr_min + (lr0 - lr_min) * (1 + jnp.cos(jnp.pi * e / epochs)) / 2).astype(
             jnp.float32)
@@ -98,7 +107,7 @@ def lr_schedule(lr_cfg, epochs: int):
         gamma = float(lr_cfg.step_gamma)
         if every <= 0:
             raise ValueError("lr_schedule.step_every_epochs must be positive for type 'step'")
-        return lambda e: (lr0 * gamma ** jnp.floor_divide(e, every)).astype(jnp.float32)
+        return optax.exponential_decay(jnp.float32(lr0), every, gamma, staircase=True)
     raise ValueError(f"unknown lr schedule {kind!r}; expected one of {LR_SCHEDULE_TYPES}")
 
 
