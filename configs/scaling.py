@@ -61,6 +61,9 @@ def get_config(arg=None):
     c.data.nature.seed = 42  # data seed: graph, weights, rotation and samples
     # causal weights: bimodal (sign * (1 + 0.3 N(0, 1))) or standard (N(0, 1))
     c.data.nature.causal_effects = "bimodal"
+    # weights and rotation of a seed: "reference" (the reference's numbers for that seed, from
+    # torch's generator emulated in numpy) or "jax" (PRNGKey(seed); this package before)
+    c.data.nature.rng = "reference"
     c.data.nature.manifold_thickness = 1e-9  # std of the true SCM's counterfactual noise
     c.data.nature.observation_noise = 0.0  # std of noise added to x; reference: null (none)
 

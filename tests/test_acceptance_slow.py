@@ -23,10 +23,20 @@ def train(tmp_path, *overrides, config="scaling.py:ilcm,fast", name="w"):
 
 
 def test_ilcm_fast_dim3_reaches_disentanglement(tmp_path):
+    """The README smoke command (0.95 on the 2-core CPU with the reference's ground truth)."""
     log, rows = train(tmp_path, "--config.data.dim_z=3", "--config.seed=42",
                       "--config.data.nature.seed=42")
     assert "Final evaluation: causal disentanglement = " in log
-    assert float(rows[0]["causal_disentanglement"]) >= 0.95
+    assert float(rows[0]["causal_disentanglement"]) >= 0.93
+
+
+def test_ilcm_fast_dim3_five_model_seeds(tmp_path):
+    """The same problem (the reference's ground truth of data seed 42) for model seeds 42-46 as
+    one vmapped run: 0.95, 0.95, 0.97, 0.99, 0.99 on the 2-core CPU (reference: 0.99)."""
+    log, rows = train(tmp_path, "--config.data.dim_z=3", "--config.sweep.seeds=42,43,44,45,46",
+                      "--config.data.nature.seed=42")
+    values = sorted(float(r["causal_disentanglement"]) for r in rows)
+    assert len(values) == 5 and values[2] >= 0.95 and values[0] >= 0.9, values
 
 
 def test_md_linear_minmax_five_seeds_beats_unpenalised(tmp_path):

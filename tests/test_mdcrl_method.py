@@ -188,6 +188,34 @@ def test_sequential_members_match_vmapped_members():
     assert mm.resolve_member_loop("auto", False) == "vmap"
 
 
+def test_adaptive_mmd_counts_and_reports_rows_beyond_capacity(caplog):
+    """A row budget below the domain counts leaves rows out: counted per step in the model state
+    and logged at the epoch's end; the automatic budget leaves none out on balanced data."""
+    counts = {}
+    for capacity in (8, None):
+        c = tiny_md_config("linear,mmd,fast")
+        c.model.mmd.capacity = capacity
+        method, data, state = experiment.build(c, experiment.sweep_members(c))
+        assert method.count_mmd_overflow
+        run_steps = make_run_steps(method, method.steps_per_epoch, c.training.batchsize, 0.1,
+                                   10)
+        train = {k: data["train"][k] for k in method.train_inputs}
+        state, stats = run_steps(state, train, jnp.asarray(method.steps_per_epoch, jnp.int32),
+                                 "stage1")
+        with caplog.at_level("WARNING", logger="wscrl_jax"):
+            method.end_epoch(state, 0, stats, data)
+        counts[capacity] = int(state.model_state["mmd_rows_beyond_capacity"][0])
+    # the loader reads the training split in order: batches of 256 consecutive rows
+    domains = np.asarray(data["train"]["domain"][0]).reshape(-1)
+    expected = 0
+    for start in range(0, len(domains), 256):
+        n = np.bincount(domains[start:start + 256], minlength=4)
+        expected += sum(2 * max(min(n[i], n[j]) - 8, 0) for i in range(4) for j in range(i + 1, 4))
+    assert counts[8] == expected > 0
+    assert counts[None] == 0
+    assert sum("left out" in r.message for r in caplog.records) == 1
+
+
 def test_warmup_gives_zero_weight_at_step_zero():
     method = mm.MDCRLMethod(tiny_md_config())
     spe = method.steps_per_epoch

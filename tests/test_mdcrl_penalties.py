@@ -370,3 +370,19 @@ def test_penalty_terms_total(tiny):
     out = terms(z, dom)
     assert set(out) == {"minmax", "mmd", "total"}
     assert float(out["total"]) == pytest.approx(float(out["minmax"]) + float(out["mmd"]))
+
+
+def test_fixed_bandwidth_mmd_is_precise_far_from_the_origin():
+    """|z| ~ 20 with O(1) spreads: squared distances from direct differences (as the reference)
+    keep the value and gradient at float32 precision; |a|^2 + |b|^2 - 2ab lost ~1e-4."""
+    rng = np.random.default_rng(0)
+    dom = np.repeat(np.arange(2), 32)
+    z = (20.0 + 0.7 * rng.normal(size=(64, 4)) + 0.5 * dom[:, None]).astype(np.float32)
+    want = ref_mmd(z.astype(np.float64), dom, 2, 4, 1.0, 1, 1.0)
+    penalty = lambda z: mmd_lib.penalty_mmd(z, jnp.asarray(dom), 2, 4, 1.0, 1, 1.0)  # noqa: E731
+    assert float(jax.jit(penalty)(jnp.asarray(z))) == pytest.approx(want, rel=1e-6)
+    grad = np.asarray(jax.jit(jax.grad(penalty))(jnp.asarray(z)))
+    x64 = jax.enable_x64(True) if hasattr(jax, "enable_x64") else jax.experimental.enable_x64()
+    with x64:
+        grad64 = np.asarray(jax.grad(penalty)(jnp.asarray(z, jnp.float64)))
+    assert np.max(np.abs(grad - grad64)) <= 1e-5 * np.max(np.abs(grad64))

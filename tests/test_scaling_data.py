@@ -180,8 +180,8 @@ def _data_cfg():
     # same d, order and n as the `pairs` fixture, so the jitted sampler is not recompiled
     return ml_collections.ConfigDict(dict(
         dim_z=D, samples=dict(train=N, val=N, test=N),
-        nature=dict(mode="full", seed=0, causal_effects="bimodal", manifold_thickness=1e-9,
-                    observation_noise=0.0)))
+        nature=dict(mode="full", seed=0, causal_effects="bimodal", rng="reference",
+                    manifold_thickness=1e-9, observation_noise=0.0)))
 
 
 def test_make_scaling_data_splits_and_determinism():
@@ -203,3 +203,9 @@ def test_make_scaling_data_splits_and_determinism():
     nat = create_nature(D, "full", 5)
     np.testing.assert_allclose(np.asarray(a["train"]["x1"]),
                                np.asarray(a["train"]["z1"]) @ np.asarray(nat.rotation), atol=1e-5)
+    # a config written before data.nature.rng existed keeps the JAX ground truth it was run with
+    del cfg.nature["rng"]
+    old = make_scaling_data(cfg, 5)
+    jax_rotation = np.asarray(create_nature(D, "full", 5, rng="jax").rotation)
+    np.testing.assert_allclose(np.asarray(old["train"]["x1"]),
+                               np.asarray(old["train"]["z1"]) @ jax_rotation, atol=1e-5)

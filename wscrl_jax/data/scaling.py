@@ -5,9 +5,12 @@ Ground truth: a random DAG, a linear Gaussian SCM with unit noise and bimodal we
 `sign(n1) * (1 + 0.3 n2)`, atomic-or-none perfect interventions resampling N(0, 1), and a
 random rotation R = expm(skew(c)), c ~ N(0, 1), with observations x = R^T z.
 
-Unlike the reference (gotcha 1) everything, samples included, is a deterministic function
-of the data seed: the graph from numpy `default_rng(seed)` as in the reference, the
-weights and rotation from `PRNGKey(seed)`, and each split from its own folded-in key.
+Unlike the reference (ws-crl gotcha 1) everything, samples included, is a deterministic
+function of the data seed. The ground truth is the reference's for the same seed: the graph from
+numpy `default_rng(seed)`, the weights and rotation coefficients from torch's generator after
+`manual_seed(seed)`, emulated in numpy (`torch_rng.py`; `data.nature.rng="jax"` draws them from
+`PRNGKey(seed)` instead, as before). Each split's samples come from its own folded-in JAX key
+(the reference's are unseeded).
 """
 
 from functools import partial
@@ -20,9 +23,11 @@ import numpy as np
 
 from wscrl_jax.causal.graphs import create_graph, topological_sort
 from wscrl_jax.causal.interventions import intervention_masks
+from wscrl_jax.data.torch_rng import reference_scaling_nature
 
 SPLITS = ("train", "dci_train", "val", "test")
 CAUSAL_EFFECTS = ("bimodal", "standard")
+NATURE_RNGS = ("reference", "jax")
 
 
 class Nature(NamedTuple):
@@ -33,25 +38,40 @@ class Nature(NamedTuple):
     rotation: jnp.ndarray
 
 
-def create_nature(dim_z: int, mode: str, seed: int, causal_effects: str = "bimodal") -> Nature:
+def create_nature(dim_z: int, mode: str, seed: int, causal_effects: str = "bimodal",
+                  rng: str = "reference") -> Nature:
+    """The ground truth of a data seed. rng "reference": the reference's weights and rotation
+    coefficients for that seed; "jax": drawn from `PRNGKey(seed)` (this package before)."""
     if causal_effects not in CAUSAL_EFFECTS:
         raise ValueError(f"unknown causal_effects {causal_effects!r}; expected {CAUSAL_EFFECTS}")
     adjacency = create_graph(dim_z, mode, seed)
-    weights, rotation = _weights_and_rotation(jax.random.PRNGKey(seed), dim_z, causal_effects)
-    return Nature(jnp.asarray(adjacency, jnp.float32), weights, rotation)
+    if rng == "reference":
+        weights, coeffs = reference_scaling_nature(dim_z, seed, causal_effects)
+        weights, coeffs = jnp.asarray(weights), jnp.asarray(coeffs)
+    elif rng == "jax":
+        weights, coeffs = _jax_weights_and_coeffs(jax.random.PRNGKey(seed), dim_z, causal_effects)
+    else:
+        raise ValueError(f"unknown data.nature.rng {rng!r}; expected one of {NATURE_RNGS}")
+    return Nature(jnp.asarray(adjacency, jnp.float32), weights, so_n_rotation(coeffs, dim_z))
 
 
 @partial(jax.jit, static_argnums=(1, 2))
-def _weights_and_rotation(key, dim_z: int, causal_effects: str):
+def _jax_weights_and_coeffs(key, dim_z: int, causal_effects: str):
     k_sign, k_mag, k_rot = jax.random.split(key, 3)
     if causal_effects == "bimodal":
         weights = (jnp.sign(jax.random.normal(k_sign, (dim_z, dim_z)))
                    * (1.0 + 0.3 * jax.random.normal(k_mag, (dim_z, dim_z))))
     else:
         weights = jax.random.normal(k_mag, (dim_z, dim_z))
-    coeffs = jax.random.normal(k_rot, (dim_z * (dim_z - 1) // 2,))
+    return weights, jax.random.normal(k_rot, (dim_z * (dim_z - 1) // 2,))
+
+
+@partial(jax.jit, static_argnums=1)
+def so_n_rotation(coeffs, dim_z: int):
+    """R = expm(S) [d, d] with S skew-symmetric, S[i, j] = coeffs[k] for the k-th pair i < j in
+    row-major order (`SONEncoder._rotation_matrix`)."""
     skew = jnp.zeros((dim_z, dim_z)).at[np.triu_indices(dim_z, 1)].set(coeffs)
-    return weights, jax.scipy.linalg.expm(skew - skew.T)
+    return jax.scipy.linalg.expm(skew - skew.T)
 
 
 @partial(jax.jit, static_argnames=("n", "order", "observation_noise"))
@@ -87,8 +107,9 @@ def sample_pairs(key, nature: Nature, n: int, order: tuple, manifold_thickness: 
 
 def make_scaling_data(data_cfg, seed: int) -> Dict[str, Dict[str, jnp.ndarray]]:
     """All four splits for one data seed: {split: {name: array [n, ...]}}."""
+    # A config without data.nature.rng was written before it existed: its runs used "jax".
     nature = create_nature(data_cfg.dim_z, data_cfg.nature.mode, seed,
-                           data_cfg.nature.causal_effects)
+                           data_cfg.nature.causal_effects, data_cfg.nature.get("rng", "jax"))
     order = tuple(topological_sort(np.asarray(nature.adjacency)))
     sizes = {"train": data_cfg.samples.train, "dci_train": data_cfg.samples.train,
              "val": data_cfg.samples.val, "test": data_cfg.samples.test}

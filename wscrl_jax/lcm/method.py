@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from wscrl_jax.causal.graphs import GRAPH_MODES
 from wscrl_jax.config_checks import check_shared_training, one_of, positive_int, require
-from wscrl_jax.data.scaling import CAUSAL_EFFECTS, SPLITS, make_scaling_data
+from wscrl_jax.data.scaling import CAUSAL_EFFECTS, NATURE_RNGS, SPLITS, make_scaling_data
 from wscrl_jax.lcm.betavae import BetaVAE
 from wscrl_jax.lcm.evaluate import evaluate_lcm
 from wscrl_jax.lcm.ilcm import AVERAGING_STRATEGIES, ILCM
@@ -87,6 +87,7 @@ class LCMMethod(Method):
             positive_int(c.data.samples[split], f"data.samples.{split}")
         one_of(c.data.nature.mode, GRAPH_MODES, "data.nature.mode")
         one_of(c.data.nature.causal_effects, CAUSAL_EFFECTS, "data.nature.causal_effects")
+        one_of(c.data.nature.rng, NATURE_RNGS, "data.nature.rng")
         require(c.data.nature.observation_noise is None or c.data.nature.observation_noise >= 0,
                 "data.nature.observation_noise must be >= 0")
 

@@ -30,7 +30,7 @@ from wscrl_jax.data.encoded import (Stage1OutputMissing, encoded_dir, load_encod
 from wscrl_jax.data.mixing import make_mixing_splits, mixing_data_config
 from wscrl_jax.mdcrl import evaluate as mdcrl_eval
 from wscrl_jax.mdcrl.autoencoders import AUTOENCODERS, build_autoencoder
-from wscrl_jax.mdcrl.mmd import auto_mmd_capacity
+from wscrl_jax.mdcrl.mmd import auto_mmd_capacity, mmd_rows_beyond_capacity
 from wscrl_jax.mdcrl.penalties import (LOSS_TRANSFORMS, hinge_loss, penalty_terms,
                                        penalty_warmup_weight)
 from wscrl_jax.nn.init import torch_uniform
@@ -107,6 +107,10 @@ class MDCRLMethod(Method):
         self.warmup = bool(m.warmup)
         self.mmd_capacity = auto_mmd_capacity(self.batch_size, self.num_domains,
                                               m.mmd.capacity)
+        # The adaptive MMD with a row budget per domain reports the rows it leaves out.
+        self.count_mmd_overflow = (self.flags["mmd"] and not m.mmd.fix_sigma
+                                   and self.mmd_capacity is not None)
+        self._reported_overflow = 0
         self.member_loop = resolve_member_loop(
             tr.get("member_loop", "vmap"), self.flags["mmd"] and not m.mmd.fix_sigma)
         self._val_loss = jax.jit(jax.vmap(self._member_val_loss, in_axes=(0, 0, 0, None)))
@@ -187,6 +191,8 @@ class MDCRLMethod(Method):
                  "val_loss": jnp.asarray(jnp.nan, jnp.float32)}
         if self.online_codes:
             state["online_codes"] = jnp.full((self.n_train, self.latent), jnp.nan, jnp.float32)
+        if self.count_mmd_overflow:
+            state["mmd_rows_beyond_capacity"] = jnp.zeros((), jnp.int32)
         return state
 
     # ------------------------------------------------------------------ optimiser
@@ -214,14 +220,20 @@ class MDCRLMethod(Method):
         """Keeps the codes of each training batch [B, latent], computed with the weights before
         that batch's update, at its dataset rows [B] (padding rows, weight 0, dropped): after
         the last epoch, the reference's saved training codes (`on_train_epoch_end`, gotcha 12).
+        With a capacity-limited adaptive MMD, also counts the rows it leaves out.
         """
-        if not self.online_codes:
-            return model_state
-        z = self._encode_member(params, batch["x"])
-        rows = jnp.where(weights > 0, rows, self.n_train)  # out of range: dropped
-        codes = model_state["online_codes"].at[rows].set(z, mode="drop")
-        codes = jnp.where(model_state["active"], codes, model_state["online_codes"])
-        return {**model_state, "online_codes": codes}
+        active = model_state["active"]
+        model_state = dict(model_state)
+        if self.count_mmd_overflow:
+            dom = jnp.where(weights > 0, batch["domain"].reshape(-1).astype(jnp.int32), -1)
+            beyond = mmd_rows_beyond_capacity(dom, self.num_domains, self.mmd_capacity)
+            model_state["mmd_rows_beyond_capacity"] += jnp.where(active, beyond, 0)
+        if self.online_codes:
+            z = self._encode_member(params, batch["x"])
+            rows = jnp.where(weights > 0, rows, self.n_train)  # out of range: dropped
+            codes = model_state["online_codes"].at[rows].set(z, mode="drop")
+            model_state["online_codes"] = jnp.where(active, codes, model_state["online_codes"])
+        return model_state
 
     # ------------------------------------------------------------------ phases and loss
     def phase_for_epoch(self, epoch: int):
@@ -308,7 +320,19 @@ class MDCRLMethod(Method):
         val = self._val_loss(state.params, state.model_state, data["valid"], loss_weights)
         ms = self._update_state(state.model_state, stats["last_loss"], val["loss"],
                                 jnp.asarray(epoch, jnp.int32))
+        if self.count_mmd_overflow:
+            self._warn_mmd_overflow(np.asarray(ms["mmd_rows_beyond_capacity"]), epoch)
         return state.replace(model_state=ms)
+
+    def _warn_mmd_overflow(self, beyond, epoch: int):
+        """Logs once per epoch in which the capacity-limited adaptive MMD left rows out
+        (beyond: [members], cumulative)."""
+        total = int(beyond.sum())
+        if total > self._reported_overflow:
+            log.warning("Epoch %d: the adaptive MMD left out %d rows beyond model.mmd.capacity=%d "
+                        "so far (per member: %s); set model.mmd.capacity=0 for an exact MMD",
+                        epoch, total, self.mmd_capacity, beyond.tolist())
+            self._reported_overflow = total
 
     @partial(jax.jit, static_argnums=0)
     def _update_state(self, model_state, last_loss, val_loss, epoch):
