@@ -22,7 +22,7 @@ def _f64(a):
     return np.asarray(a, np.float64)
 
 
-def _amounts(beta, pretrain_beta):
+def _loss_weights(beta, pretrain_beta):
     f = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
     return LossWeights(f(beta), f(beta), f(pretrain_beta), f(0.0), f(0.0), f(0.0), f(0.0), f(1e-4))
 
@@ -70,7 +70,7 @@ def _hand(model, v, x1, x2, z1, z2, full=False):
 
 def test_main_loss_is_minus_ll_plus_beta_kl(setup):
     model, v, x1, x2 = setup
-    (loss, out), seen = _run(model, v, x1, x2, _amounts(0.7, 0.001),
+    (loss, out), seen = _run(model, v, x1, x2, _loss_weights(0.7, 0.001),
                              Phase(need_inverse_consistency=False), {}, key=jax.random.PRNGKey(1))
     assert len(seen) == 2
     ll, log_q, log_p = _hand(model, v, x1, x2, seen[0], seen[1])
@@ -83,7 +83,7 @@ def test_main_loss_is_minus_ll_plus_beta_kl(setup):
 
 def test_full_likelihood_adds_the_constant(setup):
     model, v, x1, x2 = setup
-    (loss, out), seen = _run(model, v, x1, x2, _amounts(1.0, 0.001),
+    (loss, out), seen = _run(model, v, x1, x2, _loss_weights(1.0, 0.001),
                              Phase(full_likelihood=True, need_inverse_consistency=False), {},
                              key=jax.random.PRNGKey(2))
     ll, log_q, log_p = _hand(model, v, x1, x2, seen[0], seen[1], full=True)
@@ -93,9 +93,10 @@ def test_full_likelihood_adds_the_constant(setup):
 
 def test_pretrain_uses_pretrain_beta(setup):
     model, v, x1, x2 = setup
-    loss_weights = _amounts(0.7, 0.05)
+    loss_weights = _loss_weights(0.7, 0.05)
     key = jax.random.PRNGKey(3)
-    (loss_pre, out_pre), seen = _run(model, v, x1, x2, loss_weights, Phase(pretrain=True), {}, key=key)
+    (loss_pre, out_pre), seen = _run(model, v, x1, x2, loss_weights, Phase(pretrain=True), {},
+                                     key=key)
     ll, log_q, log_p = _hand(model, v, x1, x2, seen[0], seen[1])
     kl = log_q - log_p
     np.testing.assert_allclose(_f64(loss_pre), -ll + 0.05 * kl, rtol=1e-4, atol=1e-3)
@@ -109,7 +110,7 @@ def test_pretrain_uses_pretrain_beta(setup):
 
 def test_outputs_by_hand(setup):
     model, v, x1, x2 = setup
-    (_, out), seen = _run(model, v, x1, x2, _amounts(1.0, 0.001), Phase(), {},
+    (_, out), seen = _run(model, v, x1, x2, _loss_weights(1.0, 0.001), Phase(), {},
                           key=jax.random.PRNGKey(4))
     z1, z2 = seen[0], seen[1]
     np.testing.assert_allclose(_f64(out["z_regularization"]), (z1 ** 2).sum(-1) + (z2 ** 2).sum(-1),

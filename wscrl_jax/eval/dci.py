@@ -94,7 +94,8 @@ def completeness(importance) -> float:
 
 
 def _fit_one_factor(x_train, y_train, x_test, y_test, random_state):
-    """Fit the default GBRT on (codes -> one factor); return (|importances|, train MSE, test MSE)."""
+    """Fit the default GBRT on (codes -> one factor); return (|importances|, train MSE,
+    test MSE)."""
     reg = GradientBoostingRegressor(random_state=random_state)
     reg.fit(x_train, y_train)
     imp = np.abs(reg.feature_importances_)

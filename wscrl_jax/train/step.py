@@ -3,9 +3,10 @@
 `run_steps` vmaps one member's while-loop over the member axis (or, for a method whose
 `member_loop` is "sequential", runs the members one after the other with `lax.map`: faster on
 CPU where a vmapped step's working set no longer fits in cache, e.g. MD-CRL's adaptive MMD).
-Each member shuffles its own on-device training split once per epoch (permutation keyed by epoch, so a run resumed at any
-call boundary draws the same batches) and reads batches by dynamic slicing. The last batch of
-an epoch is padded and its padded rows get zero weight (the reference's `drop_last=False`).
+Each member shuffles its own on-device training split once per epoch (permutation keyed by
+epoch, so a run resumed at any call boundary draws the same batches) and reads batches by
+dynamic slicing. The last batch of an epoch is padded and its padded rows get zero weight (the
+reference's `drop_last=False`).
 """
 
 import collections
