@@ -1,8 +1,10 @@
 """Slow end-to-end checks of the issues' acceptance commands (run with `pytest -m slow`)."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -50,3 +52,37 @@ def test_md_linear_minmax_five_seeds_beats_unpenalised(tmp_path):
     median = sorted(float(r["hz_z_~r2"]) for r in rows)[2]
     unpenalised = sorted(float(r["hz_z_~r2"]) for r in base)[2]
     assert median >= 0.95 and median > unpenalised + 0.5, (median, unpenalised)
+
+
+TINY = ("--config.data.dim_z=2", "--config.data.samples.train=12800",
+        "--config.data.samples.val=256", "--config.data.samples.test=256",
+        "--config.training.steps_per_call=50", "--config.checkpoint.every_n_steps=100",
+        "--config.data.nature.seed=302")
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_mid_run_saves_and_resume_matches(tmp_path, sig, code):
+    """SIGTERM (preemption) or SIGINT (Ctrl-C) in the main phase: one `error:` line, exit
+    143/130, a checkpoint at the call boundary; the same command resumes and ends with the
+    uninterrupted run's metrics."""
+    _, reference = train(tmp_path, *TINY, name="uninterrupted")
+    workdir = tmp_path / "w"
+    cmd = [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
+           f"--config={os.path.join(ROOT, 'configs', 'scaling.py:ilcm,fast')}",
+           f"--workdir={workdir}", *TINY]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        log = workdir / "output.log"
+        if log.exists() and "Epoch 1:" in log.read_text():
+            break
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == code, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "rerun the same command to resume" in errors[0]
+    assert "Traceback" not in stderr
+    assert os.listdir(workdir / "checkpoints")
+    _, resumed = train(tmp_path, *TINY, name="w")
+    assert resumed == reference

@@ -1,5 +1,6 @@
 """The command-line tools fail on bad input with one clear line and a non-zero exit."""
 
+import errno
 import os
 import subprocess
 import sys
@@ -53,3 +54,43 @@ def test_help_lists_the_flags_and_exits_0(script, tmp_path):
     out = run([script, "--help"], tmp_path)
     assert out.returncode == 0, out.stderr
     assert "usage:" in out.stdout and "--workdir" in out.stdout
+
+
+def _one_error_line(out, code):
+    assert out.returncode == code, out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in out.stderr, out.stderr
+    return errors[0]
+
+
+def test_missing_config_file_is_one_line(tmp_path):
+    out = run([TRAIN, f"--workdir={tmp_path / 'w'}", f"--config={tmp_path}/nope.py:ilcm"],
+              tmp_path)
+    assert "No such file" in _one_error_line(out, 2)
+
+
+def test_workdir_that_is_a_file_is_one_line(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    out = run([TRAIN, f"--workdir={afile}", f"--config={CONFIG}:ilcm,fast"], tmp_path)
+    assert "cannot use --workdir" in _one_error_line(out, 2)
+    assert afile.read_text() == "keep me"
+
+
+def test_disk_full_is_one_line_and_logged(tmp_path, monkeypatch, capsys):
+    """A file-system error during the run (simulated ENOSPC): one `error:` line with the path,
+    exit 1, and the same line in output.log."""
+    from wscrl_jax import cli, experiment
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "w" / "x.csv"))
+
+    monkeypatch.setenv("WSCRL_JAX_CACHE", "")
+    monkeypatch.setattr(experiment, "run", full_disk)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.train_main(["wscrl-train", f"--config={CONFIG}:ilcm,fast",
+                        f"--workdir={tmp_path / 'w'}"])
+    assert exit_info.value.code == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and "x.csv" in errors[0]
+    assert "No space left on device" in (tmp_path / "w" / "output.log").read_text()

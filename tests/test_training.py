@@ -1,9 +1,12 @@
 """End-to-end: a tiny ILCM run learns, is deterministic, checkpoints, resumes and evaluates."""
 
+import json
 import os
 import shutil
+import signal
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -11,6 +14,7 @@ from conftest import tiny_scaling_config
 from wscrl_jax import experiment
 from wscrl_jax.tracking import read_csv
 from wscrl_jax.train import checkpoint, loop
+from wscrl_jax.train.preemption import Interrupted, StopRequest
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +116,101 @@ def test_evaluate_without_checkpoint_fails_clearly(tmp_path):
         experiment.evaluate_workdir(str(tmp_path))
 
 
+
+
+def _unfinished_copy(workdir, destination):
+    """A copy of a finished workdir as if killed before its last checkpoint and evaluation."""
+    shutil.copytree(workdir, destination)
+    steps = sorted(int(s) for s in os.listdir(checkpoint.checkpoint_dir(destination))
+                   if s.isdigit())
+    shutil.rmtree(os.path.join(checkpoint.checkpoint_dir(destination), str(steps[-1])))
+    os.remove(os.path.join(destination, "metrics", "test_metrics.csv"))
+    return steps[-2]
+
+
+def test_changed_config_on_resume_is_refused(trained, tmp_path):
+    config, workdir, _, _ = trained
+    copy = str(tmp_path / "w")
+    _unfinished_copy(workdir, copy)
+    before = {name: open(os.path.join(copy, name), "rb").read()
+              for name in ("config.json", "metrics/train_metrics.csv")}
+    checkpoints = sorted(os.listdir(checkpoint.checkpoint_dir(copy)))
+    changed = ml_collections.ConfigDict(config.to_dict())
+    changed.training.lr_schedule.initial = 1e-3
+    with pytest.raises(checkpoint.CheckpointError) as error:
+        experiment.run(changed, copy, progress=False)
+    message = str(error.value)
+    assert "training.lr_schedule.initial" in message and "\n" not in message
+    assert sorted(os.listdir(checkpoint.checkpoint_dir(copy))) == checkpoints
+    for name, content in before.items():
+        assert open(os.path.join(copy, name), "rb").read() == content
+
+
+def test_allowed_config_change_resumes_and_keeps_the_original_config(trained, tmp_path, caplog):
+    config, workdir, _, _ = trained
+    copy = str(tmp_path / "w")
+    step = _unfinished_copy(workdir, copy)
+    original = open(os.path.join(copy, "config.json"), "rb").read()
+    changed = ml_collections.ConfigDict(config.to_dict())
+    changed.training.lr_schedule.initial = 1e-3
+    changed.eval.beta = 0.5  # a safe key: logged, not refused
+    with caplog.at_level("INFO", logger="wscrl_jax"):
+        rows = experiment.run(changed, copy, progress=False, allow_config_change=True)
+    assert len(rows) == 1 and np.isfinite(rows[0]["nll"])
+    assert open(os.path.join(copy, "config.json"), "rb").read() == original
+    saved = json.load(open(os.path.join(copy, f"config_resumed_step{step}.json")))
+    assert saved["training"]["lr_schedule"]["initial"] == 1e-3
+    text = caplog.text
+    assert "--allow_config_change" in text and "eval.beta" in text
+
+
+def test_finished_workdir_is_not_evaluated_again(trained, tmp_path, caplog):
+    config, workdir, rows, _ = trained
+    copy = str(tmp_path / "w")
+    shutil.copytree(workdir, copy)
+    metrics = os.path.join(copy, "metrics", "test_metrics.csv")
+    before = open(metrics, "rb").read()
+    with caplog.at_level("INFO", logger="wscrl_jax"):
+        again = experiment.run(config, copy, progress=False)
+    assert "finished training" in caplog.text and "Member 0" not in caplog.text
+    assert again == read_csv(metrics) and open(metrics, "rb").read() == before
+    assert experiment.run(config, copy, progress=False, reevaluate=True) == rows
+
+
+def test_stop_request_saves_a_checkpoint_and_resume_matches(trained, tmp_path):
+    """A stop request (what SIGTERM/SIGINT set) after the second call: a checkpoint at that
+    call boundary, `Interrupted`; the rerun resumes there and ends with the same metrics."""
+    config, _, rows, _ = trained
+    workdir = str(tmp_path / "w")
+    calls = []
+
+    def stop_after_two_calls():
+        calls.append(1)
+        return "SIGTERM" if len(calls) == 2 else None
+
+    with pytest.raises(Interrupted) as stopped:
+        experiment.run(config, workdir, progress=False, stop_requested=stop_after_two_calls)
+    assert stopped.value.step == 140 and checkpoint.latest_step(workdir) == 140
+    assert not os.path.exists(os.path.join(workdir, "metrics", "test_metrics.csv"))
+    assert experiment.run(config, workdir, progress=False) == rows
+
+
+def test_stop_request_records_the_first_signal_and_restores_handlers():
+    previous = signal.getsignal(signal.SIGTERM)
+    with StopRequest() as stop:
+        assert stop() is None
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop() == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_other_sweep_on_the_same_workdir_is_refused(trained, tmp_path):
+    config, workdir, _, _ = trained
+    copy = str(tmp_path / "w")
+    shutil.copytree(workdir, copy)
+    other = ml_collections.ConfigDict(config.to_dict())
+    other.sweep.seeds = "42,43"
+    with pytest.raises(checkpoint.CheckpointError, match="holds members"):
+        experiment.run(other, copy, progress=False)
+    assert sorted(os.listdir(checkpoint.checkpoint_dir(copy))) == sorted(
+        os.listdir(checkpoint.checkpoint_dir(workdir)))

@@ -5,7 +5,9 @@ loading; one-line errors and exit codes: 2 for bad input (nothing is written), 1
 that fails (all members diverged, a checkpoint that does not match).
 """
 
+import contextlib
 import importlib.util
+import logging
 import os
 import sys
 from typing import Callable, List, Optional
@@ -77,6 +79,11 @@ def _define_train_flags(values: flags.FlagValues):
                                     "--config.KEY=VALUE", flag_values=values, lock_config=True)
     flags.DEFINE_string("workdir", None, "Directory for logs, metrics and checkpoints; "
                         "rerunning on it resumes.", flag_values=values)
+    flags.DEFINE_bool("allow_config_change", False, "Resume although the config differs from "
+                      "the checkpoint's in keys that change training (logged).",
+                      flag_values=values)
+    flags.DEFINE_bool("reevaluate", False, "Evaluate a finished workdir again.",
+                      flag_values=values)
 
 
 def _define_evaluate_flags(values: flags.FlagValues):
@@ -92,7 +99,12 @@ def train_main(argv: Optional[List[str]] = None):
     values = _parse_flags(argv or sys.argv, _define_train_flags,
                           "wscrl-train --config configs/scaling.py:ilcm,fast --workdir DIR "
                           "[--config.KEY=VALUE ...]")
-    config = values.config
+    try:
+        config = values.config
+        if config is not None:
+            "method" in config  # noqa: B015  (the file is loaded on first access)
+    except OSError as e:
+        fail(f"could not load the config: {str(e).strip().splitlines()[-1].strip()}")
     if config is None:
         fail("--config is required, e.g. --config configs/scaling.py:ilcm,fast")
     if not values.workdir:
@@ -103,23 +115,58 @@ def train_main(argv: Optional[List[str]] = None):
     except ConfigError as e:
         fail(f"invalid config: {e}")
     workdir = values.workdir
-    os.makedirs(os.path.join(workdir, "metrics"), exist_ok=True)
+    logger = _prepare_workdir(workdir)
+    logger.info("Command: %s", " ".join(argv or sys.argv))
 
     from wscrl_jax import experiment
-    from wscrl_jax.tracking import setup_logging
     from wscrl_jax.train.checkpoint import CheckpointError
     from wscrl_jax.train.loop import NonFiniteError
+    from wscrl_jax.train.preemption import Interrupted, StopRequest
 
     enable_compilation_cache()
-    logger = setup_logging(workdir)
-    logger.info("Command: %s", " ".join(argv or sys.argv))
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
+    with _one_line_errors(logger), StopRequest() as stop:
+        try:
+            experiment.run(config, workdir, stop_requested=stop,
+                           allow_config_change=values.allow_config_change,
+                           reevaluate=values.reevaluate)
+        except Interrupted as e:
+            _fail_logged(logger, f"stopped by {e.signal_name} at step {e.step}; the checkpoint is "
+                         "saved, rerun the same command to resume",
+                         130 if e.signal_name == "SIGINT" else 143)
+        except (NonFiniteError, CheckpointError) as e:
+            _fail_logged(logger, str(e), 1)
+
+
+def _prepare_workdir(workdir: str):
+    """Creates WORKDIR/metrics and the log file; one error line if the path cannot hold them."""
+    from wscrl_jax.tracking import setup_logging
     try:
-        experiment.run(config, workdir)
-    except (NonFiniteError, CheckpointError) as e:
-        logger.error("%s", e)
-        sys.exit(1)
+        os.makedirs(os.path.join(workdir, "metrics"), exist_ok=True)
+        return setup_logging(workdir)
+    except OSError as e:
+        fail(f"cannot use --workdir {workdir}: {e.strerror or e} ({e.filename or workdir})")
+
+
+def _fail_logged(logger, message: str, code: int):
+    """`fail`, with the message also in WORKDIR/output.log (not repeated on stderr)."""
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+    fail(message, code)
+
+
+@contextlib.contextmanager
+def _one_line_errors(logger):
+    """File-system errors (no space, read-only, not a directory) become one `error:` line with
+    the path; any other crash is logged with its traceback to output.log before it propagates."""
+    try:
+        yield
+    except OSError as e:
+        _fail_logged(logger, f"{e.strerror or e}: {e.filename or ''}".rstrip(": "), 1)
+    except Exception:
+        logger.exception("The run crashed")
+        raise
 
 
 def evaluate_main(argv: Optional[List[str]] = None):
@@ -133,12 +180,12 @@ def evaluate_main(argv: Optional[List[str]] = None):
         fail(f"workdir {values.workdir} does not exist")
 
     from wscrl_jax import experiment
-    from wscrl_jax.tracking import setup_logging
     from wscrl_jax.train.checkpoint import CheckpointError
 
+    logger = _prepare_workdir(values.workdir)
     enable_compilation_cache()
-    setup_logging(values.workdir)
-    try:
-        experiment.evaluate_workdir(values.workdir, values.member, values.step)
-    except CheckpointError as e:
-        fail(str(e))
+    with _one_line_errors(logger):
+        try:
+            experiment.evaluate_workdir(values.workdir, values.member, values.step)
+        except CheckpointError as e:
+            _fail_logged(logger, str(e), 2)

@@ -5,19 +5,21 @@ without sweep fields it is a sweep of one (config.seed, config.data.nature.seed)
 the same command resumes from the latest checkpoint in WORKDIR/checkpoints.
 """
 
+import json
 import logging
 import os
 import time
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import jax
 import ml_collections
 import numpy as np
 
 from wscrl_jax.methods import get_method
-from wscrl_jax.tracking import TrainMetricsWriter, write_csv_atomic
+from wscrl_jax.tracking import TrainMetricsWriter, read_csv, write_csv_atomic
 from wscrl_jax.train import checkpoint
-from wscrl_jax.train.loop import train
+from wscrl_jax.train.loop import steps_per_epoch, train
+from wscrl_jax.train.preemption import Interrupted
 from wscrl_jax.train.sharding import member_sharding, shard_members
 from wscrl_jax.train.state import init_states, member, stack_members
 from wscrl_jax.train.sweep import grid_points, sweep_members
@@ -55,10 +57,82 @@ def run_grid(config, workdir: str, progress: bool = True):
     return rows
 
 
-def run(config, workdir: str, progress: bool = True):
+# What a resumed run may change without --allow_config_change: keys that do not change what
+# the checkpoint's members have learned. `training.epochs` trains longer (or stops earlier);
+# schedules defined over training.epochs are then evaluated for the new length.
+RESUME_SAFE_KEYS = ("training.epochs", "training.steps_per_call", "training.nan_limit")
+RESUME_SAFE_SECTIONS = ("eval.", "checkpoint.")
+
+
+def _flat(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_changes(saved: dict, config) -> Tuple[List[str], List[str]]:
+    """Keys whose values differ between a checkpoint's config (its JSON dict) and `config`:
+    (keys that change training, keys in RESUME_SAFE_KEYS / RESUME_SAFE_SECTIONS)."""
+    old, new = _flat(saved), _flat(json.loads(config.to_json_best_effort()))
+    unset = object()
+    changed = sorted(k for k in set(old) | set(new) if old.get(k, unset) != new.get(k, unset))
+    safe = [k for k in changed if k in RESUME_SAFE_KEYS or k.startswith(RESUME_SAFE_SECTIONS)]
+    return [k for k in changed if k not in safe], safe
+
+
+def check_resume_config(saved: dict, config, workdir: str, step: int,
+                        allow_config_change: bool) -> bool:
+    """Refuses (CheckpointError, one line) to resume a checkpoint under a config that differs in
+    keys that change training, unless allowed (then logged). Returns True if anything differs."""
+    unsafe, safe = config_changes(saved, config)
+    if safe:
+        log.info("Resuming at step %d with changed %s", step, ", ".join(safe))
+    if unsafe and not allow_config_change:
+        shown = ", ".join(unsafe[:6]) + (f" and {len(unsafe) - 6} more" if len(unsafe) > 6 else "")
+        raise checkpoint.CheckpointError(
+            f"the config differs from the one the checkpoints in {workdir} were trained with, in "
+            f"{shown}; rerun with that config (WORKDIR/config.json), use a new --workdir, or pass "
+            "--allow_config_change")
+    if unsafe:
+        log.warning("Resuming at step %d with a changed config (--allow_config_change): %s", step,
+                    ", ".join(unsafe))
+    return bool(unsafe or safe)
+
+
+def write_config(workdir: str, config, resumed_step: Optional[int], changed: bool):
+    """WORKDIR/config.json for a new run (or an unchanged resume); a changed resume writes
+    config_resumed_step<S>.json and keeps the config the checkpoints belong to."""
+    name = f"config_resumed_step{resumed_step}.json" if changed else "config.json"
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, name)
+    with open(path + ".tmp", "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+    os.replace(path + ".tmp", path)
+
+
+def _trained_out(method, state, train_data, config) -> bool:
+    """True when training has nothing left to do: the last epoch is done, or the method says so
+    (e.g. every member early-stopped)."""
+    n = int(jax.tree_util.tree_leaves(train_data)[0].shape[1])
+    total = config.training.epochs * steps_per_epoch(n, config.training.batchsize)
+    return int(np.asarray(state.step)[0]) >= total or method.finished(state)
+
+
+def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
+        allow_config_change: bool = False, reevaluate: bool = False):
     """Trains (resuming if a checkpoint exists) and evaluates; writes
     WORKDIR/metrics/test_metrics.csv. Returns the metric rows. A non-empty `sweep.grid` runs
-    the grid (`run_grid`)."""
+    the grid (`run_grid`).
+
+    Resuming checks the config against the checkpoint's (`check_resume_config`). A workdir
+    whose training is finished and whose metrics exist is not evaluated again unless
+    `reevaluate`. stop_requested: see `train.loop.train`; on a stop request the state is
+    checkpointed and `Interrupted` propagates.
+    """
     if config.get("sweep", {}).get("grid"):
         return run_grid(config, workdir, progress)
     members = sweep_members(config)
@@ -69,14 +143,29 @@ def run(config, workdir: str, progress: bool = True):
     train_data = {k: data[method.train_split][k] for k in method.train_inputs}
     log.info("Data and model ready in %.1f s", time.time() - start)
 
-    resumed = checkpoint.latest_step(workdir)
-    if resumed is not None:
-        saved = checkpoint.restore_meta(workdir, resumed)
-        if [tuple(m) for m in saved["members"]] != members:
+    changed = [False]
+
+    def check_members_and_config(meta):
+        if [tuple(m) for m in meta["members"]] != members:
             raise checkpoint.CheckpointError(
-                f"{checkpoint.checkpoint_dir(workdir)} holds members {saved['members']}, not "
+                f"{checkpoint.checkpoint_dir(workdir)} holds members {meta['members']}, not "
                 f"{members}; use a new --workdir or the same sweep")
-        state = checkpoint.restore_state(workdir, state, resumed)
+        changed[0] = check_resume_config(meta["config"], config, workdir, meta["step"],
+                                         allow_config_change)
+        return state
+
+    # the newest checkpoint that passes its checksums; corrupt ones are moved aside
+    restored = checkpoint.restore_latest_intact(workdir, check_members_and_config)
+    resumed = None if restored is None else restored[0]
+    write_config(workdir, config, resumed, changed[0])
+    if restored is not None:
+        state = restored[1]
+        metrics_path = os.path.join(workdir, "metrics", "test_metrics.csv")
+        if not reevaluate and os.path.exists(metrics_path) and _trained_out(
+                method, state, train_data, config):
+            log.info("This workdir finished training at step %d and its metrics are in %s; "
+                     "pass --reevaluate to evaluate it again", resumed, metrics_path)
+            return read_csv(metrics_path)
         log.info("Resuming from the checkpoint at step %d", resumed)
 
     ck = config.checkpoint
@@ -93,8 +182,16 @@ def run(config, workdir: str, progress: bool = True):
 
     try:
         start = time.time()
-        state = train(method, state, train_data, config, progress=progress,
-                      on_call_end=on_call_end, eval_data=data)
+        try:
+            state = train(method, state, train_data, config, progress=progress,
+                          on_call_end=on_call_end, eval_data=data, stop_requested=stop_requested)
+        except Interrupted as e:
+            if e.step not in manager.all_steps():
+                checkpoint.save(manager, e.step, e.state, config, members, force=True)
+            manager.wait_until_finished()
+            log.warning("Stopped by %s at step %d; checkpoint saved. Rerun the same command "
+                        "to resume.", e.signal_name, e.step)
+            raise
         jax.block_until_ready(state)
         elapsed = time.time() - start
         final_step = int(np.asarray(state.step)[0])
@@ -118,17 +215,25 @@ def evaluate_workdir(workdir: str, only: Optional[int] = None, step: Optional[in
     Writes metrics/test_metrics.csv for all members at the latest step, otherwise
     metrics/test_metrics_member<K>[_step<S>].csv, so earlier files are never overwritten.
     """
-    meta = checkpoint.restore_meta(workdir, step)
-    config = ml_collections.ConfigDict(meta["config"])
-    members = [tuple(m) for m in meta["members"]]
-    if only is not None and not 0 <= only < len(members):
-        raise checkpoint.CheckpointError(
-            f"--member {only} is out of range: the checkpoint has {len(members)} members")
-    method, data, template = build(config, members)
-    initial = start_metrics(method, template.params, data, len(members))
-    state = checkpoint.restore_state(workdir, template, meta["step"])
+    latest = checkpoint.latest_step(workdir)  # before corrupt steps are moved aside
+    built = {}  # method, data and template for the config of the step being tried
+
+    def template(meta):
+        members = [tuple(m) for m in meta["members"]]
+        if only is not None and not 0 <= only < len(members):
+            raise checkpoint.CheckpointError(
+                f"--member {only} is out of range: the checkpoint has {len(members)} members")
+        key = json.dumps([meta["config"], members], sort_keys=True)
+        if built.get("key") != key:
+            config = ml_collections.ConfigDict(meta["config"])
+            built.update(key=key, config=config, members=members, run=build(config, members))
+        return built["run"][2]
+
+    _, state, meta = checkpoint.restore_latest_intact(workdir, template, step, required=True)
+    config, members, (method, data, template_state) = (built["config"], built["members"],
+                                                       built["run"])
+    initial = start_metrics(method, template_state.params, data, len(members))
     log.info("Restored the checkpoint at step %d (%d members)", meta["step"], len(members))
-    latest = checkpoint.latest_step(workdir)
     name = "test_metrics"
     if only is not None:
         name += f"_member{only}"

@@ -10,7 +10,9 @@ from typing import Dict
 import jax.numpy as jnp
 
 from wscrl_jax.causal.graphs import GRAPH_MODES
-from wscrl_jax.config_checks import check_shared_training, one_of, positive_int, require
+from wscrl_jax.config_checks import (SEED_LIMIT, batch_fits, boolean, check_shared_training,
+                                     finite_number, is_int, one_of, optional_int, positive_int,
+                                     require)
 from wscrl_jax.data.scaling import CAUSAL_EFFECTS, NATURE_RNGS, SPLITS, make_scaling_data
 from wscrl_jax.lcm.betavae import BetaVAE
 from wscrl_jax.lcm.evaluate import evaluate_lcm
@@ -78,53 +80,113 @@ class LCMMethod(Method):
     # ------------------------------------------------------------------ config
     @classmethod
     def validate_config(cls, c):
-        one_of(c.data.dataset, ("scaling",), "data.dataset")
-        positive_int(c.data.dim_z, "data.dim_z", 2)
-        require(c.data.dim_x == c.data.dim_z,
-                f"data.dim_x={c.data.dim_x} must equal data.dim_z={c.data.dim_z} for scaling "
-                "data")
+        """A scaling config (configs/scaling.py) at one grid point: every key the model, the
+        data, the schedules and the evaluation read (the sweep is `methods.validate_config`'s)."""
+        d = c.data
+        one_of(d.dataset, ("scaling",), "data.dataset")
+        positive_int(d.dim_z, "data.dim_z", 2)
+        require(d.dim_x == d.dim_z,
+                f"data.dim_x={d.dim_x} must equal data.dim_z={d.dim_z} for scaling data")
         for split in ("train", "val", "test"):
-            positive_int(c.data.samples[split], f"data.samples.{split}")
-        one_of(c.data.nature.mode, GRAPH_MODES, "data.nature.mode")
-        one_of(c.data.nature.causal_effects, CAUSAL_EFFECTS, "data.nature.causal_effects")
-        one_of(c.data.nature.rng, NATURE_RNGS, "data.nature.rng")
-        require(c.data.nature.observation_noise is None or c.data.nature.observation_noise >= 0,
-                "data.nature.observation_noise must be >= 0")
+            positive_int(d.samples[split], f"data.samples.{split}")
+        one_of(d.nature.mode, GRAPH_MODES, "data.nature.mode")
+        one_of(d.nature.causal_effects, CAUSAL_EFFECTS, "data.nature.causal_effects")
+        one_of(d.nature.rng, NATURE_RNGS, "data.nature.rng")
+        finite_number(d.nature.manifold_thickness, "data.nature.manifold_thickness", 0)
+        finite_number(d.nature.observation_noise, "data.nature.observation_noise", 0,
+                      allow_none=True, unset="no noise")
 
         m = c.model
         one_of(m.type, MODEL_TYPES, "model.type")
+        boolean(m.fix_entropy_weighting, "model.fix_entropy_weighting")
         if m.type == "intervention_noise_vae":
             one_of(m.scm.type, ("mlp",), "model.scm.type")
             one_of(m.scm.adjacency_matrix, tuple(ADJACENCY_TO_STRUCTURE),
                    "model.scm.adjacency_matrix")
             one_of(m.intervention_encoder.type, INTERVENTION_ENCODERS,
                    "model.intervention_encoder.type")
+            if m.intervention_encoder.type == "mlp":
+                positive_int(m.intervention_encoder.hidden_units,
+                             "model.intervention_encoder.hidden_units")
+                positive_int(m.intervention_encoder.hidden_layers,
+                             "model.intervention_encoder.hidden_layers", 0)
             one_of(m.averaging_strategy, AVERAGING_STRATEGIES, "model.averaging_strategy")
+            boolean(m.scm.homoskedastic, "model.scm.homoskedastic")
+            finite_number(m.scm.manifold_thickness, "model.scm.manifold_thickness", 0)
             positive_int(m.scm.hidden_units, "model.scm.hidden_units")
             positive_int(m.scm.hidden_layers, "model.scm.hidden_layers", 0)
-            require(m.scm.min_std > 0, "model.scm.min_std must be > 0")
+            finite_number(m.scm.min_std, "model.scm.min_std", 0, exclusive=True)
         else:
             one_of(m.scm.type, ("unstructured",), "model.scm.type")
         for name in ("encoder", "decoder"):
-            one_of(m[name].type, ("mlp",), f"model.{name}.type")
-            positive_int(m[name].hidden_units, f"model.{name}.hidden_units")
-            positive_int(m[name].hidden_layers, f"model.{name}.hidden_layers", 1)
-            require(m[name].std > m[name].min_std >= 0,
-                    f"model.{name}.std must exceed model.{name}.min_std >= 0")
+            g = m[name]
+            one_of(g.type, ("mlp",), f"model.{name}.type")
+            positive_int(g.hidden_units, f"model.{name}.hidden_units")
+            positive_int(g.hidden_layers, f"model.{name}.hidden_layers", 1)
+            finite_number(g.min_std, f"model.{name}.min_std", 0)
+            finite_number(g.std, f"model.{name}.std", 0, exclusive=True)
+            require(g.std > g.min_std, f"model.{name}.std={g.std!r} must exceed "
+                    f"model.{name}.min_std={g.min_std!r}")
+            boolean(g.fix_std, f"model.{name}.fix_std")
 
         t = c.training
         check_shared_training(t)
+        batch_fits(t.batchsize, d.samples.train, "data.samples.train")
         positive_int(t.iwae_samples, "training.iwae_samples")
+        boolean(t.full_likelihood, "training.full_likelihood")
         one_of(t.likelihood_reduction, ("sum", "mean"), "training.likelihood_reduction")
-        one_of(t.lr_schedule.type, LR_SCHEDULE_TYPES, "training.lr_schedule.type")
-        for key in SCHEDULED_WEIGHTS + ("manifold_thickness",):
-            one_of(t[f"{key}_schedule"].type, STEP_SCHEDULE_TYPES,
-                   f"training.{key}_schedule.type")
+        optional_int(t.pretrain_epochs, "training.pretrain_epochs", unset="no pretraining")
+        finite_number(t.pretrain_beta, "training.pretrain_beta", 0)
+        optional_int(t.model_interventions_after_epoch, "training.model_interventions_after_epoch",
+                     unset="from the start")
+        optional_int(t.deterministic_intervention_encoder_after_epoch,
+                     "training.deterministic_intervention_encoder_after_epoch")
         for key in ("freeze_encoder_epoch", "fix_topological_order_epoch"):
+            optional_int(t[key], f"training.{key}")
             require(t[key] is None or t[key] >= t.epochs,
                     f"training.{key}={t[key]} is not supported yet; leave it unset (never)")
-        one_of(c.eval.eval_partition, SPLITS, "eval.eval_partition")
-        one_of(c.eval.likelihood_reduction, ("sum", "mean"), "eval.likelihood_reduction")
+        finite_number(t.increase_intervention_beta, "training.increase_intervention_beta", 0)
+        lr, key = t.lr_schedule, "training.lr_schedule"  # train/schedules.py: lr_schedule
+        one_of(lr.type, LR_SCHEDULE_TYPES, f"{key}.type")
+        finite_number(lr.initial, f"{key}.initial", 0, exclusive=True)
+        finite_number(lr.minimal, f"{key}.minimal", 0, allow_none=True, unset="0")
+        if lr.type.startswith("cosine_restarts"):
+            positive_int(lr.restart_every_epochs, f"{key}.restart_every_epochs")
+            finite_number(lr.increase_period_by_factor, f"{key}.increase_period_by_factor", 1,
+                          allow_none=True, unset="1")
+        if lr.type == "cosine_restarts_reset":
+            factor = lr.increase_period_by_factor
+            require(factor is None or factor == 1,
+                    f"{key}.increase_period_by_factor={factor!r} is not supported with "
+                    "cosine_restarts_reset (the reference resets every restart_every_epochs); "
+                    "use 1 or type cosine_restarts")
+        if lr.type == "step":
+            positive_int(lr.step_every_epochs, f"{key}.step_every_epochs")
+            finite_number(lr.step_gamma, f"{key}.step_gamma", 0, exclusive=True)
+        # Loss-weight schedules (train/schedules.py: step_schedule): finite values, > 0 for the
+        # log-space (exponential) types, else >= 0 except the entropy term, a bonus (> 0) or a
+        # penalty (< 0); epochs >= 0.
+        for name in SCHEDULED_WEIGHTS + ("manifold_thickness",):
+            sc, key = t[f"{name}_schedule"], f"training.{name}_schedule"
+            one_of(sc.type, STEP_SCHEDULE_TYPES, f"{key}.type")
+            signed = name == "intervention_entropy_regularization"
+            for value in ("initial", "final"):
+                if "exponential" in sc.type:
+                    finite_number(sc[value], f"{key}.{value}", 0, exclusive=True)
+                else:
+                    finite_number(sc[value], f"{key}.{value}", None if signed else 0)
+            for epochs in ("initial_constant_epochs", "decay_epochs"):
+                finite_number(sc[epochs], f"{key}.{epochs}", 0, allow_none=True, unset="0")
+
+        e = c.eval
+        one_of(e.eval_partition, SPLITS, "eval.eval_partition")
+        finite_number(e.beta, "eval.beta", 0)
+        boolean(e.full_likelihood, "eval.full_likelihood")
+        one_of(e.likelihood_reduction, ("sum", "mean"), "eval.likelihood_reduction")
+        require(e.dci_random_state is None or (is_int(e.dci_random_state)
+                                               and 0 <= e.dci_random_state < SEED_LIMIT),
+                f"eval.dci_random_state={e.dci_random_state!r} must be an integer in [0, 2**32) "
+                "or unset (nondeterministic, as the reference)")
 
     # ------------------------------------------------------------------ data and init
     def make_data(self, data_seed: int) -> Dict[str, Dict[str, jnp.ndarray]]:

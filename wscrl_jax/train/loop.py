@@ -14,6 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from wscrl_jax.train.method import Method
+from wscrl_jax.train.preemption import Interrupted
 from wscrl_jax.train.state import TrainState
 from wscrl_jax.train.step import make_run_steps
 
@@ -29,13 +30,16 @@ def steps_per_epoch(num_samples: int, batch_size: int) -> int:
 
 
 def train(method: Method, state: TrainState, train_data, config, *, progress: bool = True,
-          on_call_end: Optional[Callable] = None, eval_data=None) -> TrainState:
+          on_call_end: Optional[Callable] = None, eval_data=None,
+          stop_requested: Optional[Callable[[], Optional[str]]] = None) -> TrainState:
     """Trains all members from `state.step` to the end of `training.epochs`.
 
     train_data: {name: [members, N, ...]} on device. on_call_end(state, stats) runs on the host
     after every compiled call (checkpointing, metric files); eval_data: the run's {split:
     {name: [members, ...]}}, passed to `method.end_epoch`. The method's hooks
     (`train/method.py`) decide phases, optimizer resets, epoch ends and early finishing.
+    stop_requested() is checked after each call (after `on_call_end`): a name it returns (e.g.
+    a `preemption.StopRequest`'s signal) raises `Interrupted` with the state at that boundary.
     """
     tr = config.training
     n = int(jax.tree_util.tree_leaves(train_data)[0].shape[1])
@@ -86,5 +90,9 @@ def train(method: Method, state: TrainState, train_data, config, *, progress: bo
                         "(counts per member: %s)", step, nan_count.tolist())
         if on_call_end is not None:
             on_call_end(state, {"step": step, "epoch": epoch, "loss": mean_loss})
+        stop = stop_requested() if stop_requested is not None else None
+        if stop:
+            bar.close()
+            raise Interrupted(state, step, stop)
     bar.close()
     return state
