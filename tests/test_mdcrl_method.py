@@ -3,6 +3,7 @@ end-to-end runs (linear min-max learns; stage 1 -> stage 2 pipeline; clear stage
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -15,7 +16,7 @@ import pytest
 from conftest import ROOT, load_config
 from wscrl_jax import experiment
 from wscrl_jax.config_checks import ConfigError
-from wscrl_jax.data.encoded import load_encoded_splits
+from wscrl_jax.data.encoded import Stage1OutputMissing, load_encoded_splits
 from wscrl_jax.mdcrl import method as mm
 from wscrl_jax.mdcrl.autoencoders import LinearAE, PolyAE
 from wscrl_jax.methods import validate_config
@@ -341,3 +342,13 @@ def test_grid_sweep_parsing_and_validation():
     c.sweep.grid = "data.zdim=4"
     with pytest.raises(ConfigError, match="unknown key"):
         validate_config(c)
+
+
+def test_truncated_stage1_codes_are_one_clear_error(two_stage, tmp_path):
+    w1, _, _ = two_stage
+    copy = tmp_path / "w1"
+    shutil.copytree(w1, copy)
+    codes = copy / "encoded" / "member0.npz"
+    codes.write_bytes(codes.read_bytes()[: codes.stat().st_size // 2])
+    with pytest.raises(Stage1OutputMissing, match="cannot be read.*rerun stage 1"):
+        load_encoded_splits(str(copy), 0)

@@ -19,6 +19,7 @@ Files:
 
 import json
 import os
+import zipfile
 
 import jax.numpy as jnp
 import numpy as np
@@ -106,8 +107,15 @@ def load_encoded_splits(workdir: str, member_index: int, per_split: bool = True)
     if not os.path.isfile(path):
         raise Stage1OutputMissing(f"{path} is missing (stage 1 has {len(meta['members'])} "
                                   "member(s); check data.stage1_member)")
-    with np.load(path) as f:
-        arrays = dict(f)
+    try:
+        with np.load(path) as f:
+            arrays = dict(f)
+        missing = [f"{kind}_{split}" for split in meta["splits"]
+                   for kind in ("z_hat", "z", "domain") if f"{kind}_{split}" not in arrays]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise Stage1OutputMissing(f"{path} cannot be read ({e}); rerun stage 1") from None
+    if missing:
+        raise Stage1OutputMissing(f"{path} lacks {', '.join(missing)}; rerun stage 1")
     lo_tr, hi_tr = arrays["z_hat_train"].min(), arrays["z_hat_train"].max()
     out = {}
     for split in meta["splits"]:
