@@ -47,7 +47,7 @@ KeyLike = Union[int, Array]
 
 SPLITS = ("train", "valid", "test")
 
-_ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+MLP_ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "relu": jax.nn.relu,
     "leaky_relu": lambda h: jax.nn.leaky_relu(h, 0.01),  # torch default slope
     "tanh": jnp.tanh,
@@ -131,8 +131,8 @@ class MixingDataConfig:
             )
         if not self.linear and self.non_linearity == "polynomial" and self.polynomial_degree < 1:
             raise ValueError("polynomial_degree must be >= 1")
-        if self.mlp_activation not in _ACTIVATIONS:
-            raise ValueError(f"mlp_activation must be one of {sorted(_ACTIVATIONS)}")
+        if self.mlp_activation not in MLP_ACTIVATIONS:
+            raise ValueError(f"mlp_activation must be one of {sorted(MLP_ACTIVATIONS)}")
         if self.generation_strategy == "manual":
             if self.domain_lengths is None or len(self.domain_lengths) != self.num_domains:
                 raise ValueError("manual generation needs one domain_lengths entry per domain")
@@ -281,7 +281,7 @@ def apply_mixing(
     if cfg.linear:
         return z @ mixing["G"], None
     if cfg.non_linearity == "mlp":
-        act = _ACTIVATIONS[cfg.mlp_activation]
+        act = MLP_ACTIVATIONS[cfg.mlp_activation]
         h = act(z @ mixing["w1"] + mixing["b1"])
         return h @ mixing["w2"] + mixing["b2"], None
     feats = polynomial_features(z, cfg.polynomial_degree)

@@ -16,7 +16,6 @@ last epoch's training codes. Penalties: `penalties.py`, `mmd.py`; metrics: `eval
 
 import logging
 import math
-import numbers
 from functools import partial
 from typing import Dict
 
@@ -24,32 +23,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wscrl_jax.config_checks import (ConfigError, batch_fits, boolean, check_shared_training,
-                                     finite_number, flag, is_int, number_pair, one_of,
-                                     optional_int, positive_int, require)
-from wscrl_jax.data.encoded import (Stage1OutputMissing, encoded_dir, load_encoded_splits,
+from wscrl_jax.data.encoded import (encoded_dir, load_encoded_splits,
                                     read_encoded_meta, write_encoded, write_encoded_meta)
-from wscrl_jax.data.mixing import _ACTIVATIONS as MIXING_ACTIVATIONS
 from wscrl_jax.data.mixing import make_mixing_splits, mixing_data_config
 from wscrl_jax.mdcrl import evaluate as mdcrl_eval
-from wscrl_jax.mdcrl.autoencoders import AUTOENCODERS, build_autoencoder
+from wscrl_jax.mdcrl.autoencoders import build_autoencoder
+from wscrl_jax.mdcrl.config import validate
 from wscrl_jax.mdcrl.mmd import auto_mmd_capacity, mmd_rows_beyond_capacity
-from wscrl_jax.mdcrl.penalties import (LOSS_TRANSFORMS, hinge_loss, penalty_terms,
+from wscrl_jax.mdcrl.penalties import (hinge_loss, penalty_terms,
                                        penalty_warmup_weight)
 from wscrl_jax.nn.init import torch_uniform
 from wscrl_jax.train.callbacks import (early_stopping_state, early_stopping_update,
                                        plateau_state, plateau_update)
 from wscrl_jax.train.method import Method
 from wscrl_jax.train.optim import torch_adam
-from wscrl_jax.train.schedules import TRANSFORMERS_SCHEDULE_TYPES, transformers_lr_multiplier
+from wscrl_jax.train.schedules import transformers_lr_multiplier
 
 log = logging.getLogger("wscrl_jax")
 
-DATASETS = ("mixing", "encoded")
-SCHEDULERS = ("reduce_on_plateau", "none") + TRANSFORMERS_SCHEDULE_TYPES
-OPTIMIZERS = ("adam", "adamw")
-ENCODED_TRAIN_CODES = ("online", "final")
-MEMBER_LOOPS = ("auto", "vmap", "sequential")
 
 
 def resolve_member_loop(choice: str, adaptive_mmd: bool) -> str:
@@ -122,164 +113,7 @@ class MDCRLMethod(Method):
     # ------------------------------------------------------------------ config
     @classmethod
     def validate_config(cls, c):
-        """An MD-CRL mixing config (configs/md_mixing.py) at one grid point: every key the data,
-        the model, the optimiser, the scheduler and the trainer read (the sweep is
-        `methods.validate_config`'s). Stage 2 also checks that data.stage1_workdir holds
-        stage-1 output and sizes its batch by that output."""
-        d, m, t = c.data, c.model, c.training
-        one_of(d.dataset, DATASETS, "data.dataset")
-        one_of(m.autoencoder, AUTOENCODERS, "model.autoencoder")
-        check_shared_training(t)
-        if d.dataset == "encoded":
-            try:
-                meta = read_encoded_meta(d.stage1_workdir)
-                members = len(meta["members"])
-                n_train, x_dim = int(meta["splits"]["train"]), int(meta["latent_dim"])
-            except Stage1OutputMissing as e:
-                raise ConfigError(str(e)) from None
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                raise ConfigError(f"data.stage1_workdir={d.stage1_workdir!r} holds unreadable "
-                                  f"stage-1 metadata (encoded/meta.json: {e!r}); rerun stage 1"
-                                  ) from None
-            positive_int(d.stage1_member, "data.stage1_member", 0)
-            require(d.stage1_member < members,
-                    f"data.stage1_member={d.stage1_member} is out of range: stage 1 has "
-                    f"{members} member(s)")
-            boolean(d.normalize_per_split, "data.normalize_per_split")
-            finite_number(m.z_dim_invariant_fraction, "model.z_dim_invariant_fraction", 0,
-                          exclusive=True, maximum=1)
-            d_inv = int(x_dim * m.z_dim_invariant_fraction)
-            batch_fits(t.batchsize, n_train,
-                       f"the stage-1 training split in {d.stage1_workdir}/encoded/meta.json")
-            split_keys = f"int(stage-1 latent_dim {x_dim} * model.z_dim_invariant_fraction)"
-        else:
-            one_of(d.generation_strategy, ("auto", "manual"), "data.generation_strategy")
-            positive_int(d.num_domains, "data.num_domains")
-            positive_int(d.z_dim, "data.z_dim")
-            optional_int(d.z_dim_invariant, "data.z_dim_invariant", 0, unset="z_dim // 2")
-            require(d.z_dim_invariant is None or d.z_dim_invariant <= d.z_dim,
-                    f"data.z_dim_invariant={d.z_dim_invariant} must be <= data.z_dim={d.z_dim}")
-            optional_int(d.x_dim, "data.x_dim", 1, unset="2 * z_dim")
-            x_dim = 2 * d.z_dim if d.x_dim is None else d.x_dim
-            boolean(d.linear, "data.linear")
-            if not d.linear:
-                one_of(d.non_linearity, ("polynomial", "mlp"), "data.non_linearity")
-            one_of(d.mlp_activation, tuple(MIXING_ACTIVATIONS), "data.mlp_activation")
-            boolean(d.correlated_z, "data.correlated_z")
-            finite_number(d.corr_prob, "data.corr_prob", 0, maximum=1)
-            boolean(d.test_shares_distribution, "data.test_shares_distribution")
-            number_pair(d.invariant_dist_params, "data.invariant_dist_params")
-            if d.generation_strategy == "auto":
-                number_pair(d.domain_dist_ranges, "data.domain_dist_ranges")
-            else:
-                lengths, ranges, n_dom = d.domain_lengths, d.domain_dist_ranges, d.num_domains
-                require(isinstance(lengths, (list, tuple)) and len(lengths) == n_dom and all(
-                    isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0 for v in lengths)
-                    and sum(lengths) <= 1 + 1e-6,
-                    f"data.domain_lengths={lengths!r} must be {n_dom} fractions >= 0 (one per "
-                    "domain, data.num_domains) summing to at most 1")
-                require(isinstance(ranges, (list, tuple)) and len(ranges) == n_dom,
-                        f"data.domain_dist_ranges={ranges!r} must be {n_dom} pairs (low, high), "
-                        "one per domain (data.num_domains), for manual generation")
-                for i, pair in enumerate(ranges):
-                    number_pair(pair, f"data.domain_dist_ranges[{i}]")
-            ns = d.num_samples
-            positive_int(ns.train, "data.num_samples.train")
-            positive_int(ns.valid, "data.num_samples.valid", 2)
-            positive_int(ns.test, "data.num_samples.test", 0)
-            n_train = ns.train - ns.valid
-            require(n_train >= 2, f"data.num_samples.train={ns.train} minus "
-                    f"data.num_samples.valid={ns.valid} leaves {n_train} training rows; need at "
-                    "least 2")
-            for split in ("train", "test"):
-                require(ns[split] == 0 or ns[split] >= d.num_domains,
-                        f"data.num_samples.{split}={ns[split]} is fewer rows than "
-                        f"data.num_domains={d.num_domains}: some domains would be empty")
-            batch_fits(t.batchsize, n_train,
-                       "data.num_samples.train - data.num_samples.valid")
-            positive_int(m.mismatch_dims, "model.mismatch_dims", 0)
-            boolean(m.save_encoded_data, "model.save_encoded_data")
-            one_of(m.get("encoded_train_codes", "online"), ENCODED_TRAIN_CODES,
-                   "model.encoded_train_codes")
-            z_inv = d.z_dim // 2 if d.z_dim_invariant is None else d.z_dim_invariant
-            d_inv = z_inv + m.mismatch_dims
-            split_keys = "data.z_dim_invariant + model.mismatch_dims"
-        if m.autoencoder == "poly" or (d.dataset == "mixing" and not d.linear
-                                       and d.non_linearity == "polynomial"):
-            positive_int(d.polynomial_degree, "data.polynomial_degree")
-        if m.autoencoder == "poly":
-            require(x_dim >= 2, f"model.autoencoder='poly' needs an input dimension >= 2 (its "
-                    f"hidden width is x_dim // 2); the data has x_dim={x_dim}")
-        if d.dataset == "mixing":
-            try:  # the generator's own checks, should a case above be missing
-                mixing_data_config(d)
-            except (ValueError, TypeError) as e:
-                raise ConfigError(f"data: {e}") from None
-        hidden = m.mlp_hidden
-        require(isinstance(hidden, (list, tuple)) and all(is_int(h) and h >= 1 for h in hidden),
-                f"model.mlp_hidden={hidden!r} must be a tuple of hidden widths >= 1")
-        finite_number(m.mlp_negative_slope, "model.mlp_negative_slope")
-
-        # Penalties (mdcrl/penalties.py, mmd.py): flags, weights and their settings.
-        for name in ("minmax", "stddev", "mmd", "domain_classification"):
-            flag(m.penalty_criterion[name], f"model.penalty_criterion.{name}")
-        finite_number(m.penalty_weight, "model.penalty_weight", 0)
-        finite_number(m.hinge_loss_weight, "model.hinge_loss_weight", 0)
-        on = [k for k, v in m.penalty_criterion.items() if v] + (
-            ["hinge"] if m.hinge_loss_weight > 0 else [])
-        require(not on or d_inv >= 1, f"the penalties {on} need an invariant block of at least "
-                f"one dimension; {split_keys} gives {d_inv}")
-        boolean(m.warmup, "model.warmup")
-        positive_int(m.wait_steps, "model.wait_steps", 0)
-        positive_int(m.linear_steps, "model.linear_steps")
-        positive_int(m.top_k, "model.top_k")
-        one_of(m.loss_transform, LOSS_TRANSFORMS, "model.loss_transform")
-        boolean(m.skip_small_domains, "model.skip_small_domains")
-        boolean(m.skip_degenerate, "model.skip_degenerate")
-        finite_number(m.stddev_threshold, "model.stddev_threshold", 0)
-        finite_number(m.stddev_eps, "model.stddev_eps", 0, exclusive=True)
-        finite_number(m.mmd.kernel_multiplier, "model.mmd.kernel_multiplier", 0, exclusive=True)
-        positive_int(m.mmd.kernel_number, "model.mmd.kernel_number")
-        finite_number(m.mmd.fix_sigma, "model.mmd.fix_sigma", 0, allow_none=True,
-                      unset="adaptive bandwidth; 0 too")
-        optional_int(m.mmd.capacity, "model.mmd.capacity", 0,
-                     unset="automatic; 0: exact")
-
-        o = c.optimizer  # train/optim.py: torch_adam
-        one_of(o.type, OPTIMIZERS, "optimizer.type")
-        finite_number(o.lr, "optimizer.lr", 0, exclusive=True)
-        finite_number(o.weight_decay, "optimizer.weight_decay", 0)
-        finite_number(o.eps, "optimizer.eps", 0, exclusive=True)
-        finite_number(o.b1, "optimizer.b1", 0, maximum=1, exclusive_max=True)
-        finite_number(o.b2, "optimizer.b2", 0, maximum=1, exclusive_max=True)
-        sc = c.scheduler  # keys of the chosen type only
-        one_of(sc.type, SCHEDULERS, "scheduler.type")
-        if sc.type == "reduce_on_plateau":  # train/callbacks.py: torch ReduceLROnPlateau
-            finite_number(sc.factor, "scheduler.factor", 0, maximum=1, exclusive_max=True)
-            positive_int(sc.patience, "scheduler.patience", 0)
-            finite_number(sc.threshold, "scheduler.threshold", 0)
-            positive_int(sc.cooldown, "scheduler.cooldown", 0)
-            finite_number(sc.min_lr, "scheduler.min_lr", 0)
-            finite_number(sc.eps, "scheduler.eps", 0)
-        elif sc.type in TRANSFORMERS_SCHEDULE_TYPES:  # train/schedules.py
-            positive_int(sc.num_warmup_steps, "scheduler.num_warmup_steps", 0)
-            positive_int(sc.num_training_steps, "scheduler.num_training_steps")
-            if sc.type == "polynomial":  # transformers: lr_end must be below the initial lr
-                finite_number(sc.lr_end, "scheduler.lr_end", 0, maximum=o.lr,
-                              exclusive_max=True)
-                finite_number(sc.power, "scheduler.power", 0, exclusive=True)
-            if sc.type == "cosine_hard_restarts":
-                finite_number(sc.num_cycles, "scheduler.num_cycles", 0, exclusive=True)
-
-        positive_int(t.min_epochs, "training.min_epochs", 0)
-        boolean(t.shuffle, "training.shuffle")
-        one_of(t.get("member_loop", "vmap"), MEMBER_LOOPS, "training.member_loop")
-        es = t.early_stopping  # train/callbacks.py: Lightning EarlyStopping
-        boolean(es.enabled, "training.early_stopping.enabled")
-        positive_int(es.patience, "training.early_stopping.patience")
-        finite_number(es.min_delta, "training.early_stopping.min_delta", 0)
-        boolean(c.eval.domain_accuracy, "eval.domain_accuracy")
-        boolean(c.eval.stage2_reference_names, "eval.stage2_reference_names")
+        validate(c)
 
     # ------------------------------------------------------------------ data and init
     def make_data(self, data_seed: int) -> Dict[str, Dict[str, jnp.ndarray]]:
