@@ -127,6 +127,7 @@ def restore_latest_intact(workdir: str, template: Union[Callable[[dict], object]
         return None
     manager = make_manager(workdir, create=False)
     rejected = []
+    _silence_closed_loop_callbacks()  # before any read: stragglers of a failed one come late
     try:
         steps = sorted(manager.all_steps(), reverse=True)
         if step is not None:
@@ -142,7 +143,6 @@ def restore_latest_intact(workdir: str, template: Union[Callable[[dict], object]
             try:
                 meta = _read_meta(manager, candidate)
             except Exception as e:  # anything Orbax or json raise: unreadable
-                _silence_closed_loop_callbacks()
                 rejected.append(_reject(workdir, candidate, "unreadable",
                                         f"its meta cannot be read ({_one_line(e)})"))
                 continue
@@ -155,7 +155,6 @@ def restore_latest_intact(workdir: str, template: Union[Callable[[dict], object]
             try:
                 state = _read_state(manager, candidate, target)
             except Exception as e:  # anything Orbax or tensorstore raise
-                _silence_closed_loop_callbacks()
                 rejected.append(_reject(workdir, candidate, "unreadable",
                                         f"its state cannot be read ({_one_line(e)})"))
                 continue
@@ -300,18 +299,15 @@ def _silence_closed_loop_callbacks():
     """After a failed restore, the tensorstore reads Orbax still had in flight finish and call
     back into Orbax's event loop, already closed: Python prints each as an unraisable
     `RuntimeError: Event loop is closed` traceback (hundreds of lines for one bad file, after
-    our one-line warning). Drops exactly those; anything else goes to the previous hook."""
+    our one-line warning). Drops those (a RuntimeError "Event loop is closed" raised where
+    nothing can catch it); anything else goes to the previous hook."""
     previous = sys.unraisablehook
     if getattr(previous, "drops_closed_loop_callbacks", False):
         return
 
     def hook(unraisable):
-        last, tb = None, unraisable.exc_traceback
-        while tb is not None:
-            last, tb = tb, tb.tb_next
         if (unraisable.exc_type is RuntimeError
-                and str(unraisable.exc_value) == "Event loop is closed"
-                and last is not None and last.tb_frame.f_code.co_name == "_check_closed"):
+                and str(unraisable.exc_value) == "Event loop is closed"):
             return
         previous(unraisable)
 
