@@ -2,7 +2,8 @@
 
 One flags library (absl, with ml_collections config files) for both commands; config
 loading; one-line errors and exit codes: 2 for bad input (nothing is written), 1 for a run
-that fails (all members diverged, a checkpoint that does not match).
+that fails (all members diverged, no intact or no matching checkpoint, a file-system error),
+143 / 130 after SIGTERM / SIGINT (a checkpoint is saved first). docs/reliability.md lists them.
 """
 
 import contextlib
