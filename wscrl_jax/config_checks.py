@@ -1,7 +1,7 @@
 """Config checks that run before any work: a bad value is one clear message.
 
 The building blocks (`require`, `one_of`, `positive_int`, `optional_int`, `finite_number`,
-`boolean`, `flag`, `seed_list`, `unique_seeds`, `batch_fits`) and the checks of the sections
+`boolean`, `flag`, `seed_value`, `unique_seeds`, `batch_fits`) and the checks of the sections
 every config shares (`check_shared_training`, `check_checkpoint`). Each method checks its own
 sections in `Method.validate_config`, next to its allowed values; `methods.validate_config`
 runs both. Every message names the key, the bad value and what is allowed.
@@ -9,7 +9,6 @@ runs both. Every message names the key, the bad value and what is allowed.
 
 import math
 import numbers
-import re
 
 # Seeds become uint32 PRNG keys (`train/state.py`) and numpy generator seeds: anything outside
 # [0, 2**32) either fails there or silently collides with another seed.
@@ -104,38 +103,10 @@ def number_pair(value, key: str, ordered: bool = True):
 
 
 # ---------------------------------------------------------------- seeds and members
-_INT = re.compile(r"[+-]?\d+")
-
-
 def seed_value(value, key: str):
     """One seed: an integer in [0, 2**32)."""
     require(is_int(value) and 0 <= value < SEED_LIMIT,
             f"{key}={value!r} must be an integer seed in [0, 2**32)")
-
-
-def seed_list(value, key: str, alternative: str = ""):
-    """The seeds of `sweep.seeds` / `sweep.data_seeds`: comma-separated integers (a string), an
-    int, or a list/tuple of ints; empty -> []. Each must lie in [0, 2**32). Stricter than
-    `train.sweep.parse_seeds` (which it must agree with on every value it accepts): "1 2"
-    (read there as 12) and 1.5 (read there as 1) are errors here. `alternative` names another
-    allowed spelling, for the message (e.g. "'same'")."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return []
-    usage = (f"{key}={value!r} must be comma-separated integer seeds in [0, 2**32), e.g. "
-             f"'1,2,3'{f', or {alternative}' if alternative else ''}")
-    if is_int(value):
-        items = [value]
-    elif isinstance(value, (list, tuple)):
-        require(all(is_int(v) for v in value), usage)
-        items = list(value)
-    elif isinstance(value, str):
-        parts = [p.strip() for p in value.split(",") if p.strip()]
-        require(all(_INT.fullmatch(p) for p in parts), usage)
-        items = [int(p) for p in parts]
-    else:
-        raise ConfigError(usage)
-    require(all(0 <= s < SEED_LIMIT for s in items), usage)
-    return items
 
 
 def unique_seeds(seeds, key: str, value=None, what: str = "seed"):

@@ -2,14 +2,13 @@
 
 from typing import Type
 
-import ml_collections
 
-from wscrl_jax.config_checks import (ConfigError, check_checkpoint, one_of, require, seed_list,
+from wscrl_jax.config_checks import (SEED_LIMIT, ConfigError, check_checkpoint, one_of, require,
                                      seed_value, unique_seeds)
 from wscrl_jax.lcm.method import LCMMethod
 from wscrl_jax.mdcrl.method import MDCRLMethod
 from wscrl_jax.train.method import Method
-from wscrl_jax.train.sweep import grid_points, parse_grid
+from wscrl_jax.train.sweep import grid_points, parse_grid, parse_seeds
 
 METHODS = {"lcm": LCMMethod, "mdcrl": MDCRLMethod}
 
@@ -41,7 +40,7 @@ def check_members(config):
     integer seeds in [0, 2**32), none listed twice, so every member is a different (seed, data
     seed) pair (`train/sweep.py: sweep_members`)."""
     sweep = config.get("sweep", {})
-    seeds = seed_list(sweep.get("seeds"), "sweep.seeds")
+    seeds = _seeds(sweep.get("seeds"), "sweep.seeds")
     unique_seeds(seeds, "sweep.seeds", sweep.get("seeds"))
     if not seeds:
         seed_value(config.get("seed"), "seed")
@@ -49,7 +48,7 @@ def check_members(config):
     if data_seeds == "same":  # each member's data seed is its (unique) model seed
         return
     same = "'same' (each member's data seed = its model seed)"
-    parsed = seed_list(data_seeds, "sweep.data_seeds", same)
+    parsed = _seeds(data_seeds, "sweep.data_seeds", same)
     unique_seeds(parsed, "sweep.data_seeds", data_seeds, "data seed")
     if parsed:
         return
@@ -75,22 +74,25 @@ def check_grid(config):
                 f"sweep.grid={text!r}: the part {part!r} {usage}")
         require(not part or key not in keys, f"sweep.grid={text!r} sets {key} more than once")
         keys.append(key)
-    root = ml_collections.ConfigDict(config.to_dict())
     for key, values in parse_grid(text):
-        node = root
-        *path, leaf = key.split(".")
-        for p in path:
-            require(isinstance(node, ml_collections.ConfigDict) and p in node,
-                    f"sweep.grid names an unknown key {key!r}")
-            node = node[p]
-        require(isinstance(node, ml_collections.ConfigDict) and leaf in node,
-                f"sweep.grid names an unknown key {key!r}")
         for i, value in enumerate(values):
             require(value not in values[:i], f"sweep.grid lists {key}={value!r} more than once")
-            trial = ml_collections.ConfigDict(node.to_dict())  # as train/sweep.py sets it
-            try:
-                trial[leaf] = value
-            except (TypeError, ValueError):
-                raise ConfigError(f"sweep.grid sets {key}={value!r}, but {key} holds "
-                                  f"{type(node[leaf]).__name__} values (grid values are read as "
-                                  "int, float or string)") from None
+    try:
+        grid_points(config)
+    except KeyError as e:
+        raise ConfigError(f"sweep.grid names an unknown key {e}") from None
+    except TypeError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _seeds(value, key: str, alternative: str = ""):
+    """`sweep.seeds` / `sweep.data_seeds` parsed as the run will (`train.sweep.parse_seeds`),
+    each in [0, 2**32); one line naming the key otherwise."""
+    usage = (f"{key}={value!r} must be comma-separated integer seeds in [0, 2**32), e.g. "
+             f"'1,2,3'{f', or {alternative}' if alternative else ''}")
+    try:
+        seeds = parse_seeds(value)
+    except ValueError:
+        raise ConfigError(usage) from None
+    require(all(0 <= s < SEED_LIMIT for s in seeds), usage)
+    return seeds

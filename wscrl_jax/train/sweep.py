@@ -6,20 +6,31 @@ stacked state); each combination is a run of its own.
 """
 
 import itertools
+import numbers
+import re
 from typing import List, Tuple
 
 import ml_collections
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def parse_seeds(text) -> List[int]:
-    """'4901,4902' (or a tuple/int) -> [4901, 4902]; empty -> []."""
-    if text is None or text == "":
+    """'4901,4902' (or an int, or a list/tuple of ints) -> [4901, 4902]; empty -> []. Raises
+    ValueError for anything else ('1 2', '1.5', 'x')."""
+    if text is None or (isinstance(text, str) and not text.strip()):
         return []
-    if isinstance(text, int):
-        return [text]
-    if isinstance(text, (list, tuple)):
+    if _is_int(text):
+        return [int(text)]
+    if isinstance(text, (list, tuple)) and all(_is_int(s) for s in text):
         return [int(s) for s in text]
-    return [int(s) for s in str(text).replace(" ", "").split(",") if s]
+    if isinstance(text, str):
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        if all(re.fullmatch(r"[+-]?\d+", p) for p in parts):
+            return [int(p) for p in parts]
+    raise ValueError(f"not comma-separated integer seeds: {text!r}")
 
 
 def sweep_members(config) -> List[Tuple[int, int]]:
@@ -56,23 +67,29 @@ def parse_grid(text) -> List[Tuple[str, list]]:
 
 def grid_point_config(config, grid, values):
     """A copy of config with the grid keys set to `values` and the grid cleared; raises
-    KeyError for a key the config lacks."""
+    KeyError for a key the config lacks, TypeError for a value of the wrong type."""
     sub = ml_collections.ConfigDict(config.to_dict())
     sub.sweep.grid = ""
     for (key, _), value in zip(grid, values):
         node = sub
         *path, leaf = key.split(".")
-        for p in path:
-            node = node[p]
-        if leaf not in node:
-            raise KeyError(key)
-        node[leaf] = value
+        for p in path + [leaf]:
+            if not isinstance(node, ml_collections.ConfigDict) or p not in node:
+                raise KeyError(key)
+            parent, node = node, node[p]
+        try:
+            parent[leaf] = value
+        except (TypeError, ValueError):
+            raise TypeError(f"sweep.grid sets {key}={value!r}, but {key} holds "
+                            f"{type(node).__name__} values (grid values are read as int, "
+                            "float or string)") from None
     return sub
 
 
 def grid_points(config):
     """[({grid key: value}, config of that point), ...] for every combination of
-    `sweep.grid`; [] without a grid. Raises KeyError for a grid key the config lacks."""
+    `sweep.grid`; [] without a grid. Raises KeyError for a grid key the config lacks,
+    TypeError for a value of the wrong type."""
     grid = parse_grid(config.get("sweep", {}).get("grid"))
     if not grid:
         return []
