@@ -278,16 +278,10 @@ def test_rerun_after_garbled_bytes_falls_back(finished, template, workdir, caplo
                                 ["40-checksum", "60-unreadable"])
 
 
-def test_rerun_after_truncation_falls_back(finished, template, workdir, caplog):
-    truncate_largest(workdir, 60)
-    caplog.set_level(logging.INFO, "wscrl_jax")
-    rows = experiment.run(finished[0], workdir, progress=False)
-    assert "Resuming from the checkpoint at step 40" in caplog.text
-    assert_reran_to_same_result(finished, template, workdir, rows, caplog, ["60-unreadable"])
-
-
-def test_rerun_after_partial_deletion_falls_back(finished, template, workdir, caplog):
-    delete_state(workdir, 60)
+@pytest.mark.parametrize("damage", [truncate_largest, delete_state],
+                         ids=["truncation", "partial_deletion"])
+def test_rerun_after_damage_falls_back(damage, finished, template, workdir, caplog):
+    damage(workdir, 60)
     caplog.set_level(logging.INFO, "wscrl_jax")
     rows = experiment.run(finished[0], workdir, progress=False)
     assert "Resuming from the checkpoint at step 40" in caplog.text
