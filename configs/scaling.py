@@ -16,7 +16,6 @@ import types
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-
 # The sibling common.py, loaded by path: configs/ is not a package, and config files are
 # themselves loaded by path (config_flags and importlib both set __file__).
 common = types.SimpleNamespace(**runpy.run_path(
@@ -169,5 +168,6 @@ def get_config(arg=None):
     c.eval.beta = 1.0  # KL weight of the evaluation loss
     c.eval.full_likelihood = False  # True: evaluation decoder log-likelihoods keep 0.5 log 2 pi
     c.eval.likelihood_reduction = "sum"  # sum or mean over x dims
-    c.eval.dci_random_state = 0  # reference: None (nondeterministic tie-breaking)
+    c.eval.dci_backend = "jax"  # DCI's boosted trees: jax (on the device) or sklearn (on the host)
+    c.eval.dci_random_state = 0  # sklearn backend; reference: None (nondeterministic tie-breaking)
     return c

@@ -12,8 +12,10 @@ import time
 from typing import List, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from tqdm.auto import tqdm
 
 from wscrl_jax.methods import get_method
 from wscrl_jax.tracking import TrainMetricsWriter, read_csv, write_csv_atomic
@@ -206,10 +208,11 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
         writer.close()
     method.write_outputs(workdir, state, data, members)
     return evaluate_members(method, state, data, members, workdir, config,
-                            untrained=initial)
+                            untrained=initial, progress=progress)
 
 
-def evaluate_workdir(workdir: str, only: Optional[int] = None, step: Optional[int] = None):
+def evaluate_workdir(workdir: str, only: Optional[int] = None, step: Optional[int] = None,
+                     progress: bool = True):
     """Restores a checkpoint (latest, or `step`) and evaluates it without training.
 
     Writes metrics/test_metrics.csv for all members at the latest step, otherwise
@@ -240,7 +243,7 @@ def evaluate_workdir(workdir: str, only: Optional[int] = None, step: Optional[in
     if meta["step"] != latest:
         name += f"_step{meta['step']}"
     return evaluate_members(method, state, data, members, workdir, config, only, name + ".csv",
-                            untrained=initial)
+                            untrained=initial, progress=progress)
 
 
 def start_metrics(method, initial_params, data, num_members: int) -> List[dict]:
@@ -253,35 +256,38 @@ def start_metrics(method, initial_params, data, num_members: int) -> List[dict]:
 
 def evaluate_members(method, state, data, members, workdir, config,
                      only: Optional[int] = None, filename: str = "test_metrics.csv",
-                     untrained: Optional[List[dict]] = None):
-    """Evaluates every member (or member `only`), writes WORKDIR/metrics/<filename>.
-    untrained: per member, metrics of the untrained model (`start_metrics`) added to its row."""
+                     untrained: Optional[List[dict]] = None, progress: bool = True):
+    """Evaluates every member (or member `only`) together (`Method.evaluate_members`), writes
+    WORKDIR/metrics/<filename>. untrained: per member, metrics of the untrained model
+    (`start_metrics`) added to its row."""
+    indices = list(range(len(members))) if only is None else [only]
+    stacked = (state.params, state.model_state, data)
+    if only is not None:
+        stacked = jax.tree_util.tree_map(lambda a: a[only:only + 1], stacked)
+    keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(members[i][0]), 2) for i in indices])
+    start = time.time()
+    with tqdm(total=len(indices), disable=not progress, unit="stage", dynamic_ncols=True,
+              leave=False) as bar:
+        results = method.evaluate_members(*stacked, keys, bar)
+    log.info("Evaluated %d member(s) in %.1f s", len(indices), time.time() - start)
     rows = []
     headline = method.headline_metrics
     nan_counts = np.asarray(state.nan_count)
-    for index, (seed, data_seed) in enumerate(members):
-        if only is not None and index != only:
-            continue
-        start = time.time()
+    for index, metrics in zip(indices, results):
+        seed, data_seed = members[index]
         status = ("ok" if nan_counts[index] < config.training.nan_limit
                   else f"frozen after {int(nan_counts[index])} non-finite steps")
-        key = jax.random.fold_in(jax.random.PRNGKey(seed), 2)
-        try:
-            metrics = method.evaluate(member(state.params, index),
-                                      member(state.model_state, index), member(data, index), key)
-        except ValueError as e:  # e.g. non-finite codes of a member that never trained
-            log.warning("Member %d could not be evaluated: %s", index, e)
+        if isinstance(metrics, str):
+            log.warning("Member %d could not be evaluated: %s", index, metrics)
             metrics = {k: float("nan") for k in headline}
             status = f"{status}; not evaluated"
         if untrained is not None:
             metrics.update(untrained[index])
         if headline == ("causal_disentanglement",):
-            log.info("Member %d (seed %d, data seed %d) evaluated in %.1f s: causal "
-                     "disentanglement = %.2f", index, seed, data_seed, time.time() - start,
-                     metrics["causal_disentanglement"])
+            log.info("Member %d (seed %d, data seed %d): causal disentanglement = %.2f", index,
+                     seed, data_seed, metrics["causal_disentanglement"])
         else:
-            log.info("Member %d (seed %d, data seed %d) evaluated in %.1f s: %s", index, seed,
-                     data_seed, time.time() - start,
+            log.info("Member %d (seed %d, data seed %d): %s", index, seed, data_seed,
                      ", ".join(f"{k} = {metrics[k]:.4f}" for k in headline))
         rows.append({"seed": seed, "data_seed": data_seed, "status": status, **metrics})
     write_csv_atomic(os.path.join(workdir, "metrics", filename), rows)

@@ -10,7 +10,14 @@ Mirrors ``ws_crl/metrics.py: compute_dci`` of the PyTorch reference (Eastwood & 
 * disentanglement / completeness = importance-weighted ``1 - entropy`` of the rows / columns of
   ``R``, entropies in base ``d_true`` / ``d_model``.
 
-Differences from the reference, none of which change the numbers' meaning:
+Two backends fit the regressors (``eval.dci_backend``):
+
+* ``jax`` (default): ``wscrl_jax/eval/gbrt.py``, scikit-learn's trees written in JAX, every
+  member and factor of a sweep in one compiled call (:func:`compute_dci_members`);
+* ``sklearn``: scikit-learn itself, member by member.
+
+Differences of the scikit-learn backend from the reference, none of which change the numbers'
+meaning:
 
 * ``random_state`` defaults to 0 instead of None (see :func:`compute_dci`);
 * the per-factor regressors are fit concurrently in a thread pool (scikit-learn's tree building
@@ -26,14 +33,20 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
+from functools import partial
+from typing import List, Optional
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 from sklearn.ensemble import GradientBoostingRegressor
 from sklearn.metrics import mean_squared_error
 
+from wscrl_jax.eval import gbrt
+
 _EPS = 1.0e-12
+DCI_BACKENDS = ("jax", "sklearn")
 
 
 def _importance_weighted_score(importance: np.ndarray, axis: int) -> float:
@@ -165,17 +178,111 @@ def compute_dci(
         with ThreadPoolExecutor(max_workers=n_jobs) as pool:
             results = list(pool.map(lambda a: _fit_one_factor(*a), args))
 
-    importance = np.zeros((d_model, d_true), dtype=np.float64)
-    for j, (imp, _, _) in enumerate(results):
-        importance[:, j] = imp
+    importance = np.stack([r[0] for r in results], axis=1)
+    return dci_metrics(importance, [r[1] for r in results], [r[2] for r in results])
 
+
+def dci_metrics(importance, mse_train, mse_test) -> dict:
+    """The DCI metric dict (see :func:`compute_dci`) of an importance matrix [d_model, d_true]
+    and the per-factor train / test MSEs [d_true]."""
+    importance = np.asarray(importance, np.float64)
     metrics = {
-        "informativeness_train": float(np.mean([r[1] for r in results])),
-        "informativeness_test": float(np.mean([r[2] for r in results])),
+        "informativeness_train": float(np.mean(mse_train)),
+        "informativeness_test": float(np.mean(mse_test)),
         "disentanglement": disentanglement(importance),
         "completeness": completeness(importance),
     }
+    d_model, d_true = importance.shape
     for i in range(d_model):
         for j in range(d_true):
             metrics[f"importance_matrix_{i}_{j}"] = float(importance[i, j])
     return metrics
+
+
+def _fit_factor(x_train, sorted_features, x_test, y_train, y_test):
+    """The default GBRT on one factor: (|importances| [d_model], train MSE, test MSE)."""
+    init, trees, importances, prediction = gbrt.fit(x_train, y_train, sorted_features)
+    test_prediction = gbrt.predict(init, trees, x_test, 0.1, 3)
+    return (jnp.abs(importances), jnp.mean((y_train - prediction) ** 2),
+            jnp.mean((y_test - test_prediction) ** 2))
+
+
+@jax.jit
+def _sort_members(x_train):
+    """Every member's training codes [M, n, d_model] sorted once per feature."""
+    return jax.vmap(gbrt.sort_features)(x_train)
+
+
+@partial(jax.jit, static_argnames="sequential")
+def _fit_factors(x_train, sorted_features, x_test, y_train, y_test, member, sequential: bool):
+    """F regressors, fit i on the codes of member `member[i]`.
+
+    x_train [M, n, d_model], sorted_features of x_train, x_test [M, m, d_model]; y_train [F, n],
+    y_test [F, m], member [F] int32 -> (|importances| [F, d_model], train MSE [F], test MSE [F]).
+    `sequential`: one fit after the other (a lax.map: on CPU one fit's arrays stay in cache)
+    instead of vmapped."""
+    def one(args):
+        i, y, y_test_i = args
+        return _fit_factor(x_train[i], jax.tree_util.tree_map(lambda a: a[i], sorted_features),
+                           x_test[i], y, y_test_i)
+    return (jax.lax.map if sequential else lambda f, xs: jax.vmap(f)(xs))(
+        one, (member, y_train, y_test))
+
+
+def compute_dci_members(train_codes, train_factors, test_codes, test_factors, *,
+                        backend: str = "jax", random_state: Optional[int] = 0) -> List[dict]:
+    """DCI of every member of a sweep (:func:`compute_dci` per member).
+
+    Args:
+        train_codes: [M, n_train, d_model]; train_factors: [M, n_train, d_true];
+        test_codes: [M, n_test, d_model]; test_factors: [M, n_test, d_true] (numpy or jax).
+        backend: "jax" (every member and factor in one compiled function, float64 as
+            scikit-learn; see `_fit_all`) or "sklearn" (:func:`compute_dci` member by member; `random_state` applies there).
+
+    Returns:
+        one metric dict per member, as :func:`compute_dci` returns.
+    """
+    if backend not in DCI_BACKENDS:
+        raise ValueError(f"eval.dci_backend={backend!r} must be one of {DCI_BACKENDS}")
+    if backend == "sklearn":
+        return [compute_dci(*(np.asarray(a)[i] for a in (train_codes, train_factors,
+                                                         test_codes, test_factors)),
+                            random_state=random_state)
+                for i in range(np.shape(train_codes)[0])]
+    with jax.enable_x64(True):
+        importance, mse_train, mse_test = _fit_all(train_codes, train_factors, test_codes,
+                                                   test_factors)
+    return [dci_metrics(importance[i].T, mse_train[i], mse_test[i])
+            for i in range(importance.shape[0])]
+
+
+def _fit_all(train_codes, train_factors, test_codes, test_factors):
+    """All (member, factor) regressors: importances [M, d_true, d_model], MSEs [M, d_true].
+
+    On CPU the fits are shared out over one concurrent call per core (XLA's CPU backend runs
+    these arrays' operations on one thread); elsewhere one vmapped call."""
+    x_train = jnp.asarray(train_codes, jnp.float32)
+    x_test = jnp.asarray(test_codes, jnp.float32)
+    num_members, _, d_true = np.shape(train_factors)
+    y_train = jnp.asarray(train_factors, jnp.float64).transpose(0, 2, 1).reshape(
+        num_members * d_true, -1)
+    y_test = jnp.asarray(test_factors, jnp.float64).transpose(0, 2, 1).reshape(
+        num_members * d_true, -1)
+    member = jnp.repeat(jnp.arange(num_members, dtype=jnp.int32), d_true)
+    sorted_features = _sort_members(x_train)
+    cpu = jax.default_backend() == "cpu"
+    fits = num_members * d_true
+    workers = min(os.cpu_count() or 1, fits) if cpu else 1
+    # equal shares (one compilation): the last share is padded with repeats of the first fits
+    order = np.arange(-(-fits // workers) * workers) % fits
+
+    def run(share):
+        with jax.enable_x64(True):  # the flag is per thread
+            return jax.device_get(_fit_factors(x_train, sorted_features, x_test, y_train[share],
+                                               y_test[share], member[share], sequential=cpu))
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        parts = list(pool.map(run, np.split(order, workers)))
+    importance, mse_train, mse_test = (np.concatenate(a)[:fits] for a in zip(*parts))
+    return (importance.reshape(num_members, d_true, -1), mse_train.reshape(num_members, d_true),
+            mse_test.reshape(num_members, d_true))

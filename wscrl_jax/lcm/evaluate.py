@@ -1,4 +1,5 @@
-"""Final evaluation of a trained latent causal model (`experiments/scaling.py: evaluate`).
+"""Final evaluation of trained latent causal models (`experiments/scaling.py: evaluate`),
+every member of a sweep together.
 
 DCI on causal codes (regressors fit on `dci_train`, scored on the evaluation split), then the
 test-set loss terms on the whole split as one batch and the IWAE negative log-likelihood.
@@ -8,13 +9,13 @@ import logging
 import math
 import time
 from functools import partial
-from typing import Dict
+from typing import Dict, List, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wscrl_jax.eval.dci import compute_dci
+from wscrl_jax.eval.dci import compute_dci_members
 from wscrl_jax.eval.interventions import intervention_metrics
 from wscrl_jax.lcm.objective import LOG_MEAN_VARS
 from wscrl_jax.lcm.phases import EVAL_PHASE, IWAE_PHASE, eval_loss_weights
@@ -24,65 +25,105 @@ log = logging.getLogger("wscrl_jax")
 
 @partial(jax.jit, static_argnums=(0,))
 def _encode(method, params, model_state, x):
-    return method.encode_to_causal(params, model_state, x)
+    """Causal codes of every member: x [M, N, dim_x] -> [M, N, dim_z]."""
+    return jax.vmap(method.encode_to_causal)(params, model_state, x)
 
 
 @partial(jax.jit, static_argnums=(0, 5))
 def _test_outputs(method, params, model_state, batch, key, phase, beta):
-    loss_b, outputs = method.per_sample(params, model_state, batch["x1"], batch["x2"], key,
-                                        eval_loss_weights(beta), phase)
-    means = {k: jnp.mean(outputs[k], 0) for k in LOG_MEAN_VARS if k in outputs}
-    means["loss"] = jnp.mean(loss_b)
-    if "solution_std" in outputs:
-        means["solution_std"] = jnp.mean(outputs["solution_std"], axis=(0, 1))
-    return means, outputs.get("intervention_posterior")
+    """Per member, the mean loss terms of the whole split as one batch, and the intervention
+    posterior [M, N, K] (or None)."""
+    def one(params, model_state, batch, key):
+        loss_b, outputs = method.per_sample(params, model_state, batch["x1"], batch["x2"], key,
+                                            eval_loss_weights(beta), phase)
+        means = {k: jnp.mean(outputs[k], 0) for k in LOG_MEAN_VARS if k in outputs}
+        means["loss"] = jnp.mean(loss_b)
+        if "solution_std" in outputs:
+            means["solution_std"] = jnp.mean(outputs["solution_std"], axis=(0, 1))
+        return means, outputs.get("intervention_posterior")
+    return jax.vmap(one)(params, model_state, batch, key)
 
 
 @partial(jax.jit, static_argnums=(0, 5))
 def _iwae_log_likelihood(method, params, model_state, batch, key, n_samples):
-    """IWAE estimate [B]: logmeanexp over n copies of -loss_b at the forward defaults
+    """IWAE estimate [M, B]: logmeanexp over n copies of -loss_b at the forward defaults
     (full Gaussian constants, stochastic encoder, interventions modelled; gotcha 15)."""
-    def one_copy(k):
-        loss_b, _ = method.per_sample(params, model_state, batch["x1"], batch["x2"], k,
-                                      eval_loss_weights(1.0), IWAE_PHASE)
-        return -loss_b
-    values = jax.lax.map(one_copy, jax.random.split(key, n_samples))
-    return jax.scipy.special.logsumexp(values, axis=0) - math.log(n_samples)
+    def one(params, model_state, batch, key):
+        def one_copy(k):
+            loss_b, _ = method.per_sample(params, model_state, batch["x1"], batch["x2"], k,
+                                          eval_loss_weights(1.0), IWAE_PHASE)
+            return -loss_b
+        values = jax.lax.map(one_copy, jax.random.split(key, n_samples))
+        return jax.scipy.special.logsumexp(values, axis=0) - math.log(n_samples)
+    return jax.vmap(one)(params, model_state, batch, key)
 
 
-def evaluate_lcm(method, params, model_state, data, key) -> Dict[str, float]:
-    """Metrics of one member, in the reference's CSV column order (DCI first, nll last)."""
+def evaluate_lcm_members(method, params, model_state, data, keys,
+                         bar) -> List[Union[Dict[str, float], str]]:
+    """Metrics of every member ([M, ...] arrays, keys [M, 2]), in the reference's CSV column
+    order (DCI first, nll last); a member whose codes are not finite gets one line instead.
+
+    Every stage is one compiled call for all members: causal codes, DCI
+    (`eval.dci_backend`), the test-set loss terms on the whole split as one batch, the IWAE
+    NLL. Only the intervention metrics (permutations of d <= 5 labels) run on the host."""
     cfg = method.config
     split = data[cfg.eval.eval_partition]
+    num_members = keys.shape[0]
+    bar.reset(total=4)
+
+    bar.set_description("evaluation: causal codes")
     codes_train = _encode(method, params, model_state, data["dci_train"]["x1"])
     codes_test = _encode(method, params, model_state, split["x1"])
-    start = time.time()
-    dci = compute_dci(codes_train, data["dci_train"]["z1"], codes_test, split["z1"],
-                      random_state=cfg.eval.dci_random_state)
-    log.info("DCI (%d training codes) in %.1f s", codes_train.shape[0], time.time() - start)
-    metrics = {f"causal_{k}": v for k, v in dci.items()}
+    finite = np.asarray(jnp.all(jnp.isfinite(codes_train), axis=(1, 2))
+                        & jnp.all(jnp.isfinite(codes_test), axis=(1, 2)))
+    bar.update()
 
+    bar.set_description(f"evaluation: DCI ({cfg.eval.dci_backend})")
+    start = time.time()
+    ok = finite[:, None, None]  # members with non-finite codes: fit on zeros, then dropped
+    dci = compute_dci_members(jnp.where(ok, codes_train, 0.0), data["dci_train"]["z1"],
+                              jnp.where(ok, codes_test, 0.0), split["z1"],
+                              backend=cfg.eval.dci_backend,
+                              random_state=cfg.eval.dci_random_state)
+    log.info("DCI of %d member(s) (%d training codes each, %s) in %.1f s", num_members,
+             codes_train.shape[1], cfg.eval.dci_backend, time.time() - start)
+    bar.update()
+
+    bar.set_description("evaluation: test loss")
     phase = EVAL_PHASE._replace(full_likelihood=cfg.eval.full_likelihood,
                                 likelihood_reduction=cfg.eval.likelihood_reduction)
-    k_test, k_iwae = jax.random.split(key)
+    k_test, k_iwae = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
     batch = {"x1": split["x1"], "x2": split["x2"]}
-    means, q = _test_outputs(method, params, model_state, batch, k_test, phase,
-                             float(cfg.eval.beta))
-    means = jax.tree_util.tree_map(np.asarray, means)
-    if q is not None:
-        metrics.update(intervention_metrics(np.asarray(q), np.asarray(split["intervention_labels"]),
-                                            method.dim_z))
-        metrics = _move_after(metrics, "intervention_entropy_deterministic", "loss",
-                              float(means["loss"]))
-    else:
-        metrics["loss"] = float(means["loss"])
-    if "solution_std" in means:
-        metrics.update({f"solution_std_{i}": float(v) for i, v in enumerate(means["solution_std"])})
-    metrics.update({k: float(means[k]) for k in LOG_MEAN_VARS if k in means})
-    ll = _iwae_log_likelihood(method, params, model_state, batch, k_iwae,
-                              int(cfg.training.iwae_samples))
-    metrics["nll"] = float(-jnp.mean(ll))
-    return metrics
+    means, q = jax.device_get(_test_outputs(method, params, model_state, batch, k_test, phase,
+                                            float(cfg.eval.beta)))
+    bar.update()
+
+    bar.set_description("evaluation: IWAE NLL")
+    nll = -np.asarray(jnp.mean(_iwae_log_likelihood(method, params, model_state, batch, k_iwae,
+                                                    int(cfg.training.iwae_samples)), axis=1))
+    bar.update()
+
+    labels = np.asarray(split["intervention_labels"])
+    results = []
+    for i in range(num_members):
+        if not finite[i]:
+            results.append("its causal codes are not finite")
+            continue
+        metrics = {f"causal_{k}": v for k, v in dci[i].items()}
+        member_means = {k: v[i] for k, v in means.items()}
+        if q is not None:
+            metrics.update(intervention_metrics(q[i], labels[i], method.dim_z))
+            metrics = _move_after(metrics, "intervention_entropy_deterministic", "loss",
+                                  float(member_means["loss"]))
+        else:
+            metrics["loss"] = float(member_means["loss"])
+        if "solution_std" in member_means:
+            metrics.update({f"solution_std_{j}": float(v)
+                            for j, v in enumerate(member_means["solution_std"])})
+        metrics.update({k: float(member_means[k]) for k in LOG_MEAN_VARS if k in member_means})
+        metrics["nll"] = float(nll[i])
+        results.append(metrics)
+    return results
 
 
 def _move_after(metrics: dict, anchor: str, key: str, value) -> dict:

@@ -5,17 +5,21 @@ Reference: `experiments/scaling.py` (training loop, phases, schedules) with the 
 `model.scm.adjacency_matrix` picks the ILCM, the dVAE or a fixed order) or the beta-VAE.
 """
 
+import functools
 from typing import Dict
 
+import jax
 import jax.numpy as jnp
+from tqdm.auto import tqdm
 
 from wscrl_jax.causal.graphs import GRAPH_MODES
 from wscrl_jax.config_checks import (SEED_LIMIT, batch_fits, boolean, check_shared_training,
                                      finite_number, is_int, one_of, optional_int, positive_int,
                                      require)
 from wscrl_jax.data.scaling import CAUSAL_EFFECTS, NATURE_RNGS, SPLITS, make_scaling_data
+from wscrl_jax.eval.dci import DCI_BACKENDS
 from wscrl_jax.lcm.betavae import BetaVAE
-from wscrl_jax.lcm.evaluate import evaluate_lcm
+from wscrl_jax.lcm.evaluate import evaluate_lcm_members
 from wscrl_jax.lcm.ilcm import AVERAGING_STRATEGIES, ILCM
 from wscrl_jax.lcm.objective import total_loss
 from wscrl_jax.lcm.phases import LossWeights, Phase
@@ -187,6 +191,7 @@ class LCMMethod(Method):
                                                and 0 <= e.dci_random_state < SEED_LIMIT),
                 f"eval.dci_random_state={e.dci_random_state!r} must be an integer in [0, 2**32) "
                 "or unset (nondeterministic, as the reference)")
+        one_of(e.get("dci_backend", "jax"), DCI_BACKENDS, "eval.dci_backend")
 
     # ------------------------------------------------------------------ data and init
     def make_data(self, data_seed: int) -> Dict[str, Dict[str, jnp.ndarray]]:
@@ -271,4 +276,13 @@ class LCMMethod(Method):
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, params, model_state, data, key) -> Dict[str, float]:
-        return evaluate_lcm(self, params, model_state, data, key)
+        """One member: `evaluate_members` on a stack of one."""
+        add_axis = functools.partial(jax.tree_util.tree_map, lambda a: a[None])
+        with tqdm(disable=True) as bar:
+            result, = self.evaluate_members(*add_axis((params, model_state, data, key)), bar)
+        if isinstance(result, str):
+            raise ValueError(result)
+        return result
+
+    def evaluate_members(self, params, model_state, data, keys, bar):
+        return evaluate_lcm_members(self, params, model_state, data, keys, bar)

@@ -14,7 +14,7 @@ between compiled calls and see the whole stacked `TrainState` ([members, ...] on
 import abc
 import difflib
 import functools
-from typing import Any, Dict, FrozenSet, Hashable, List, Tuple
+from typing import Any, Dict, FrozenSet, Hashable, List, Tuple, Union
 
 import jax
 import optax
@@ -154,3 +154,22 @@ class Method(abc.ABC):
     @abc.abstractmethod
     def evaluate(self, params, model_state, data: Data, key: Array) -> Dict[str, float]:
         """Final metrics of one member, headline metrics first (host, one member's arrays)."""
+
+    def evaluate_members(self, params, model_state, data: Data, keys: Array,
+                         bar) -> List[Union[Dict[str, float], str]]:
+        """Final metrics of every member of a (sub)stack (host, [members, ...] arrays; keys
+        [members, 2]); per member the metric dict or, where it could not be evaluated, one line
+        saying why. `bar` is a tqdm bar to advance over the evaluation's stages.
+        Default: `evaluate` member by member (a ValueError marks a member not evaluated)."""
+        results = []
+        bar.reset(total=keys.shape[0])
+        for index in range(keys.shape[0]):
+            bar.set_description(f"evaluating member {index}")
+            pick = functools.partial(jax.tree_util.tree_map, lambda a: a[index])
+            try:
+                results.append(self.evaluate(pick(params), pick(model_state), pick(data),
+                                             keys[index]))
+            except ValueError as e:  # e.g. non-finite codes of a member that never trained
+                results.append(str(e))
+            bar.update()
+        return results
