@@ -208,7 +208,9 @@ def test_jax_backend_matches_sklearn_for_every_member(factors):
     assert [list(r) for r in jax_rows] == [list(r) for r in sk_rows]
     for ours, theirs in zip(jax_rows, sk_rows):
         for key in ours:
-            tol = 1e-9 if key.startswith("informativeness") else 5e-3
+            # training predictions are the same; where two features tie exactly (tiny nodes),
+            # the thresholds, hence test predictions, and the credited feature may differ
+            tol = 1e-9 if key == "informativeness_train" else 5e-3
             assert ours[key] == pytest.approx(theirs[key], abs=tol), key
     assert jax_rows[1]["disentanglement"] > 0.9 > jax_rows[0]["disentanglement"]
 

@@ -6,6 +6,7 @@ import shutil
 import signal
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -214,3 +215,22 @@ def test_other_sweep_on_the_same_workdir_is_refused(trained, tmp_path):
         experiment.run(other, copy, progress=False)
     assert sorted(os.listdir(checkpoint.checkpoint_dir(copy))) == sorted(
         os.listdir(checkpoint.checkpoint_dir(workdir)))
+
+
+def test_members_are_evaluated_together_and_a_non_finite_member_is_reported(trained, tmp_path):
+    """Two untrained members in one evaluation: the first scores as on its own; the second,
+    with non-finite parameters, gets NaN metrics and a status saying so, not a crash."""
+    config, *_ = trained
+    members = [(config.seed, config.data.nature.seed)] * 2
+    method, data, state = experiment.build(config, members)
+    state = state.replace(params=jax.tree_util.tree_map(lambda a: a.at[1].set(jnp.nan),
+                                                        state.params))
+    rows = experiment.evaluate_members(method, state, data, members, str(tmp_path), config,
+                                       progress=False)
+    assert rows[0]["status"] == "ok"
+    assert rows[0]["causal_disentanglement"] == pytest.approx(untrained_disentanglement(config),
+                                                              abs=1e-12)
+    assert rows[1]["status"] == "ok; not evaluated"
+    assert np.isnan(rows[1]["causal_disentanglement"])
+    assert read_csv(os.path.join(str(tmp_path), "metrics", "test_metrics.csv"))[1]["status"] == (
+        "ok; not evaluated")

@@ -72,10 +72,11 @@ def evaluate_lcm_members(method, params, model_state, data, keys,
     bar.reset(total=4)
 
     bar.set_description("evaluation: causal codes")
-    codes_train = _encode(method, params, model_state, data["dci_train"]["x1"])
-    codes_test = _encode(method, params, model_state, split["x1"])
-    finite = np.asarray(jnp.all(jnp.isfinite(codes_train), axis=(1, 2))
-                        & jnp.all(jnp.isfinite(codes_test), axis=(1, 2)))
+    n_train = data["dci_train"]["x1"].shape[1]  # both splits in one call (one compilation)
+    codes = _encode(method, params, model_state,
+                    jnp.concatenate([data["dci_train"]["x1"], split["x1"]], axis=1))
+    codes_train, codes_test = codes[:, :n_train], codes[:, n_train:]
+    finite = np.asarray(jnp.all(jnp.isfinite(codes), axis=(1, 2)))
     bar.update()
 
     bar.set_description(f"evaluation: DCI ({cfg.eval.dci_backend})")
