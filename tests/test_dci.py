@@ -2,10 +2,13 @@
 
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
 
+from wscrl_jax.eval import dci
 from wscrl_jax.eval.dci import completeness, compute_dci, compute_dci_members, disentanglement
 
 # The +1e-12 smoothing moves "exact" values by O(1e-10) at most.
@@ -172,7 +175,6 @@ def test_deterministic_and_thread_count_independent(factors):
 
 
 def test_accepts_jax_and_float32_inputs(factors):
-    jnp = pytest.importorskip("jax.numpy")
     z_tr, z_te = factors
     z_tr, z_te = z_tr[:400].astype(np.float32), z_te[:200].astype(np.float32)
     c_tr, c_te = z_tr[:, PERM], z_te[:, PERM]
@@ -219,3 +221,20 @@ def test_unknown_backend_is_refused(factors):
     z_tr, z_te = factors
     with pytest.raises(ValueError, match="dci_backend"):
         compute_dci_members(z_tr[None], z_tr[None], z_te[None], z_te[None], backend="xgboost")
+
+
+def test_vmapped_fits_equal_sequential_fits(factors):
+    """The accelerator layout (fits vmapped) gives the CPU layout's (lax.map) numbers."""
+    z_tr, z_te = factors
+    x_train = jnp.asarray(np.stack([_mix(z_tr[:300]), z_tr[:300, PERM]]), jnp.float32)
+    x_test = jnp.asarray(np.stack([_mix(z_te[:50]), z_te[:50, PERM]]), jnp.float32)
+    with jax.enable_x64(True):
+        y_train = jnp.asarray(np.stack([z_tr[:300, 0], z_tr[:300, 1], z_tr[:300, 2]]))
+        y_test = jnp.asarray(np.stack([z_te[:50, 0], z_te[:50, 1], z_te[:50, 2]]))
+        member = jnp.array([0, 1, 1], jnp.int32)
+        sorted_features = dci._sort_members(x_train)
+        runs = [jax.device_get(dci._fit_factors(x_train, sorted_features, x_test, y_train,
+                                                y_test, member, sequential=s))
+                for s in (True, False)]
+    for sequential, vmapped in zip(*runs):
+        np.testing.assert_allclose(vmapped, sequential, rtol=1e-12, atol=1e-12)

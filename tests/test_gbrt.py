@@ -121,3 +121,9 @@ def test_cumsum_matches_numpy(n):
         sums, counts = jax.device_get((gbrt.cumsum(values), gbrt.cumsum(flags)))
     np.testing.assert_allclose(sums, np.cumsum(values, axis=1), rtol=1e-12, atol=1e-9)
     np.testing.assert_array_equal(counts, np.cumsum(flags, axis=1))
+
+
+def test_fit_refuses_float32():
+    x, y, _ = _problem(10, 1, seed=0)
+    with pytest.raises(RuntimeError, match="enable_x64"):
+        gbrt.fit(x, y, gbrt.sort_features(x))

@@ -4,7 +4,7 @@ What DCI needs (``ws-crl.md`` 5.2): ``sklearn.ensemble.GradientBoostingRegressor
 defaults -- squared error, initial prediction the mean, 100 stages of one depth-3 regression tree
 on the residuals, learning rate 0.1, exact ("best") split search over every feature, thresholds
 at midpoints, ``min_samples_leaf`` 1 -- and its impurity-based ``feature_importances_``. This
-module fits those trees as pure array programs, so that :func:`fit_predict` can be vmapped over
+module fits those trees as pure array programs, so that :func:`fit` can be mapped over
 true factors and sweep members and compiled once (``wscrl_jax/eval/dci.py``).
 
 How it matches scikit-learn (``sklearn/tree/_splitter.pyx``, ``_criterion.pyx``, ``ensemble/_gb.py``):
@@ -303,6 +303,9 @@ def fit(x, y, sorted_features: SortedFeatures, *, n_estimators: int = 100,
     Returns (init scalar, Trees, importances [p] float64 summing to 1 (zeros when no tree splits),
     training prediction [n] float64).
     """
+    if jax.dtypes.canonicalize_dtype(jnp.float64) != jnp.float64:
+        raise RuntimeError("gbrt.fit computes in float64, as scikit-learn: call it (and trace "
+                           "it) under `with jax.enable_x64(True):`")
     x = jnp.asarray(x, jnp.float32)
     y = jnp.asarray(y, jnp.float64)
     init = jnp.mean(y)
