@@ -227,8 +227,9 @@ def _partition(level: _Level, right) -> _Level:
     # one scatter moves both: the sample index in the high and the value's bits in the low half
     packed = (level.perm.astype(jnp.uint64) << 32) | jax.lax.bitcast_convert_type(
         level.values, jnp.uint32).astype(jnp.uint64)
-    packed = jnp.zeros_like(packed).at[jnp.arange(p)[:, None], new_position].set(
-        packed, unique_indices=True)
+    flat = (jnp.arange(p, dtype=jnp.int32)[:, None] * n + new_position).reshape(-1)
+    packed = jnp.zeros(p * n, packed.dtype).at[flat].set(
+        packed.reshape(-1), unique_indices=True).reshape(p, n)
     perm = (packed >> 32).astype(jnp.int32)
     values = jax.lax.bitcast_convert_type((packed & 0xFFFFFFFF).astype(jnp.uint32), jnp.float32)
     middle = level.start + n_left_node
