@@ -237,7 +237,8 @@ def compute_dci_members(train_codes, train_factors, test_codes, test_factors, *,
         train_codes: [M, n_train, d_model]; train_factors: [M, n_train, d_true];
         test_codes: [M, n_test, d_model]; test_factors: [M, n_test, d_true] (numpy or jax).
         backend: "jax" (every member and factor in one compiled function, float64 as
-            scikit-learn; see `_fit_all`) or "sklearn" (:func:`compute_dci` member by member; `random_state` applies there).
+            scikit-learn; see `_fit_all`) or "sklearn" (:func:`compute_dci` member by member;
+            `random_state` applies there).
 
     Returns:
         one metric dict per member, as :func:`compute_dci` returns.

@@ -7,7 +7,8 @@ at midpoints, ``min_samples_leaf`` 1 -- and its impurity-based ``feature_importa
 module fits those trees as pure array programs, so that :func:`fit` can be mapped over
 true factors and sweep members and compiled once (``wscrl_jax/eval/dci.py``).
 
-How it matches scikit-learn (``sklearn/tree/_splitter.pyx``, ``_criterion.pyx``, ``ensemble/_gb.py``):
+How it matches scikit-learn (``sklearn/tree/_splitter.pyx``, ``_criterion.pyx``,
+``ensemble/_gb.py``):
 
 * features are compared as float32 (scikit-learn casts ``X`` to float32), everything else --
   residuals, sums, thresholds, predictions -- is float64 (the fit runs under ``jax.enable_x64``);
@@ -257,8 +258,7 @@ def fit_tree(x, residual, sorted_features: SortedFeatures, max_depth: int):
         gains = gains.at[splits.feature].add(splits.gain)
         features.append(splits.feature)
         thresholds.append(splits.threshold)
-        value = x[jnp.arange(n), splits.feature[node]].astype(jnp.float64)
-        right = value > splits.threshold[node]
+        right = x[jnp.arange(n), splits.feature[node]].astype(jnp.float64) > splits.threshold[node]
         node = 2 * node + right.astype(jnp.int32)
         parent_split = jnp.repeat(splits.has_split, 2)
         if depth + 1 < max_depth:
