@@ -3,16 +3,12 @@
     python scripts/benchmark.py --methods ilcm,dvae,betavae --dims 3 --members 1,9
     python scripts/benchmark.py --methods "" --md-variants "linear+minmax,linear+mmd" \
         --md-z-dim 8 --md-domains 4 --members 5
-    python scripts/benchmark.py --methods "" --dci-backends jax,sklearn --members 9 --dims 4
 
 Each case compiles one multi-step call (reported as compile_s: the first call, compile
 included), then times `--calls` further calls of `--steps` steps and reports steady-state
 steps/s (each step advances every member) and member-steps/s. MD-CRL cases
 (`configs/md_mixing.py` variants, `+` for `,`) time one epoch per call, as its training loop
 does (a call never crosses an epoch: validation and early stopping run between epochs).
-DCI cases (`--dci-backends`) time `eval/dci.py: compute_dci_members` on synthetic codes of
-`--members` members (100k training and 10k test codes of dim_z dimensions, a noisy linear
-mix of the factors): the first call (compile included) and `--calls` further calls.
 """
 
 import argparse
@@ -22,10 +18,8 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from wscrl_jax.cli import load_config
-from wscrl_jax.eval.dci import compute_dci_members
 from wscrl_jax.experiment import make_member_data
 from wscrl_jax.methods import get_method
 from wscrl_jax.train.loop import steps_per_epoch
@@ -91,27 +85,6 @@ def time_calls(config, method_name, phase_name, epoch, members, steps, calls):
             "member_steps_per_s": round(members * steps * calls / elapsed, 1)}
 
 
-def bench_dci(backend, dim_z, members, calls):
-    """Seconds of one `compute_dci_members` call on synthetic codes (first and steady)."""
-    rng = np.random.default_rng(0)
-    arrays = []
-    for n in (100000, 10000):
-        factors = rng.normal(size=(members, n, dim_z))
-        mix = np.eye(dim_z) + 0.2 * rng.normal(size=(members, dim_z, dim_z))
-        codes = np.einsum("mnz,mzc->mnc", factors, mix) + 0.1 * rng.normal(size=factors.shape)
-        arrays += [codes.astype(np.float32), factors.astype(np.float32)]
-    start = time.time()
-    compute_dci_members(*arrays, backend=backend)
-    first = time.time() - start
-    start = time.time()
-    for _ in range(calls if backend == "jax" else 0):
-        compute_dci_members(*arrays, backend=backend)
-    steady = (time.time() - start) / calls if backend == "jax" else first
-    return {"case": f"dci:{backend}", "dim_z": dim_z, "members": members,
-            "first_call_s": round(first, 2), "seconds": round(steady, 2),
-            "device": jax.devices()[0].device_kind}
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--methods", default="ilcm,dvae,betavae")
@@ -125,17 +98,10 @@ def main():
                    help="MD-CRL md_mixing variants, '+' for ',', e.g. linear+minmax,linear+mmd")
     p.add_argument("--md-z-dim", type=int, default=8)
     p.add_argument("--md-domains", type=int, default=4)
-    p.add_argument("--dci-backends", default="",
-                   help="time DCI of --members members at each of --dims, e.g. jax,sklearn")
     p.add_argument("--plot", default=None,
                    help="write a PNG of member-steps/s against members (needs matplotlib)")
     args = p.parse_args()
     results = []
-    for backend in filter(None, args.dci_backends.split(",")):
-        for dim_z in (int(d) for d in args.dims.split(",")):
-            for members in (int(m) for m in args.members.split(",")):
-                result = bench_dci(backend, dim_z, members, args.calls)
-                print(json.dumps(result), flush=True)
     for variant in filter(None, args.md_variants.split(",")):
         for members in (int(m) for m in args.members.split(",")):
             result = bench_md_case(variant, args.md_z_dim, args.md_domains, members,

@@ -15,7 +15,7 @@ DEPTH = 3
 def _fit(x, y, x_test):
     with jax.enable_x64(True):
         init, trees, importances, prediction = jax.jit(gbrt.fit)(x, y, gbrt.sort_features(x))
-        test_prediction = gbrt.predict(init, trees, x_test, 0.1, DEPTH)
+        test_prediction = gbrt.predict(init, trees, x_test)
         return jax.device_get((trees, importances, prediction, test_prediction))
 
 

@@ -202,7 +202,7 @@ def dci_metrics(importance, mse_train, mse_test) -> dict:
 def _fit_factor(x_train, sorted_features, x_test, y_train, y_test):
     """The default GBRT on one factor: (|importances| [d_model], train MSE, test MSE)."""
     init, trees, importances, prediction = gbrt.fit(x_train, y_train, sorted_features)
-    test_prediction = gbrt.predict(init, trees, x_test, 0.1, 3)
+    test_prediction = gbrt.predict(init, trees, x_test)
     return (jnp.abs(importances), jnp.mean((y_train - prediction) ** 2),
             jnp.mean((y_test - test_prediction) ** 2))
 

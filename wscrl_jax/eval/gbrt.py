@@ -43,6 +43,7 @@ import numpy as np
 
 FEATURE_THRESHOLD = 1.0e-7  # sklearn/tree/_splitter.pyx: nearer values count as one value
 EPSILON = float(np.finfo(np.float64).eps)  # a node at or below this impurity is a leaf
+LEARNING_RATE = 0.1  # scikit-learn's default
 
 
 class SortedFeatures(NamedTuple):
@@ -270,9 +271,10 @@ def fit_tree(x, residual, sorted_features: SortedFeatures, max_depth: int):
     return (jnp.concatenate(features), jnp.concatenate(thresholds), value, node, gains)
 
 
-def apply_trees(trees: Trees, x, max_depth: int):
+def apply_trees(trees: Trees, x):
     """The leaf of every sample in every tree: x [m, p] -> [T, m] int32."""
     m = x.shape[0]
+    max_depth = trees.value.shape[-1].bit_length() - 1  # 2**depth leaves
     x = jnp.asarray(x, jnp.float32)
 
     def leaves(feature, threshold):
@@ -286,9 +288,10 @@ def apply_trees(trees: Trees, x, max_depth: int):
     return jax.vmap(leaves)(trees.feature, trees.threshold)
 
 
-def predict(init, trees: Trees, x, learning_rate: float, max_depth: int):
-    """Boosted prediction [m] float64 of x [m, p], stages added in order as scikit-learn does."""
-    leaf = apply_trees(trees, x, max_depth)
+def predict(init, trees: Trees, x, learning_rate: float = LEARNING_RATE):
+    """Boosted prediction [m] float64 of x [m, p], stages added in order as scikit-learn does
+    (`learning_rate`: the one the trees were fitted with)."""
+    leaf = apply_trees(trees, x)
     steps = jnp.take_along_axis(trees.value, leaf, axis=1)  # [T, m]
 
     def add(prediction, step):
@@ -298,7 +301,7 @@ def predict(init, trees: Trees, x, learning_rate: float, max_depth: int):
 
 
 def fit(x, y, sorted_features: SortedFeatures, *, n_estimators: int = 100,
-        learning_rate: float = 0.1, max_depth: int = 3):
+        learning_rate: float = LEARNING_RATE, max_depth: int = 3):
     """Boosted trees on (x [n, p] -> y [n]).
 
     Returns (init scalar, Trees, importances [p] float64 summing to 1 (zeros when no tree splits),
