@@ -40,8 +40,18 @@ def bench_case(method_name, phase_name, dim_z, members, steps, calls, train_samp
 
 
 def bench_md_case(variant, z_dim, num_domains, members, calls):
-    config = load_config(os.path.join(CONFIGS, "md_mixing.py:" + variant.replace("+", ",")))
+    """variant: `configs/md_mixing.py` options with `+` for `,`, and optionally `@key=value`
+    overrides, e.g. `linear+mmd@model.mmd.fix_sigma=1.0` (the fixed-bandwidth MMD)."""
+    options, *overrides = variant.split("@")
+    config = load_config(os.path.join(CONFIGS, "md_mixing.py:" + options.replace("+", ",")))
     config.data.z_dim, config.data.num_domains = z_dim, num_domains
+    for override in overrides:
+        key, value = override.split("=", 1)
+        *path, leaf = key.split(".")
+        node = config
+        for part in path:
+            node = node[part]
+        node[leaf] = type(node[leaf])(value) if node[leaf] is not None else float(value)
     result = time_calls(config, f"mdcrl:{variant}", "train", 0, members, None, calls)
     return {**result, "num_domains": num_domains}
 
@@ -95,7 +105,8 @@ def main():
     p.add_argument("--calls", type=int, default=3, help="timed calls per case")
     p.add_argument("--train-samples", type=int, default=100000)
     p.add_argument("--md-variants", default="",
-                   help="MD-CRL md_mixing variants, '+' for ',', e.g. linear+minmax,linear+mmd")
+                   help="MD-CRL md_mixing variants, '+' for ',' and '@key=value' for an override, "
+                   "e.g. linear+minmax,linear+mmd,linear+mmd@model.mmd.fix_sigma=1.0")
     p.add_argument("--md-z-dim", type=int, default=8)
     p.add_argument("--md-domains", type=int, default=4)
     p.add_argument("--plot", default=None,

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from wscrl_jax.mdcrl.domains import domain_ids, domain_pairs
+from wscrl_jax.mdcrl.kernel_sums import kernel_sum_symmetric, two_sample_kernel_sum
 
 Array = jax.Array
 
@@ -148,14 +149,18 @@ def penalty_mmd(
     `m = min(n_e, n_e', capacity)`. `None` = no limit (exact). Implementation, all static shapes:
 
     * fixed bandwidth: one kernel matrix over the batch [B, B] and per-pair signed row weights
-      (+1 first m rows of e, -1 first m rows of e'): `MMD = u^T K u / m^2`. Cost `B^2 (d + P)`;
+      u_p (+1 first m rows of e, -1 first m rows of e'): `MMD = sum_p u_p^T K u_p / m_p^2`,
+      one weighted kernel sum with weight `sum_p u_p u_p^T / m_p^2`. Cost `B^2 (d + P)`;
       `capacity` is only a semantic limit here.
     * adaptive bandwidth: the bandwidth differs per pair, so rows are scattered into per-domain
-      slots [D, capacity, d_inv] and each pair evaluates its three capacity x capacity blocks with
-      prefix masks. `None` means `capacity = batch // 2` (always exact since `m <= batch // 2`);
-      memory and time scale as `P * capacity^2`, so for large batches with many domains pass
+      slots [D, capacity, d_inv] and each pair, one after the other, evaluates its
+      [2 capacity, 2 capacity] block with signed prefix masks. `None` means
+      `capacity = batch // 2` (always exact since `m <= batch // 2`); time scales as
+      `P * capacity^2`, so for large batches with many domains pass
       `auto_mmd_capacity(batch, num_domains)` (exact unless two domains far exceed their share;
       `mmd_capacity_is_exact` checks a batch on the host).
+
+    Both sum their kernels with `kernel_sums.py` (value and gradient in one pass).
 
     Fix (always on): when all 2m points of a pair coincide the adaptive bandwidth is 0 and the
     reference returns NaN (0/0); here that pair contributes 0 (its kernel values are all equal).
@@ -181,11 +186,10 @@ def penalty_mmd(
         in_x = (dom[None, :] == pi[:, None]) & (rank[None, :] < m[:, None])  # [P, B]
         in_y = (dom[None, :] == pj[:, None]) & (rank[None, :] < m[:, None])
         u = in_x.astype(z.dtype) - in_y.astype(z.dtype)
-        l2 = _sq_dists(zi, zi)  # [B, B]
+        c = jnp.where(m > 0, 1.0 / jnp.where(m > 0, m_f * m_f, 1.0), 0.0)  # [P]
+        g = (u.T * c[None, :]) @ u  # [B, B] = sum_p c_p u_p u_p^T, symmetric
         bws = _bandwidths(jnp.asarray(fix_sigma, z.dtype), kernel_multiplier, kernel_number)
-        k = sum(jnp.exp(-l2 / bw) for bw in bws)
-        s = jnp.sum((u @ k) * u, axis=1)  # u_p^T K u_p
-        return jnp.sum(jnp.where(m > 0, s / jnp.where(m > 0, m_f * m_f, 1.0), 0.0))
+        return kernel_sum_symmetric(zi, g, 1.0 / jnp.stack(bws))
 
     cap = max(batch // 2, 1) if capacity is None else int(capacity)
     # Rows of no domain go to an out-of-range slot and are dropped by the scatter (as are rows
@@ -195,18 +199,20 @@ def penalty_mmd(
     slots = slots.at[dom_idx, rank].set(zi, mode="drop")
 
     pm = (jnp.arange(cap)[None, :] < m[:, None]).astype(z.dtype)  # [P, cap] prefix masks
-    w = pm[:, :, None] * pm[:, None, :]  # [P, cap, cap]
     x, y = slots[pi], slots[pj]  # [P, cap, d_inv]
-    l2_xx, l2_yy, l2_xy = _sq_dists(x, x), _sq_dists(y, y), _sq_dists(x, y)
-    total = jnp.sum(w * (l2_xx + l2_yy + 2.0 * l2_xy), axis=(1, 2))  # sum over the (2m)^2 block
+    # Bandwidth: the mean squared distance over the (2m)^2 block of the pair's n = 2m points
+    # S, from sum_{a,b in S} |t_a - t_b|^2 = 2n sum_{a in S} |t_a - mean_S|^2.
     nn = 2.0 * m_f
+    mean = jnp.einsum("pc,pcd->pd", pm, x + y) / jnp.maximum(nn, 1.0)[:, None]
+    dx, dy = x - mean[:, None, :], y - mean[:, None, :]
+    total = 2.0 * nn * jnp.einsum("pc,pcd->p", pm, dx * dx + dy * dy)
     denom = nn * nn - nn
     ok = (m > 0) & (total > 0)
     base = jax.lax.stop_gradient(jnp.where(ok, total / jnp.where(denom > 0, denom, 1.0), 1.0))
-    bws = _bandwidths(base, kernel_multiplier, kernel_number)  # each [P]
+    inv_bws = 1.0 / jnp.stack(_bandwidths(base, kernel_multiplier, kernel_number), axis=-1)
 
-    def kern(l2):
-        return sum(jnp.exp(-l2 / bw[:, None, None]) for bw in bws)
-
-    s = jnp.sum(w * (kern(l2_xx) + kern(l2_yy) - 2.0 * kern(l2_xy)), axis=(1, 2))
+    # +1 on the first m rows of e, -1 on those of e', 0 on unused slots; pairs one at a time
+    # (their [2 cap, 2 cap] kernel blocks stay in cache).
+    s = jax.lax.map(lambda a: two_sample_kernel_sum(a[0], a[1], a[2], -a[2], a[3]),
+                    (x, y, pm, inv_bws))
     return jnp.sum(jnp.where(ok, s / jnp.where(m > 0, m_f * m_f, 1.0), 0.0))
