@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from wscrl_jax.train.method import Method
 from wscrl_jax.train.optim import apply_learning_rate, clip_by_global_norm
+from wscrl_jax.train.prng import use_unrolled_threefry
 from wscrl_jax.train.state import TrainState
 
 
@@ -29,6 +30,7 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
     phase: static. stats: per-member sums of loss, the count of finite steps and the loss of
     the last step. `run_steps.traces[phase]` counts the traces (compilations) of each phase.
     """
+    use_unrolled_threefry()
     optimizer = method.optimizer
     sequential = method.member_loop == "sequential"
     traces = collections.Counter()

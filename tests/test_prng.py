@@ -1,0 +1,34 @@
+"""The unrolled threefry lowering on CPU gives JAX's random numbers bit for bit."""
+
+import subprocess
+import sys
+
+import numpy as np
+
+SCRIPT = """
+import sys, numpy as np, jax, jax.numpy as jnp
+from wscrl_jax.train.prng import use_unrolled_threefry
+def draws(key):
+    k1, k2 = jax.random.split(jax.random.fold_in(key, 7))
+    return (jax.random.normal(k1, (3, 129)), jax.random.uniform(k2, (5,)),
+            jax.random.permutation(key, 1000).astype(jnp.float32)[:64])
+key = jax.random.PRNGKey(2022)
+before = [np.asarray(a) for a in jax.jit(draws)(key)]
+assert use_unrolled_threefry() and use_unrolled_threefry()
+after_jit = jax.jit(draws)
+hlo = jax.jit(lambda k: jax.random.normal(k, (9,))).lower(key).as_text()
+after = [np.asarray(a) for a in after_jit(key)]
+np.savez(sys.argv[1], *before, *after, rolled=np.asarray("while" in hlo))
+
+"""
+
+
+def test_unrolled_threefry_gives_the_same_bits(tmp_path):
+    out = tmp_path / "draws.npz"
+    subprocess.run([sys.executable, "-c", SCRIPT, str(out)], check=True)
+    arrays = np.load(out)
+    before = [arrays[f"arr_{i}"] for i in range(3)]
+    after = [arrays[f"arr_{i}"] for i in range(3, 6)]
+    for b, a in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+    assert not bool(arrays["rolled"])  # the hash of a normal draw is no longer a loop

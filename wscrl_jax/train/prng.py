@@ -1,0 +1,34 @@
+"""Random bits on XLA's CPU backend from the unrolled threefry hash: the same bits, faster.
+
+JAX lowers its threefry2x32 hash on CPU as a rolled loop (five iterations of four rounds) to keep
+compile times of large programs down; on GPU and TPU it uses the unrolled form. Inside a
+compiled training step every random draw (reparameterisation noise, averaging weights) then
+runs a small while loop of about fifteen kernels per iteration: in the ILCM's pretraining step
+that was 40 % of all kernels (profile in docs/benchmarks.md). `use_unrolled_threefry` registers
+JAX's own unrolled lowering for CPU too; the hash, and so every random number, is bit for bit
+the same (tests/test_prng.py), and fused into one kernel per draw.
+"""
+
+import logging
+
+log = logging.getLogger("wscrl_jax")
+_registered = False
+
+
+def use_unrolled_threefry() -> bool:
+    """Registers the unrolled threefry lowering for the CPU platform (idempotent; affects
+    functions lowered afterwards). Returns False, changing nothing, where this JAX version does
+    not have the lowering where this module expects it (random numbers are then just slower)."""
+    global _registered
+    if _registered:
+        return True
+    try:
+        from jax._src.random import threefry2x32 as impl
+        from jax.interpreters import mlir
+        primitive, rule = impl.threefry2x32_p, impl._threefry2x32_lowering_rule
+    except (ImportError, AttributeError):
+        log.debug("unrolled threefry lowering not found in this JAX version; keeping JAX's own")
+        return False
+    mlir.register_lowering(primitive, rule, platform="cpu")
+    _registered = True
+    return True
