@@ -168,7 +168,7 @@ def test_online_codes_hold_each_batch_encoded_before_its_update(shuffle):
 
 def test_sequential_members_match_vmapped_members():
     """`training.member_loop`: members one after the other give the vmapped members' numbers;
-    "auto" picks sequential only for the adaptive MMD on one CPU device."""
+    "auto" picks sequential only for an MMD penalty on one CPU device."""
     c = tiny_md_config("linear,mmd,fast")
     c.sweep.seeds = "3,5"
     params = {}

@@ -43,15 +43,15 @@ log = logging.getLogger("wscrl_jax")
 
 
 
-def resolve_member_loop(choice: str, adaptive_mmd: bool) -> str:
+def resolve_member_loop(choice: str, mmd: bool) -> str:
     """"vmap" or "sequential" (members one after the other, `lax.map`); "auto" picks sequential
-    for the adaptive-bandwidth MMD on a single CPU device, where the vmapped [members, pairs,
-    capacity, capacity] kernel blocks spill the cache (1.5x faster for 5 members, measured in
-    docs/benchmarks.md), and vmap everywhere else."""
+    for an MMD penalty on a single CPU device, where vmapped members' kernel blocks spill the
+    cache (measured in docs/benchmarks.md: adaptive 1.5x faster for 5 members; fixed bandwidth,
+    9 members, 1.7x), and vmap everywhere else."""
     if choice != "auto":
         return choice
     single_cpu = jax.default_backend() == "cpu" and jax.local_device_count() == 1
-    return "sequential" if adaptive_mmd and single_cpu else "vmap"
+    return "sequential" if mmd and single_cpu else "vmap"
 
 
 class MDCRLMethod(Method):
@@ -106,7 +106,7 @@ class MDCRLMethod(Method):
                                    and self.mmd_capacity is not None)
         self._reported_overflow = 0
         self.member_loop = resolve_member_loop(
-            tr.get("member_loop", "vmap"), self.flags["mmd"] and not m.mmd.fix_sigma)
+            tr.get("member_loop", "vmap"), self.flags["mmd"])
         self._val_loss = jax.jit(jax.vmap(self._member_val_loss, in_axes=(0, 0, 0, None)))
         self._encode = jax.jit(self._encode_member)
 
