@@ -12,6 +12,7 @@ does (a call never crosses an epoch: validation and early stopping run between e
 """
 
 import argparse
+import ast
 import json
 import os
 import time
@@ -51,7 +52,10 @@ def bench_md_case(variant, z_dim, num_domains, members, calls):
         node = config
         for part in path:
             node = node[part]
-        node[leaf] = type(node[leaf])(value) if node[leaf] is not None else float(value)
+        try:  # a Python literal (1.0, 3, False, None), else the string itself
+            node[leaf] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            node[leaf] = value
     result = time_calls(config, f"mdcrl:{variant}", "train", 0, members, None, calls)
     return {**result, "num_domains": num_domains}
 

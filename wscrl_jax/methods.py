@@ -2,7 +2,6 @@
 
 from typing import Type
 
-
 from wscrl_jax.config_checks import (SEED_LIMIT, ConfigError, check_checkpoint, one_of, require,
                                      seed_value, unique_seeds)
 from wscrl_jax.lcm.method import LCMMethod

@@ -21,34 +21,37 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
+def _gradient_in_forward(value_and_grads, num_args: int):
+    """A custom-VJP function of `num_args` arguments from value_and_grads(*args) -> (value,
+    grads): the forward pass keeps `grads` (one per leading argument) as the only residuals,
+    the backward pass scales them by the cotangent; the remaining arguments get none."""
+
+    @jax.custom_vjp
+    def function(*args):
+        return value_and_grads(*args)[0]
+
+    def backward(grads, ct):
+        return tuple(ct * g for g in grads) + (None,) * (num_args - len(grads))
+
+    function.defvjp(value_and_grads, backward)
+    return function
+
+
 def _symmetric(t: Array, weight: Array, inv_bws: Array):
-    """(value, grad) of `kernel_sum_symmetric`; distances as |a|^2 + |b|^2 - 2ab (one matrix
+    """(value, (grad,)) of `kernel_sum_symmetric`; distances as |a|^2 + |b|^2 - 2ab (one matrix
     product; faster here than direct differences for [B, B] with B = 1024)."""
     t2 = jnp.sum(t * t, axis=-1)
     l2 = jnp.maximum(t2[:, None] + t2[None, :] - 2.0 * (t @ t.T), 0.0)
     exps = [jnp.exp(-l2 * inv_bws[i]) for i in range(inv_bws.shape[0])]
     value = jnp.sum(weight * sum(exps))
     h = weight * sum(e * inv_bws[i] for i, e in enumerate(exps))
-    return value, -4.0 * (jnp.sum(h, axis=1)[:, None] * t - h @ t)
+    return value, (-4.0 * (jnp.sum(h, axis=1)[:, None] * t - h @ t),)
 
 
-@jax.custom_vjp
 def kernel_sum_symmetric(t: Array, weight: Array, inv_bws: Array) -> Array:
     """`sum_ab weight_ab sum_i exp(-|t_a - t_b|^2 inv_bws_i)` of points t [n, d] with a
     symmetric weight [n, n]; gradient (with respect to t only) `-4 (rowsum(H) t - H t)`."""
-    return _symmetric(t, weight, inv_bws)[0]
-
-
-def _symmetric_fwd(t, weight, inv_bws):
-    value, grad = _symmetric(t, weight, inv_bws)
-    return value, (grad,)
-
-
-def _symmetric_bwd(res, ct):
-    return ct * res[0], None, None
-
-
-kernel_sum_symmetric.defvjp(_symmetric_fwd, _symmetric_bwd)
+    return _symmetric_vjp(t, weight, inv_bws)
 
 
 def _direct_sq_dists(t):
@@ -58,7 +61,7 @@ def _direct_sq_dists(t):
 
 
 def _two_sample(x, y, sx, sy, inv_bws):
-    """(value, grad_x, grad_y) of `two_sample_kernel_sum`."""
+    """(value, (grad_x, grad_y)) of `two_sample_kernel_sum`."""
     t, s = jnp.concatenate([x, y]), jnp.concatenate([sx, sy])
     st = jnp.concatenate([s[:, None] * t, s[:, None]], axis=1)  # [2n, d + 1]: (s t, s)
     l2 = _direct_sq_dists(t)
@@ -69,25 +72,16 @@ def _two_sample(x, y, sx, sy, inv_bws):
         q = q + inv_bws[i] * ks
     grad = -4.0 * s[:, None] * (q[:, -1:] * t - q[:, :-1])
     n = x.shape[0]
-    return value, grad[:n], grad[n:]
+    return value, (grad[:n], grad[n:])
 
 
-@jax.custom_vjp
 def two_sample_kernel_sum(x: Array, y: Array, sx: Array, sy: Array, inv_bws: Array) -> Array:
     """`sum_ab s_a s_b sum_i exp(-|t_a - t_b|^2 inv_bws_i)` over the points t = [x; y]
     ([n, d] each) with signs or weights s = [sx; sy] ([n] each): the weight matrix `s s^T` is
     never formed, each kernel block is multiplied once by [s t, s]. Gradient with respect to x
     and y only."""
-    return _two_sample(x, y, sx, sy, inv_bws)[0]
+    return _two_sample_vjp(x, y, sx, sy, inv_bws)
 
 
-def _two_sample_fwd(x, y, sx, sy, inv_bws):
-    value, grad_x, grad_y = _two_sample(x, y, sx, sy, inv_bws)
-    return value, (grad_x, grad_y)
-
-
-def _two_sample_bwd(res, ct):
-    return ct * res[0], ct * res[1], None, None, None
-
-
-two_sample_kernel_sum.defvjp(_two_sample_fwd, _two_sample_bwd)
+_symmetric_vjp = _gradient_in_forward(_symmetric, 3)
+_two_sample_vjp = _gradient_in_forward(_two_sample, 5)
