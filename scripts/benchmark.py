@@ -50,8 +50,13 @@ def bench_md_case(variant, z_dim, num_domains, members, calls):
         key, value = override.split("=", 1)
         *path, leaf = key.split(".")
         node = config
-        for part in path:
-            node = node[part]
+        try:
+            for part in path:
+                node = node[part]
+            node[leaf]  # noqa: B018 (an unknown key is an error, not a new key)
+        except (KeyError, AttributeError, TypeError):
+            raise SystemExit(f"error: --md-variants override {override!r}: the config has no "
+                             f"key {key!r}") from None
         try:  # a Python literal (1.0, 3, False, None), else the string itself
             node[leaf] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
