@@ -27,7 +27,7 @@ ALLOWED = {
     "mdcrl": _MODEL_DEPS,  # not lcm
     "causal": {"flows", "nn"},
     "flows": {"nn"},
-    "data": {"causal"},
+    "data": {"causal", "flows"},
     "train": set(),
     "eval": set(),
     "nn": set(),

@@ -18,12 +18,12 @@ from typing import Dict, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg
 import numpy as np
 
 from wscrl_jax.causal.graphs import create_graph, topological_sort
 from wscrl_jax.causal.interventions import intervention_masks
 from wscrl_jax.data.torch_rng import reference_scaling_nature
+from wscrl_jax.flows.rotation import so_n_rotation
 
 SPLITS = ("train", "dci_train", "val", "test")
 CAUSAL_EFFECTS = ("bimodal", "standard")
@@ -64,14 +64,6 @@ def _jax_weights_and_coeffs(key, dim_z: int, causal_effects: str):
     else:
         weights = jax.random.normal(k_mag, (dim_z, dim_z))
     return weights, jax.random.normal(k_rot, (dim_z * (dim_z - 1) // 2,))
-
-
-@partial(jax.jit, static_argnums=1)
-def so_n_rotation(coeffs, dim_z: int):
-    """R = expm(S) [d, d] with S skew-symmetric, S[i, j] = coeffs[k] for the k-th pair i < j in
-    row-major order (`SONEncoder._rotation_matrix`)."""
-    skew = jnp.zeros((dim_z, dim_z)).at[np.triu_indices(dim_z, 1)].set(coeffs)
-    return jax.scipy.linalg.expm(skew - skew.T)
 
 
 @partial(jax.jit, static_argnames=("n", "order", "observation_noise"))
