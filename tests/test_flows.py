@@ -48,7 +48,8 @@ def _coupling(transform):
 
 
 CASES = {
-    "rotation": lambda: _bijector_pair(Rotation(so_n_rotation(jnp.arange(6, dtype=jnp.float64) * 0.3 - 0.7, D))),
+    "rotation": lambda: _bijector_pair(Rotation(so_n_rotation(
+        jnp.arange(6, dtype=jnp.float64) * 0.3 - 0.7, D))),
     "permutation": lambda: _bijector_pair(Permutation([2, 0, 3, 1])),
     "piecewise_linear": lambda: _bijector_pair(distrax.Block(PiecewiseLinear(
         jax.random.normal(jax.random.PRNGKey(4), (D, 6), jnp.float64), 3.0), 1)),
