@@ -86,6 +86,11 @@ def get_config(arg=None):
     c.model.scm.hidden_units = 64  # width of each solution function's MLP
     c.model.scm.hidden_layers = 2  # hidden layers of each solution function's MLP (>= 0)
     c.model.scm.min_std = 0.2  # solution-function scale = exp(log_scale) + min_std (> 0)
+    # solution functions: "affine" (the reference) or "rq_spline" (affine, then a conditional
+    # monotone rational-quadratic spline; not in the reference, ILCM only)
+    c.model.scm.transform = "affine"
+    c.model.scm.spline_bins = 8  # bins of the rq_spline solution functions
+    c.model.scm.spline_bound = 5.0  # the spline acts on [-bound, bound], identity outside (> 0)
     for name, std, min_std in (("encoder", 0.01, 1e-4), ("decoder", 0.1, 1e-3)):
         g = ml_collections.ConfigDict()  # Gaussian MLP encoder (x -> z) / decoder (z -> x)
         g.type = "mlp"  # the only option

@@ -210,3 +210,61 @@ def test_homoskedastic_scale_is_constant(eps_pair):
     expected = np.exp(np.asarray(params["log_scale"])) + 0.2
     np.testing.assert_allclose(np.asarray(scale), np.broadcast_to(expected, (4, D)), rtol=1e-6)
     assert np.asarray(shift).std(0).min() > 0  # the shift is context dependent
+
+
+# ------------------------------------------------------------------------- rq_spline solutions
+
+
+def _spline_scm_and_params(key=0, perturb=0.0):
+    scm = ImplicitSCM(D, (8,), transform="rq_spline", spline_bins=4, spline_bound=3.0)
+    e = jnp.zeros((2, D))
+    params = scm.init(jax.random.PRNGKey(key), e, e, ancestor_masks("none", D),
+                      method=ImplicitSCM.solve)
+    spline = params["params"]["spline_layer"]
+    spline = jax.tree_util.tree_map(
+        lambda p: p + perturb * jax.random.normal(jax.random.PRNGKey(7), p.shape), spline)
+    return scm, {"params": {**params["params"], "spline_layer": spline}}
+
+
+def test_rq_spline_solutions_start_as_the_affine_ones(eps_pair):
+    scm, params = _spline_scm_and_params()
+    affine = ImplicitSCM(D, (8,))
+    affine_params = {"params": {k: v for k, v in params["params"].items() if k != "spline_layer"}}
+    masks = ancestor_masks("none", D)
+    z, slope = scm.apply(params, eps_pair[1], eps_pair[0], masks, method=ImplicitSCM.solve)
+    z_affine, scale = affine.apply(affine_params, eps_pair[1], eps_pair[0], masks,
+                                   method=ImplicitSCM.solve)
+    np.testing.assert_allclose(z, z_affine, atol=2e-3)
+    np.testing.assert_allclose(slope, scale, rtol=1e-2)
+
+
+def test_rq_spline_density_is_the_change_of_variables(eps_pair):
+    """log_prior_intervened = sum_i I_i (log N(z_i) - log |d eps2_i / d z_i|), the slope taken
+    by autodiff of the solve (e1, the context, held fixed)."""
+    scm, params = _spline_scm_and_params(perturb=1.0)
+    masks = ancestor_masks("none", D)
+    e1, e2 = eps_pair
+    interventions = jnp.array([[1.0, 0.0, 1.0]] * e1.shape[0])
+
+    def z_of(eps2_row, e1_row):
+        return scm.apply(params, eps2_row[None], e1_row[None], masks, method=ImplicitSCM.solve)[0][0]
+
+    dz_de2 = jax.vmap(lambda a, b: jnp.diag(jax.jacfwd(z_of)(a, b)))(e2, e1)  # [B, d]
+    z, slope = scm.apply(params, e2, e1, masks, method=ImplicitSCM.solve)
+    np.testing.assert_allclose(slope, 1.0 / dz_de2, rtol=1e-4)
+    assert np.abs(np.asarray(z) - np.asarray(scm.apply(  # the spline is not the identity now
+        {"params": {**params["params"], "spline_layer": jax.tree_util.tree_map(
+            jnp.zeros_like, params["params"]["spline_layer"])}},
+        e2, e1, masks, method=ImplicitSCM.solve)[0])).max() > 1e-3
+    out = scm.apply(params, e1, e2, interventions, masks, True, method=ImplicitSCM.log_prob_noise)
+    expected = jnp.sum(interventions * (log_standard_normal(np.asarray(z))
+                                        - jnp.log(dz_de2 ** -1)), axis=-1)
+    np.testing.assert_allclose(out["log_prior_intervened"], expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out["solution_std"], slope, rtol=1e-6)
+
+
+def test_unknown_solution_transform_raises():
+    with pytest.raises(ValueError, match="transform='spline' must be one of"):
+        e = jnp.zeros((2, D))
+        ImplicitSCM(D, (8,), transform="spline").init(
+            jax.random.PRNGKey(0), e, e, ancestor_masks("none", D), method=ImplicitSCM.solve)

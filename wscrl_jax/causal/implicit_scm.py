@@ -8,6 +8,7 @@ The d solution networks are evaluated together as one stacked MLP with weights
 
 from typing import Sequence
 
+import distrax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -86,12 +87,22 @@ def _last_layer_init(scheme: str, homoskedastic: bool):
     return kernel_init, bias_init
 
 
+SOLUTION_TRANSFORMS = ("affine", "rq_spline")
+
+
 class ImplicitSCM(nn.Module):
     """Solution functions `eps_i = z_i * s_i(c_i) + m_i(c_i)` with contexts c_i from noise.
 
     `s = exp(log_s) + min_std`. The context of variable i is `[a_i * e + (1 - a_i) * dummy, a_i]`
     with `a_i` the ancestor mask row and dummy values zero (the reference's dummies become
     zero after its in-place write, gotcha 6).
+
+    `transform="rq_spline"` (not in the reference) follows the affine map by a monotone
+    rational-quadratic spline of the same context: `eps_i = g_i(z_i * s_i + m_i; c_i)`, distrax's
+    `RationalQuadraticSpline` with `spline_bins` bins on [-spline_bound, spline_bound] and identity
+    tails. Its parameters come from a second output layer of the same MLP, initialised at
+    N(0, 1e-3^2) weights and zero biases, so that g starts as (almost) the identity and the
+    model as the affine one.
     """
 
     dim_z: int
@@ -99,6 +110,9 @@ class ImplicitSCM(nn.Module):
     homoskedastic: bool = False
     min_std: float = 0.2
     init_scheme: str = "broad"
+    transform: str = "affine"
+    spline_bins: int = 8
+    spline_bound: float = 5.0
 
     def setup(self):
         kinit, binit = _last_layer_init(self.init_scheme, self.homoskedastic)
@@ -107,9 +121,19 @@ class ImplicitSCM(nn.Module):
                                        bias_init=binit)
         if self.homoskedastic:
             self.log_scale = self.param("log_scale", normal(0.0, 1.0), (self.dim_z,))
+        if self.transform not in SOLUTION_TRANSFORMS:
+            raise ValueError(f"transform={self.transform!r} must be one of {SOLUTION_TRANSFORMS}")
+        if self.transform == "rq_spline":
+            self.spline_layer = StackedLinear(3 * self.spline_bins + 1,
+                                              kernel_init=normal(0.0, 1e-3),
+                                              bias_init=normal(0.0, 0.0))
 
     def scale_shift(self, conditioning_eps, masks):
         """conditioning_eps [B, d], masks [d, d] -> (scale [B, d], shift [B, d])."""
+        return self._solution_params(conditioning_eps, masks)[:2]
+
+    def _solution_params(self, conditioning_eps, masks):
+        """(scale [B, d], shift [B, d], spline parameters [B, d, 3 bins + 1] or None)."""
         batch = conditioning_eps.shape[0]
         context = jnp.concatenate(  # [d, B, 2d]: row i is variable i's masked noise and mask
             [masks[:, None, :] * conditioning_eps[None, :, :],
@@ -123,12 +147,21 @@ class ImplicitSCM(nn.Module):
             log_scale = jnp.broadcast_to(self.log_scale, shift.shape)
         else:
             log_scale, shift = out[..., 0].T, out[..., 1].T
-        return jnp.exp(log_scale) + self.min_std, shift
+        spline = (jnp.swapaxes(self.spline_layer(h), 0, 1)  # [B, d, 3 bins + 1]
+                  if self.transform == "rq_spline" else None)
+        return jnp.exp(log_scale) + self.min_std, shift, spline
 
     def solve(self, eps, conditioning_eps, masks):
-        """Noise -> causal variables: z = (eps - m(c)) / s(c). Returns (z, s), each [B, d]."""
-        scale, shift = self.scale_shift(conditioning_eps, masks)
-        return (eps - shift) / scale, scale
+        """Noise -> causal variables: z = (g^-1(eps) - m(c)) / s(c) (g the identity for the
+        affine transform). Returns (z, deps/dz), each [B, d] (for the affine transform the
+        slope is s)."""
+        scale, shift, spline = self._solution_params(conditioning_eps, masks)
+        if spline is None:
+            return (eps - shift) / scale, scale
+        u, log_du = distrax.RationalQuadraticSpline(
+            spline, -self.spline_bound, self.spline_bound,
+            boundary_slopes="identity").inverse_and_log_det(eps)
+        return (u - shift) / scale, scale * jnp.exp(-log_du)
 
     def noise_to_causal(self, eps, masks):
         return self.solve(eps, eps, masks)[0]

@@ -34,6 +34,9 @@ class ILCM(PairAutoencoder):
     scm_hidden: Sequence[int] = (64, 64)
     scm_homoskedastic: bool = False
     scm_min_std: float = 0.2
+    scm_transform: str = "affine"
+    scm_spline_bins: int = 8
+    scm_spline_bound: float = 5.0
     causal_structure: str = "none"
     intervention_encoder: str = "learnable_heuristic"
     intervention_encoder_hidden: Sequence[int] = (64, 64)
@@ -43,7 +46,8 @@ class ILCM(PairAutoencoder):
     def setup(self):
         super().setup()
         self.scm = ImplicitSCM(self.dim_z, tuple(self.scm_hidden), self.scm_homoskedastic,
-                               self.scm_min_std, "broad")
+                               self.scm_min_std, "broad", self.scm_transform,
+                               self.scm_spline_bins, self.scm_spline_bound)
         if self.intervention_encoder == "learnable_heuristic":
             self.int_encoder = HeuristicInterventionEncoder()
         elif self.intervention_encoder == "mlp":

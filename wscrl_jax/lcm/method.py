@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from tqdm.auto import tqdm
 
 from wscrl_jax.causal.graphs import GRAPH_MODES
+from wscrl_jax.causal.implicit_scm import SOLUTION_TRANSFORMS
 from wscrl_jax.config_checks import (SEED_LIMIT, batch_fits, boolean, check_shared_training,
                                      finite_number, is_int, one_of, optional_int, positive_int,
                                      require)
@@ -53,6 +54,8 @@ def build_module(model_cfg, dim_x: int, dim_z: int):
     return ILCM(**common,
                 scm_hidden=(scm.hidden_units,) * scm.hidden_layers,
                 scm_homoskedastic=scm.homoskedastic, scm_min_std=scm.min_std,
+                scm_transform=scm.transform, scm_spline_bins=scm.spline_bins,
+                scm_spline_bound=scm.spline_bound,
                 causal_structure=ADJACENCY_TO_STRUCTURE[scm.adjacency_matrix],
                 intervention_encoder=ienc.type,
                 intervention_encoder_hidden=(ienc.hidden_units,) * ienc.hidden_layers,
@@ -120,6 +123,9 @@ class LCMMethod(Method):
             positive_int(m.scm.hidden_units, "model.scm.hidden_units")
             positive_int(m.scm.hidden_layers, "model.scm.hidden_layers", 0)
             finite_number(m.scm.min_std, "model.scm.min_std", 0, exclusive=True)
+            one_of(m.scm.transform, SOLUTION_TRANSFORMS, "model.scm.transform")
+            positive_int(m.scm.spline_bins, "model.scm.spline_bins")
+            finite_number(m.scm.spline_bound, "model.scm.spline_bound", 0, exclusive=True)
         else:
             one_of(m.scm.type, ("unstructured",), "model.scm.type")
         for name in ("encoder", "decoder"):
