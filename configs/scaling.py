@@ -51,6 +51,9 @@ def get_config(arg=None):
     c.data.dim_z = 2  # number of causal variables (tested with 2..30 in the reference)
     # observation dimension: a reference to dim_z, the observations are a rotation of z
     c.data.dim_x = c.data.get_ref("dim_z")
+    # mixing z -> x: "so_n" (the reference's rotation) or "flow" (the rotation, then a random
+    # rational-quadratic coupling flow; not in the reference)
+    c.data.mixing = "so_n"
     c.data.samples = ml_collections.ConfigDict()
     c.data.samples.train = 100000  # training pairs; the DCI regressors' dci_train split has as many
     c.data.samples.val = 10000  # validation pairs
@@ -63,6 +66,9 @@ def get_config(arg=None):
     # weights and rotation of a seed: "reference" (the reference's numbers for that seed, from
     # torch's generator emulated in numpy) or "jax" (PRNGKey(seed); this package before)
     c.data.nature.rng = "reference"
+    # "linear" (the reference) or "nonlinear": z_i = g_i(sum_j w_ji z_j) + eps_i with random
+    # monotone spline g_i (not in the reference; causal/flow_lcm.py)
+    c.data.nature.mechanisms = "linear"
     c.data.nature.manifold_thickness = 1e-9  # std of the true SCM's counterfactual noise
     c.data.nature.observation_noise = 0.0  # std of noise added to x; reference: null (none)
 

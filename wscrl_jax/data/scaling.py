@@ -3,7 +3,9 @@
 
 Ground truth: a random DAG, a linear Gaussian SCM with unit noise and bimodal weights
 `sign(n1) * (1 + 0.3 n2)`, atomic-or-none perfect interventions resampling N(0, 1), and a
-random rotation R = expm(skew(c)), c ~ N(0, 1), with observations x = R^T z.
+random rotation R = expm(skew(c)), c ~ N(0, 1), with observations x = R^T z. Beyond the
+reference: nonlinear (spline) mechanisms and a coupling-flow mixing after the rotation
+(`data.nature.mechanisms`, `data.mixing`; `causal/flow_lcm.py`).
 
 Unlike the reference (ws-crl gotcha 1) everything, samples included, is a deterministic
 function of the data seed. The ground truth is the reference's for the same seed: the graph from
@@ -14,12 +16,14 @@ numpy `default_rng(seed)`, the weights and rotation coefficients from torch's ge
 """
 
 from functools import partial
-from typing import Dict, NamedTuple
+from typing import Dict, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from wscrl_jax.causal.flow_lcm import (MECHANISMS, MIXINGS, causal_value, mix, random_mechanisms,
+                                       random_mixing_flow)
 from wscrl_jax.causal.graphs import create_graph, topological_sort
 from wscrl_jax.causal.interventions import intervention_masks
 from wscrl_jax.data.torch_rng import reference_scaling_nature
@@ -31,19 +35,29 @@ NATURE_RNGS = ("reference", "jax")
 
 
 class Nature(NamedTuple):
-    """Ground truth: adjacency [d, d], weights [d, d] (w[j, i] for edge j -> i), rotation [d, d]."""
+    """Ground truth: adjacency [d, d], weights [d, d] (w[j, i] for edge j -> i), rotation [d, d];
+    for nonlinear mechanisms their spline parameters [d, 3 bins + 1], for a flow mixing its
+    parameters (`causal/flow_lcm.py`; None: linear mechanisms, rotation only)."""
 
     adjacency: jnp.ndarray
     weights: jnp.ndarray
     rotation: jnp.ndarray
+    mechanisms: Optional[jnp.ndarray] = None
+    mixing_flow: Optional[dict] = None
 
 
 def create_nature(dim_z: int, mode: str, seed: int, causal_effects: str = "bimodal",
-                  rng: str = "reference") -> Nature:
+                  rng: str = "reference", mechanisms: str = "linear",
+                  mixing: str = "so_n") -> Nature:
     """The ground truth of a data seed. rng "reference": the reference's weights and rotation
-    coefficients for that seed; "jax": drawn from `PRNGKey(seed)` (this package before)."""
+    coefficients for that seed; "jax": drawn from `PRNGKey(seed)` (this package before).
+    `mechanisms` (`flow_lcm.MECHANISMS`) and `mixing` (`flow_lcm.MIXINGS`): the nonlinear
+    options draw their parameters from `PRNGKey(seed)` folded with 2 and 3."""
     if causal_effects not in CAUSAL_EFFECTS:
         raise ValueError(f"unknown causal_effects {causal_effects!r}; expected {CAUSAL_EFFECTS}")
+    if mechanisms not in MECHANISMS or mixing not in MIXINGS:
+        raise ValueError(f"mechanisms={mechanisms!r}, mixing={mixing!r}: expected one of "
+                         f"{MECHANISMS} and one of {MIXINGS}")
     adjacency = create_graph(dim_z, mode, seed)
     if rng == "reference":
         weights, coeffs = reference_scaling_nature(dim_z, seed, causal_effects)
@@ -52,7 +66,11 @@ def create_nature(dim_z: int, mode: str, seed: int, causal_effects: str = "bimod
         weights, coeffs = _jax_weights_and_coeffs(jax.random.PRNGKey(seed), dim_z, causal_effects)
     else:
         raise ValueError(f"unknown data.nature.rng {rng!r}; expected one of {NATURE_RNGS}")
-    return Nature(jnp.asarray(adjacency, jnp.float32), weights, so_n_rotation(coeffs, dim_z))
+    key = jax.random.PRNGKey(seed)
+    return Nature(
+        jnp.asarray(adjacency, jnp.float32), weights, so_n_rotation(coeffs, dim_z),
+        random_mechanisms(jax.random.fold_in(key, 2), dim_z) if mechanisms == "nonlinear" else None,
+        random_mixing_flow(jax.random.fold_in(key, 3), dim_z) if mixing == "flow" else None)
 
 
 @partial(jax.jit, static_argnums=(1, 2))
@@ -86,10 +104,10 @@ def sample_pairs(key, nature: Nature, n: int, order: tuple, manifold_thickness: 
     z1 = jnp.zeros((n, d))
     z2 = jnp.zeros((n, d))
     for i in order:
-        z1 = z1.at[:, i].set(eps[:, i] + z1 @ effects[:, i])
-        observational = eps[:, i] + z2 @ effects[:, i] + cf[:, i]
+        z1 = z1.at[:, i].set(causal_value(i, eps[:, i], z1, effects, nature.mechanisms))
+        observational = causal_value(i, eps[:, i], z2, effects, nature.mechanisms) + cf[:, i]
         z2 = z2.at[:, i].set(masks[:, i] * eps_int[:, i] + (1 - masks[:, i]) * observational)
-    x1, x2 = z1 @ nature.rotation, z2 @ nature.rotation  # x = R^T z per sample
+    x1, x2 = (mix(z, nature.rotation, nature.mixing_flow) for z in (z1, z2))  # x = F(R^T z)
     if observation_noise:
         x1 = x1 + observation_noise * jax.random.normal(k_n1, x1.shape)
         x2 = x2 + observation_noise * jax.random.normal(k_n2, x2.shape)
@@ -101,7 +119,9 @@ def make_scaling_data(data_cfg, seed: int) -> Dict[str, Dict[str, jnp.ndarray]]:
     """All four splits for one data seed: {split: {name: array [n, ...]}}."""
     # A config without data.nature.rng was written before it existed: its runs used "jax".
     nature = create_nature(data_cfg.dim_z, data_cfg.nature.mode, seed,
-                           data_cfg.nature.causal_effects, data_cfg.nature.get("rng", "jax"))
+                           data_cfg.nature.causal_effects, data_cfg.nature.get("rng", "jax"),
+                           data_cfg.nature.get("mechanisms", "linear"),
+                           data_cfg.get("mixing", "so_n"))
     order = tuple(topological_sort(np.asarray(nature.adjacency)))
     sizes = {"train": data_cfg.samples.train, "dci_train": data_cfg.samples.train,
              "val": data_cfg.samples.val, "test": data_cfg.samples.test}

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from tqdm.auto import tqdm
 
+from wscrl_jax.causal.flow_lcm import MECHANISMS, MIXINGS
 from wscrl_jax.causal.graphs import GRAPH_MODES
 from wscrl_jax.causal.implicit_scm import SOLUTION_TRANSFORMS
 from wscrl_jax.config_checks import (SEED_LIMIT, batch_fits, boolean, check_shared_training,
@@ -99,6 +100,8 @@ class LCMMethod(Method):
         one_of(d.nature.mode, GRAPH_MODES, "data.nature.mode")
         one_of(d.nature.causal_effects, CAUSAL_EFFECTS, "data.nature.causal_effects")
         one_of(d.nature.rng, NATURE_RNGS, "data.nature.rng")
+        one_of(d.nature.mechanisms, MECHANISMS, "data.nature.mechanisms")
+        one_of(d.mixing, MIXINGS, "data.mixing")
         finite_number(d.nature.manifold_thickness, "data.nature.manifold_thickness", 0)
         finite_number(d.nature.observation_noise, "data.nature.observation_noise", 0,
                       allow_none=True, unset="no noise")
