@@ -247,7 +247,8 @@ def test_rq_spline_density_is_the_change_of_variables(eps_pair):
     interventions = jnp.array([[1.0, 0.0, 1.0]] * e1.shape[0])
 
     def z_of(eps2_row, e1_row):
-        return scm.apply(params, eps2_row[None], e1_row[None], masks, method=ImplicitSCM.solve)[0][0]
+        return scm.apply(params, eps2_row[None], e1_row[None], masks,
+                         method=ImplicitSCM.solve)[0][0]
 
     dz_de2 = jax.vmap(lambda a, b: jnp.diag(jax.jacfwd(z_of)(a, b)))(e2, e1)  # [B, d]
     z, slope = scm.apply(params, e2, e1, masks, method=ImplicitSCM.solve)
