@@ -1,6 +1,7 @@
 """Training throughput per method, phase, dim_z and number of members; one JSON line per case.
 
     python scripts/benchmark.py --methods ilcm,dvae,betavae --dims 3 --members 1,9
+    python scripts/benchmark.py --methods "ilcm,ilcm@model.scm.transform=rq_spline" --dims 4
     python scripts/benchmark.py --methods "" --md-variants "linear+minmax,linear+mmd" \
         --md-z-dim 8 --md-domains 4 --members 5
 
@@ -33,7 +34,11 @@ PHASE_EPOCHS = {"pretrain": 0, "main": 1, "deterministic": 2}  # epochs of the f
 
 
 def bench_case(method_name, phase_name, dim_z, members, steps, calls, train_samples):
-    config = load_config(os.path.join(CONFIGS, f"scaling.py:{method_name},fast"))
+    """method_name: a `configs/scaling.py` method, optionally with `@key=value` overrides, e.g.
+    `ilcm@model.scm.transform=rq_spline`."""
+    base, *overrides = method_name.split("@")
+    config = load_config(os.path.join(CONFIGS, f"scaling.py:{base},fast"))
+    apply_overrides(config, overrides, "--methods")
     config.data.dim_z = dim_z
     config.data.samples.train = train_samples
     phase = PHASE_EPOCHS[phase_name]
@@ -46,7 +51,17 @@ def bench_md_case(variant, z_dim, num_domains, members, calls):
     options, *overrides = variant.split("@")
     config = load_config(os.path.join(CONFIGS, "md_mixing.py:" + options.replace("+", ",")))
     config.data.z_dim, config.data.num_domains = z_dim, num_domains
+    apply_overrides(config, overrides, "--md-variants")
+    result = time_calls(config, f"mdcrl:{variant}", "train", 0, members, None, calls)
+    return {**result, "num_domains": num_domains}
+
+
+def apply_overrides(config, overrides, flag):
+    """Sets each `key=value` (a dotted config key, a Python literal or else a string); an unknown
+    key ends the run with one error line naming `flag`."""
     for override in overrides:
+        if "=" not in override:
+            raise SystemExit(f"error: {flag} override {override!r} is not key=value")
         key, value = override.split("=", 1)
         *path, leaf = key.split(".")
         node = config
@@ -55,14 +70,12 @@ def bench_md_case(variant, z_dim, num_domains, members, calls):
                 node = node[part]
             node[leaf]  # noqa: B018 (an unknown key is an error, not a new key)
         except (KeyError, AttributeError, TypeError):
-            raise SystemExit(f"error: --md-variants override {override!r}: the config has no "
+            raise SystemExit(f"error: {flag} override {override!r}: the config has no "
                              f"key {key!r}") from None
         try:  # a Python literal (1.0, 3, False, None), else the string itself
             node[leaf] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             node[leaf] = value
-    result = time_calls(config, f"mdcrl:{variant}", "train", 0, members, None, calls)
-    return {**result, "num_domains": num_domains}
 
 
 def time_calls(config, method_name, phase_name, epoch, members, steps, calls):
@@ -130,7 +143,7 @@ def main():
             print(json.dumps(result), flush=True)
     for method_name in filter(None, args.methods.split(",")):
         phases = args.phases.split(",")
-        if method_name == "betavae":  # one loss for every epoch after pretraining
+        if method_name.split("@")[0] == "betavae":  # one loss for every epoch after pretraining
             phases = [ph for ph in phases if ph != "deterministic"]
         for dim_z in (int(d) for d in args.dims.split(",")):
             for members in (int(m) for m in args.members.split(",")):
