@@ -90,3 +90,21 @@ def test_log_prob_pairs_prefers_the_true_counterfactuals(nonlinear_pairs):
 def test_unknown_mechanisms_or_mixing_raise():
     with pytest.raises(ValueError, match="mechanisms='quadratic'"):
         create_nature(3, "full", 5, mechanisms="quadratic")
+
+
+def test_evaluation_splits_carry_the_true_likelihood_where_it_applies():
+    from conftest import tiny_scaling_config
+    from wscrl_jax.data.scaling import make_scaling_data
+    config = tiny_scaling_config("ilcm")
+    data = make_scaling_data(config.data, 3)
+    assert not any("true_log_prob" in split for split in data.values())  # thickness 1e-9
+    config.data.nature.manifold_thickness = 0.01
+    config.data.nature.mechanisms = "nonlinear"
+    data = make_scaling_data(config.data, 3)
+    assert "true_log_prob" not in data["train"] and "true_log_prob" not in data["dci_train"]
+    nature = create_nature(config.data.dim_z, config.data.nature.mode, 3, mechanisms="nonlinear")
+    test = data["test"]
+    expected = flow_lcm.log_prob_pairs(test["x1"], test["x2"], nature.adjacency * nature.weights,
+                                       nature.rotation, nature.mechanisms, None, 0.01)
+    np.testing.assert_allclose(test["true_log_prob"], expected, rtol=1e-6)
+    assert np.all(np.isfinite(test["true_log_prob"]))

@@ -22,14 +22,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wscrl_jax.causal.flow_lcm import (MECHANISMS, MIXINGS, causal_value, mix, random_mechanisms,
-                                       random_mixing_flow)
+from wscrl_jax.causal.flow_lcm import (MECHANISMS, MIXINGS, causal_value, log_prob_pairs, mix,
+                                       random_mechanisms, random_mixing_flow)
 from wscrl_jax.causal.graphs import create_graph, topological_sort
 from wscrl_jax.causal.interventions import intervention_masks
 from wscrl_jax.data.torch_rng import reference_scaling_nature
 from wscrl_jax.flows.rotation import so_n_rotation
 
 SPLITS = ("train", "dci_train", "val", "test")
+# The exact likelihood of the pairs (`true_log_prob` of val and test, the `flow_nll` metric) is
+# stored only without observation noise (it has no density term for it) and where the
+# counterfactual noise is resolvable in float32 (the default 1e-9 is far below x's rounding).
+FLOW_NLL_MIN_THICKNESS = 1e-3
 CAUSAL_EFFECTS = ("bimodal", "standard")
 NATURE_RNGS = ("reference", "jax")
 
@@ -126,8 +130,15 @@ def make_scaling_data(data_cfg, seed: int) -> Dict[str, Dict[str, jnp.ndarray]]:
     sizes = {"train": data_cfg.samples.train, "dci_train": data_cfg.samples.train,
              "val": data_cfg.samples.val, "test": data_cfg.samples.test}
     base = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
-    noise = data_cfg.nature.observation_noise
-    return {split: sample_pairs(jax.random.fold_in(base, index), nature, int(sizes[split]), order,
-                                float(data_cfg.nature.manifold_thickness),
-                                float(noise) if noise else 0.0)
-            for index, split in enumerate(SPLITS)}
+    noise = float(data_cfg.nature.observation_noise or 0.0)
+    thickness = float(data_cfg.nature.manifold_thickness)
+    splits = {split: sample_pairs(jax.random.fold_in(base, index), nature, int(sizes[split]),
+                                  order, thickness, noise)
+              for index, split in enumerate(SPLITS)}
+    if not noise and thickness >= FLOW_NLL_MIN_THICKNESS:
+        for split in ("val", "test"):
+            pairs = splits[split]
+            pairs["true_log_prob"] = log_prob_pairs(
+                pairs["x1"], pairs["x2"], nature.adjacency * nature.weights, nature.rotation,
+                nature.mechanisms, nature.mixing_flow, thickness)
+    return splits

@@ -2,7 +2,9 @@
 every member of a sweep together.
 
 DCI on causal codes (regressors fit on `dci_train`, scored on the evaluation split), then the
-test-set loss terms on the whole split as one batch and the IWAE negative log-likelihood.
+test-set loss terms on the whole split as one batch and the IWAE negative log-likelihood; where
+the data carry it, `flow_nll`, the ground truth's exact NLL of the same pairs
+(`causal/flow_lcm.py`), the floor that `nll` approaches.
 """
 
 import logging
@@ -123,6 +125,8 @@ def evaluate_lcm_members(method, params, model_state, data, keys,
                             for j, v in enumerate(member_means["solution_std"])})
         metrics.update({k: float(member_means[k]) for k in LOG_MEAN_VARS if k in member_means})
         metrics["nll"] = float(nll[i])
+        if "true_log_prob" in split:  # the ground truth's own NLL of the split, for comparison
+            metrics["flow_nll"] = -float(np.mean(np.asarray(split["true_log_prob"][i])))
         results.append(metrics)
     return results
 
