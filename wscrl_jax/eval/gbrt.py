@@ -115,6 +115,25 @@ def _node_sums(values, node, num_nodes):
     return jnp.sum(jnp.where(members, values[None], 0.0), axis=1)
 
 
+def _materialize(tree, anchor):
+    """`tree` computed once, before its consumers: a conditional (on `anchor >= 0`, always true
+    but unknown to XLA) that XLA cannot fuse into the loops reading the values."""
+    return jax.lax.cond(anchor >= 0, lambda t: t,
+                        lambda t: jax.tree_util.tree_map(jnp.zeros_like, t), tree)
+
+
+def _at_nodes(values, node):
+    """values [..., K] read at each position's node (node [n] int) -> [..., n]: a chain of
+    selects for the few nodes of a shallow tree (XLA's CPU gathers cost several ns a value)."""
+    num_nodes = values.shape[-1]
+    if num_nodes > 4:
+        return values[..., node]
+    out = jnp.broadcast_to(values[..., :1], values.shape[:-1] + node.shape)
+    for k in range(1, num_nodes):
+        out = jnp.where(node == k, values[..., k:k + 1], out)
+    return out
+
+
 def _first_argmax(values):
     """Index of the first maximum along the last axis (argmax, written as two plain reductions,
     which XLA's CPU backend runs several times faster than its variadic argmax)."""
@@ -175,20 +194,22 @@ def _best_splits(level: _Level, residual, squares, parent_split) -> _Splits:
     safe = jnp.maximum(count_node, 1.0)
     impurity = squares / safe - (sum_node / safe) ** 2  # scikit-learn's node_impurity
     splittable = parent_split & (count_node >= 2) & (impurity > EPSILON)
+    before, sum_node, count_node, splittable = _materialize(
+        (before, sum_node, count_node, splittable), level.end[0])
 
-    sum_left = running - before[:, node]
+    sum_left = running - _at_nodes(before, node)
     position = jnp.arange(n, dtype=jnp.int32)
-    n_left = (position - level.start[node] + 1).astype(jnp.float64)
-    n_right = count_node[node] - n_left
-    sum_right = sum_node[node] - sum_left
+    n_left = (position - _at_nodes(level.start, node) + 1).astype(jnp.float64)
+    n_right = _at_nodes(count_node, node) - n_left
+    sum_right = _at_nodes(sum_node, node) - sum_left
     # a split may fall between a node's neighbouring values more than FEATURE_THRESHOLD apart
     values = level.values.astype(jnp.float64)  # as scikit-learn: float32 + 1e-7 in double
     gap = jnp.pad(values[:, 1:] > values[:, :-1] + FEATURE_THRESHOLD, ((0, 0), (0, 1)))
-    valid = gap & (n_right > 0) & splittable[node]
+    valid = gap & (n_right > 0) & _at_nodes(splittable, node)
     proxy = jnp.where(valid, sum_left ** 2 / n_left + sum_right ** 2 / jnp.maximum(n_right, 1.0),
                       -jnp.inf)  # [p, n]
     # computed once: XLA would otherwise fuse the proxy into each reduction below
-    proxy = jax.lax.optimization_barrier(proxy)
+    proxy = _materialize(proxy, level.end[0])
     in_node = node[None, :] == jnp.arange(num_nodes)[:, None]  # [K, n]
     feature_best = jnp.max(jnp.where(in_node[None], proxy[:, None, :], -jnp.inf), axis=2)  # [p, K]
     best_proxy = jnp.max(feature_best, axis=0)  # [K]
@@ -220,12 +241,13 @@ def _partition(level: _Level, right) -> _Level:
     # matrix products: exact for counts below 2**24)
     lefts = cumsum(goes_left.astype(jnp.float32)).astype(jnp.int32)
     lefts0 = jnp.pad(lefts, ((0, 0), (1, 0)))
-    start = level.start[level.node]
-    rank_left = lefts - goes_left - lefts0[:, level.start][:, level.node]
-    n_left_node = lefts0[0, level.end] - lefts0[0, level.start]  # [K]
+    start = _at_nodes(level.start, level.node)
+    left_before, n_left_node = _materialize(
+        (lefts0[:, level.start], lefts0[0, level.end] - lefts0[0, level.start]), level.end[0])
+    rank_left = lefts - goes_left - _at_nodes(left_before, level.node)
     new_position = jnp.where(
         goes_left, start + rank_left,
-        start + n_left_node[level.node] + (position - start) - rank_left)
+        start + _at_nodes(n_left_node, level.node) + (position - start) - rank_left)
     # one scatter moves both: the sample index in the high and the value's bits in the low half
     packed = (level.perm.astype(jnp.uint64) << 32) | jax.lax.bitcast_convert_type(
         level.values, jnp.uint32).astype(jnp.uint64)
@@ -255,11 +277,12 @@ def fit_tree(x, residual, sorted_features: SortedFeatures, max_depth: int):
     gains = jnp.zeros(p, jnp.float64)
     for depth in range(max_depth):
         squares = _node_sums(residual * residual, node, 2 ** depth)
-        splits = _best_splits(level, residual, squares, parent_split)
+        splits = _materialize(_best_splits(level, residual, squares, parent_split), node[0])
         gains = gains.at[splits.feature].add(splits.gain)
         features.append(splits.feature)
         thresholds.append(splits.threshold)
-        right = x[jnp.arange(n), splits.feature[node]].astype(jnp.float64) > splits.threshold[node]
+        right = (x[jnp.arange(n), _at_nodes(splits.feature, node)].astype(jnp.float64)
+                 > _at_nodes(splits.threshold, node))
         node = 2 * node + right.astype(jnp.int32)
         parent_split = jnp.repeat(splits.has_split, 2)
         if depth + 1 < max_depth:
@@ -267,7 +290,7 @@ def fit_tree(x, residual, sorted_features: SortedFeatures, max_depth: int):
     # leaves: the two parts of every last-level node (the right part empty where it did not split)
     sums = jnp.stack([splits.sum_left, splits.sum_node - splits.sum_left], axis=1).reshape(-1)
     counts = jnp.stack([splits.count_left, splits.count_node - splits.count_left], 1).reshape(-1)
-    value = sums / jnp.maximum(counts, 1.0)
+    value = _materialize(sums / jnp.maximum(counts, 1.0), node[0])
     return (jnp.concatenate(features), jnp.concatenate(thresholds), value, node, gains)
 
 
