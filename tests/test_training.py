@@ -234,3 +234,17 @@ def test_members_are_evaluated_together_and_a_non_finite_member_is_reported(trai
     assert np.isnan(rows[1]["causal_disentanglement"])
     assert read_csv(os.path.join(str(tmp_path), "metrics", "test_metrics.csv"))[1]["status"] == (
         "ok; not evaluated")
+
+
+def test_keys_added_later_resume_at_the_value_that_reproduces_old_runs():
+    """A checkpoint written before `model.scm.transform` existed resumes under "affine", its only
+    behaviour then; any other value is a change."""
+    config = tiny_scaling_config("ilcm")
+    saved = json.loads(config.to_json_best_effort())
+    del saved["model"]["scm"]["transform"], saved["data"]["mixing"]
+    assert experiment.config_changes(saved, config) == ([], [])
+    config.model.scm.transform = "rq_spline"
+    assert experiment.config_changes(saved, config) == (["model.scm.transform"], [])
+    filled = experiment.with_added_keys(saved)  # what evaluation of such a checkpoint builds
+    assert filled["model"]["scm"]["transform"] == "affine" and filled["data"]["mixing"] == "so_n"
+    assert "transform" not in saved["model"]["scm"]  # the saved dict itself is left alone

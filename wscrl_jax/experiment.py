@@ -64,6 +64,11 @@ def run_grid(config, workdir: str, progress: bool = True):
 # schedules defined over training.epochs are then evaluated for the new length.
 RESUME_SAFE_KEYS = ("training.epochs", "training.steps_per_call", "training.nan_limit")
 RESUME_SAFE_SECTIONS = ("eval.", "checkpoint.")
+# Keys added after runs were written, with the value that reproduces those runs: a checkpoint
+# whose config lacks such a key resumes under that value (any other value is a change).
+ADDED_KEYS = {"data.mixing": "so_n", "data.nature.mechanisms": "linear",
+              "model.scm.transform": "affine", "model.scm.spline_bins": 8,
+              "model.scm.spline_bound": 5.0}
 
 
 def _flat(tree, prefix=""):
@@ -76,10 +81,24 @@ def _flat(tree, prefix=""):
     return out
 
 
+def with_added_keys(saved: dict) -> dict:
+    """A saved config (JSON dict) with the `ADDED_KEYS` it lacks set to their old behaviour
+    (only where their section exists), so that older checkpoints build, evaluate and resume."""
+    saved = json.loads(json.dumps(saved))
+    for key, value in ADDED_KEYS.items():
+        *path, leaf = key.split(".")
+        node = saved
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.setdefault(leaf, value)
+    return saved
+
+
 def config_changes(saved: dict, config) -> Tuple[List[str], List[str]]:
     """Keys whose values differ between a checkpoint's config (its JSON dict) and `config`:
     (keys that change training, keys in RESUME_SAFE_KEYS / RESUME_SAFE_SECTIONS)."""
-    old, new = _flat(saved), _flat(json.loads(config.to_json_best_effort()))
+    old, new = _flat(with_added_keys(saved)), _flat(json.loads(config.to_json_best_effort()))
     unset = object()
     changed = sorted(k for k in set(old) | set(new) if old.get(k, unset) != new.get(k, unset))
     safe = [k for k in changed if k in RESUME_SAFE_KEYS or k.startswith(RESUME_SAFE_SECTIONS)]
@@ -228,7 +247,7 @@ def evaluate_workdir(workdir: str, only: Optional[int] = None, step: Optional[in
                 f"--member {only} is out of range: the checkpoint has {len(members)} members")
         key = json.dumps([meta["config"], members], sort_keys=True)
         if built.get("key") != key:
-            config = ml_collections.ConfigDict(meta["config"])
+            config = ml_collections.ConfigDict(with_added_keys(meta["config"]))
             built.update(key=key, config=config, members=members, run=build(config, members))
         return built["run"][2]
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from wscrl_jax.nn.gaussian import standard_normal_log_prob
-from wscrl_jax.nn.init import normal, torch_uniform
+from wscrl_jax.nn.init import constant, normal, torch_uniform
 
 CAUSAL_STRUCTURES = ("none", "trivial", "fixed_order")
 # Last-layer inits of `make_mlp_structure_transform`:
@@ -126,7 +126,7 @@ class ImplicitSCM(nn.Module):
         if self.transform == "rq_spline":
             self.spline_layer = StackedLinear(3 * self.spline_bins + 1,
                                               kernel_init=normal(0.0, 1e-3),
-                                              bias_init=normal(0.0, 0.0))
+                                              bias_init=constant(0.0))
 
     def scale_shift(self, conditioning_eps, masks):
         """conditioning_eps [B, d], masks [d, d] -> (scale [B, d], shift [B, d])."""
