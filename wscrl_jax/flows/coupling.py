@@ -54,7 +54,7 @@ class ResidualNet(nn.Module):
     @nn.compact
     def __call__(self, x):
         h = TorchLinear(self.hidden)(x)
-        near_zero = torch_uniform(1e6)  # U(-1e-3, 1e-3)
+        near_zero = torch_uniform(1e6)  # bound 1 / sqrt(1e6): U(-1e-3, 1e-3), nflows' block init
         for _ in range(self.blocks):
             t = TorchLinear(self.hidden)(nn.relu(h))
             h = h + TorchLinear(self.hidden, kernel_init=near_zero, bias_init=near_zero)(nn.relu(t))
