@@ -4,8 +4,7 @@ median), from each workdir's metrics/test_metrics.csv.
     python scripts/plot_metrics.py --metric hz_z_~r2 --out r2.png \\
         minmax=runs/minmax none=runs/none mmd=runs/mmd
 
-Each positional argument is WORKDIR or LABEL=WORKDIR. Needs matplotlib (`pip install -e
-".[plots]"`).
+Each positional argument is WORKDIR or LABEL=WORKDIR.
 """
 
 import argparse

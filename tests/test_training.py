@@ -68,6 +68,8 @@ def test_run_learns_and_writes_metrics(trained):
                            "causal_completeness"]
     assert columns[-1] == "nll" and "intervention_accuracy" in columns and "kl_e" in columns
     assert np.isfinite(float(test_rows[0]["nll"]))
+    assert sorted(os.listdir(os.path.join(workdir, "figures"))) == ["dci_importance.png",
+                                                                    "training_curves.png"]
     before = untrained_disentanglement(config)
     assert rows[0]["causal_disentanglement"] > before + 0.2, (before, rows[0])
 

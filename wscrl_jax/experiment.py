@@ -18,6 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from wscrl_jax.methods import get_method
+from wscrl_jax.plots import write_run_figures
 from wscrl_jax.tracking import TrainMetricsWriter, read_csv, write_csv_atomic
 from wscrl_jax.train import checkpoint
 from wscrl_jax.train.loop import steps_per_epoch, train
@@ -310,6 +311,10 @@ def evaluate_members(method, state, data, members, workdir, config,
                      ", ".join(f"{k} = {metrics[k]:.4f}" for k in headline))
         rows.append({"seed": seed, "data_seed": data_seed, "status": status, **metrics})
     write_csv_atomic(os.path.join(workdir, "metrics", filename), rows)
+    if filename == "test_metrics.csv":
+        train_path = os.path.join(workdir, "metrics", "train_metrics.csv")
+        write_run_figures(workdir, read_csv(train_path) if os.path.exists(train_path) else [],
+                          rows)
     if headline != ("causal_disentanglement",):
         for k in headline:
             values = [r[k] for r in rows]

@@ -1,0 +1,66 @@
+"""The paper's graph-scaling figure: causal disentanglement against dim_z, one point per member,
+from the workdirs of finished WS-CRL runs (one run per method and dim_z, or `sweep.grid` runs
+over data.dim_z).
+
+    python scripts/plot_scaling.py --out scaling.png runs/ilcm3 runs/ilcm4 runs/dvae3 \\
+        runs/dvae4 "beta-VAE=runs/betavae3"
+
+Each positional argument is WORKDIR or LABEL=WORKDIR; the label defaults to the run's method
+(ILCM, ILCM rq_spline, dVAE, beta-VAE, from its config.json) and dim_z comes from config.json
+(or from the `dim_z` column of a grid run's metrics).
+"""
+
+import argparse
+import json
+import os
+
+from wscrl_jax.cli import fail
+from wscrl_jax.plots import scaling_figure
+from wscrl_jax.tracking import read_csv
+
+
+def method_label(config: dict) -> str:
+    model = config.get("model", {})
+    if model.get("type") == "causal_vae":
+        return "beta-VAE"
+    if model.get("scm", {}).get("adjacency_matrix") == "none_trivial":
+        return "dVAE"
+    return "ILCM" + (" rq_spline" if model.get("scm", {}).get("transform") == "rq_spline" else "")
+
+
+def load(runs, metric):
+    """{label: [(dim_z, value per member)]}; one error line when a workdir is not a finished
+    WS-CRL run."""
+    points = {}
+    for run in runs:
+        label, _, workdir = run.rpartition("=")
+        metrics = os.path.join(workdir, "metrics", "test_metrics.csv")
+        config_path = os.path.join(workdir, "config.json")
+        if not (os.path.isfile(metrics) and os.path.isfile(config_path)):
+            fail(f"{workdir} has no metrics/test_metrics.csv and config.json; pass workdirs of "
+                 "finished runs")
+        config = json.load(open(config_path))
+        rows = read_csv(metrics)
+        if not rows or metric not in rows[0]:
+            fail(f"{metrics} has no column {metric!r} (is it a WS-CRL run?)")
+        for row in rows:
+            dim_z = int(float(row.get("dim_z") or config["data"]["dim_z"]))
+            points.setdefault(label or method_label(config), []).append(
+                (dim_z, float(row[metric])))
+    return points
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("runs", nargs="+", help="WORKDIR or LABEL=WORKDIR")
+    p.add_argument("--metric", default="causal_disentanglement")
+    p.add_argument("--out", required=True, help="PNG path")
+    args = p.parse_args()
+    points = load(args.runs, args.metric)
+    scaling_figure(args.out, points, args.metric)
+    for label, pairs in points.items():
+        print(f"{label}: " + ", ".join(f"d={d} {v:.3f}" for d, v in sorted(pairs)))
+
+
+if __name__ == "__main__":
+    main()

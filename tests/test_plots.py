@@ -1,0 +1,78 @@
+"""Figures per run (wscrl_jax/plots.py): files written from metric rows, matrices read right,
+and a plotting failure never raises."""
+
+import logging
+import os
+
+import pytest
+
+from wscrl_jax import plots
+
+pytest.importorskip("matplotlib")
+
+
+def _rows():
+    train = [{"step": str(s), "epoch": "0", "member": str(m), "loss": str(100.0 / s + m)}
+             for m in range(2) for s in (10, 20, 30)]
+    test = [{"seed": 1, "data_seed": 2 + m, "status": "ok", "causal_disentanglement": 0.9,
+             **{f"causal_importance_matrix_{i}_{j}": float(i == j) + 0.1 * m
+                for i in range(3) for j in range(2)},
+             **{f"noise_importance_matrix_{i}_{j}": 0.5 for i in range(3) for j in range(2)}}
+            for m in range(2)]
+    return train, test
+
+
+def test_importance_matrices_are_read_per_member_from_the_causal_columns():
+    _, test = _rows()
+    prefix, matrices = plots.importance_matrices(test)
+    assert prefix == "causal_" and len(matrices) == 2
+    assert matrices[1] == [[1.1, 0.1], [0.1, 1.1], [0.1, 0.1]]  # [d_model = 3][d_true = 2]
+    assert plots.importance_matrices([{"hz_z_~r2": 0.9}]) is None  # MD-CRL rows: no matrix
+
+
+def test_run_figures_are_png_files(tmp_path):
+    train, test = _rows()
+    written = plots.write_run_figures(str(tmp_path), train, test)
+    assert sorted(os.path.basename(p) for p in written) == ["dci_importance.png",
+                                                           "training_curves.png"]
+    for path in written:
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n" and os.path.getsize(path) > 5000
+
+
+def test_a_plotting_failure_is_logged_not_raised(tmp_path, caplog):
+    train, test = _rows()
+    del train[0]["member"]  # a malformed row
+    with caplog.at_level(logging.WARNING, logger="wscrl_jax"):
+        written = plots.write_run_figures(str(tmp_path), train, test)
+    assert [os.path.basename(p) for p in written] == ["dci_importance.png"]  # the other one
+    assert "Figure training_curves.png not written (KeyError" in caplog.text
+
+
+def test_scaling_figure_and_its_script(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from wscrl_jax.tracking import write_csv_atomic
+    runs = []
+    for name, model, dim_z in (("ilcm3", {"type": "intervention_noise_vae",
+                                          "scm": {"adjacency_matrix": "none"}}, 3),
+                               ("dvae4", {"type": "intervention_noise_vae",
+                                          "scm": {"adjacency_matrix": "none_trivial"}}, 4)):
+        workdir = tmp_path / name
+        os.makedirs(workdir / "metrics")
+        json.dump({"data": {"dim_z": dim_z}, "model": model}, open(workdir / "config.json", "w"))
+        write_csv_atomic(str(workdir / "metrics" / "test_metrics.csv"),
+                         [{"seed": s, "causal_disentanglement": 0.5 + 0.1 * s} for s in range(3)])
+        runs.append(str(workdir))
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "plot_scaling.py")
+    out = tmp_path / "scaling.png"
+    done = subprocess.run([sys.executable, script, "--out", str(out), *runs],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "ILCM: d=3 0.500, d=3 0.600, d=3 0.700" in done.stdout and "dVAE: d=4" in done.stdout
+    assert open(out, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    missing = subprocess.run([sys.executable, script, "--out", str(out), str(tmp_path / "no")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    assert "has no metrics/test_metrics.csv" in missing.stderr

@@ -1,0 +1,164 @@
+"""Figures of a run, written to WORKDIR/figures/ as PNG after its evaluation.
+
+* `training_curves.png`: every column of metrics/train_metrics.csv (the loss, and any other
+  logged term) against the step, one line per member;
+* `dci_importance.png` (WS-CRL): the DCI importance matrix of every member, one panel each
+  (rows: model codes, columns: true factors; the causal codes' matrix where both exist).
+
+Only matplotlib's object-oriented API is used (no pyplot, no backend switch), so writing figures
+never touches a user's interactive session.
+"""
+
+import importlib.util
+import logging
+import math
+import os
+import re
+import statistics
+from typing import Dict, List, Sequence
+
+log = logging.getLogger("wscrl_jax")
+
+_IMPORTANCE = re.compile(r"^(.*)importance_matrix_(\d+)_(\d+)$")
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str):
+    """PNG written under a temporary name, then renamed: never a half-written figure."""
+    temporary = path + ".tmp.png"
+    fig.savefig(temporary, dpi=110)
+    os.replace(temporary, path)
+
+
+def _float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def training_curves(path: str, train_rows: Sequence[Dict[str, str]]) -> bool:
+    """train_rows: rows of train_metrics.csv (step, epoch, member, metric columns...)."""
+    if not train_rows:
+        return False
+    metrics = [k for k in train_rows[0] if k not in ("step", "epoch", "member", "")]
+    members = sorted({int(r["member"]) for r in train_rows})
+    fig = _figure(4.2 * len(metrics), 3.2)
+    for i, name in enumerate(metrics):
+        ax = fig.add_subplot(1, len(metrics), i + 1)
+        for m in members:
+            rows = [r for r in train_rows if int(r["member"]) == m]
+            ax.plot([int(r["step"]) for r in rows], [_float(r[name]) for r in rows],
+                    lw=1, label=f"member {m}")
+        ax.set_xlabel("step")
+        ax.set_title(name)
+        values = sorted(abs(_float(r[name])) for r in train_rows if math.isfinite(_float(r[name])))
+        if values and values[-1] > 20 * max(values[len(values) // 2], 1e-12):
+            ax.set_yscale("symlog", linthresh=max(values[len(values) // 2], 1e-12))  # early
+            # losses dwarf the rest of the curve on a linear axis
+        if name == "loss" and len(members) <= 10:
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
+def importance_matrices(rows: Sequence[Dict[str, object]]):
+    """Per member, (prefix, matrix [d_model][d_true]) of the first `*importance_matrix_i_j`
+    columns (the causal codes' for WS-CRL), or None when the rows have none."""
+    prefixes = [m.group(1) for m in map(_IMPORTANCE.match, rows[0]) if m] if rows else []
+    if not prefixes:
+        return None
+    prefix = "causal_" if "causal_" in prefixes else prefixes[0]
+    cells = [(int(m.group(2)), int(m.group(3)), k) for k in rows[0]
+             for m in [_IMPORTANCE.match(k)] if m and m.group(1) == prefix]
+    d_model, d_true = max(c[0] for c in cells) + 1, max(c[1] for c in cells) + 1
+    out = []
+    for row in rows:
+        matrix = [[math.nan] * d_true for _ in range(d_model)]
+        for i, j, key in cells:
+            matrix[i][j] = _float(row[key])
+        out.append(matrix)
+    return prefix, out
+
+
+def dci_importance(path: str, rows: Sequence[Dict[str, object]]) -> bool:
+    found = importance_matrices(rows)
+    if found is None:
+        return False
+    prefix, matrices = found
+    columns = min(len(matrices), 5)
+    lines = math.ceil(len(matrices) / columns)
+    fig = _figure(2.6 * columns, 2.5 * lines)
+    for index, (row, matrix) in enumerate(zip(rows, matrices)):
+        ax = fig.add_subplot(lines, columns, index + 1)
+        ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="Blues")
+        for i, values in enumerate(matrix):
+            for j, v in enumerate(values):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if v > 0.6 else "black")
+        ax.set_title(f"member {index} (seed {row.get('seed')}, data {row.get('data_seed')})\n"
+                     f"D = {_float(row.get(prefix + 'disentanglement')):.2f}", fontsize=7)
+        ax.set_xlabel("true factor", fontsize=7)
+        ax.set_ylabel(f"{prefix.replace('_', ' ')}code", fontsize=7)
+        ax.set_xticks(range(len(matrix[0])))
+        ax.set_yticks(range(len(matrix)))
+        ax.tick_params(labelsize=6)
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
+def scaling_figure(path: str, points: Dict[str, List[tuple]], metric: str):
+    """The paper's graph-scaling figure: `metric` against dim_z, one marker per member and a
+    line through the medians, one colour per label. points: {label: [(dim_z, value), ...]}."""
+    fig = _figure(4.6, 3.4)
+    ax = fig.add_subplot(1, 1, 1)
+    all_dims = sorted({d for pairs in points.values() for d, _ in pairs})
+    for index, (label, pairs) in enumerate(points.items()):
+        color = f"C{index % 10}"
+        dims = sorted({d for d, _ in pairs})
+        offset = (index - (len(points) - 1) / 2) * 0.06  # labels side by side at each dim_z
+        ax.plot([d + offset for d, _ in pairs], [v for _, v in pairs], "o", color=color, ms=3,
+                alpha=0.5)
+        medians = [statistics.median(v for d2, v in pairs if d2 == d) for d in dims]
+        ax.plot([d + offset for d in dims], medians, "_-", color=color, ms=12, mew=2,
+                label=f"{label} (median)")
+    ax.set_xticks(all_dims)
+    ax.set_xlabel("dim_z (causal variables)")
+    ax.set_ylabel(metric)
+    ax.set_ylim(0.0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def write_run_figures(workdir: str, train_rows: Sequence[Dict[str, str]],
+                      test_rows: Sequence[Dict[str, object]]) -> List[str]:
+    """Writes the run's figures (see the module docstring); returns their paths. A failure is
+    logged, never raised: figures are not worth losing a run's metrics for."""
+    if importlib.util.find_spec("matplotlib") is None:
+        log.info("No figures: matplotlib is not installed")
+        return []
+    folder = os.path.join(workdir, "figures")
+    written = []
+    for name, draw, rows in (("training_curves.png", training_curves, train_rows),
+                             ("dci_importance.png", dci_importance, test_rows)):
+        path = os.path.join(folder, name)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            if draw(path, rows):
+                written.append(path)
+        except Exception as error:  # noqa: BLE001 (any plotting problem: log it and go on)
+            log.warning("Figure %s not written (%s: %s)", name, type(error).__name__, error)
+    if written:
+        log.info("Figures in %s", folder)
+    return written
