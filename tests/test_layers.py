@@ -12,7 +12,7 @@ import os
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "wscrl_jax"
 
-_MODEL_DEPS = {"train", "data", "causal", "flows", "nn", "eval", "config_checks"}
+_MODEL_DEPS = {"train", "data", "causal", "flows", "nn", "eval", "config_checks", "plots"}
 
 # layer -> the other layers it may import (a layer may always import itself).
 ALLOWED = {

@@ -261,6 +261,8 @@ def test_linear_minmax_recovers_invariant_block(linear_runs):
     for r in rows:
         assert r["~r2_linreg_start"] > 0.99
         assert r["hz_z_~r2_linreg_start"] < r["hz_z_~r2"] - 0.3
+    assert sorted(os.listdir(os.path.join(wd, "figures"))) == ["invariant_scatter.png",
+                                                               "training_curves.png"]
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,8 @@
 * `training_curves.png`: every column of metrics/train_metrics.csv (the loss, and any other
   logged term) against the step, one line per member;
 * `dci_importance.png` (WS-CRL): the DCI importance matrix of every member, one panel each
-  (rows: model codes, columns: true factors; the causal codes' matrix where both exist).
+  (rows: model codes, columns: true factors; the causal codes' matrix where both exist);
+* `invariant_scatter.png` (MD-CRL, drawn by its method after training): `invariant_scatter`.
 
 Only matplotlib's object-oriented API is used (no pyplot, no backend switch), so writing figures
 never touches a user's interactive session.
@@ -137,6 +138,27 @@ def scaling_figure(path: str, points: Dict[str, List[tuple]], metric: str):
     ax.set_ylim(0.0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def invariant_scatter(path: str, panels: Sequence[tuple]):
+    """MD-CRL: true invariant latents against their linear read-out from the learned invariant
+    block, one panel per member, one colour per latent (on the diagonal when recovered).
+    panels: [(title, z_true [N, k], z_read [N, k])] (numpy)."""
+    columns = min(len(panels), 5)
+    lines = math.ceil(len(panels) / columns)
+    fig = _figure(2.7 * columns, 2.6 * lines)
+    for index, (title, z_true, z_read) in enumerate(panels):
+        ax = fig.add_subplot(lines, columns, index + 1)
+        for j in range(z_true.shape[1]):
+            ax.plot(z_true[:, j], z_read[:, j], ".", ms=1.5, alpha=0.4, color=f"C{j % 10}")
+        low, high = float(z_true.min()), float(z_true.max())
+        ax.plot([low, high], [low, high], "k-", lw=0.6)
+        ax.set_title(title, fontsize=7)
+        ax.set_xlabel("true invariant z", fontsize=7)
+        ax.set_ylabel("linear read-out of the code", fontsize=7)
+        ax.tick_params(labelsize=6)
     fig.tight_layout()
     _save(fig, path)
 

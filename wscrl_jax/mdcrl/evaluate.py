@@ -11,12 +11,16 @@ domain classifiers) fitted on the training codes and scored on the test codes; t
 keys of the untrained model.
 """
 
+import importlib.util
+import os
 from typing import Dict, Optional
 
+import jax
 import numpy as np
 
 from wscrl_jax.eval.domain_accuracy import domain_accuracies, heldout_domain_accuracies
 from wscrl_jax.eval.r2 import mixing_r2_metrics, mixing_r2_metrics_heldout, start_r2_metrics
+from wscrl_jax.plots import invariant_scatter
 
 
 def batch_mean_metrics(z, codes, x: Optional[np.ndarray], domains, *, d_data: int, d_inv: int,
@@ -96,3 +100,26 @@ def start_metrics(method, initial_params, data) -> Dict[str, float]:
     if not np.all(np.isfinite(codes)):
         return {}
     return start_r2_metrics(np.asarray(valid["z"]), codes, method.d_inv)
+
+
+def write_invariant_figure(method, workdir: str, state, data, members, max_points: int = 2000):
+    """WORKDIR/figures/invariant_scatter.png (`plots.invariant_scatter`): per member, the true
+    invariant latents of (up to `max_points` of) the validation split against their least-squares
+    linear read-out from the learned invariant block, the in-sample fit behind the R^2 metrics.
+    state, data: stacked over members."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return
+    panels = []
+    for index, (seed, data_seed) in enumerate(members):
+        params = jax.tree_util.tree_map(lambda a: a[index], state.params)
+        x = data["valid"]["x"][index][:max_points]
+        z = np.asarray(data["valid"]["z"][index][:max_points], np.float64)[:, :method.d_data]
+        codes = np.asarray(method.encode(params, x), np.float64)[:, :method.d_inv]
+        if not (np.all(np.isfinite(codes)) and np.all(np.isfinite(z))):
+            continue
+        design = np.concatenate([codes, np.ones((len(codes), 1))], axis=1)
+        read = design @ np.linalg.lstsq(design, z, rcond=None)[0]
+        panels.append((f"member {index} (seed {seed}, data {data_seed})", z, read))
+    if panels:
+        os.makedirs(os.path.join(workdir, "figures"), exist_ok=True)
+        invariant_scatter(os.path.join(workdir, "figures", "invariant_scatter.png"), panels)

@@ -317,6 +317,7 @@ class MDCRLMethod(Method):
         the final weights; training codes are the last epoch's online codes
         (`model.encoded_train_codes="online"`, reference, gotcha 12) or the final weights'
         (`"final"`)."""
+        mdcrl_eval.write_invariant_figure(self, workdir, state, data, members)
         if self.stage2 or not bool(self.config.model.save_encoded_data):
             return
         for index in range(len(members)):
