@@ -27,6 +27,11 @@ class Permutation(distrax.Bijector):
         return y[..., self.inverse_perm], jnp.zeros(y.shape[:-1], y.dtype)
 
 
+def _at(table, index):
+    """table [..., bins] read at index [...] -> [...]."""
+    return jnp.take_along_axis(table, index[..., None], -1)[..., 0]
+
+
 class PiecewiseLinear(distrax.Bijector):
     """Scalar piecewise-linear spline on [-tail_bound, tail_bound], identity outside.
 
@@ -55,9 +60,8 @@ class PiecewiseLinear(distrax.Bijector):
         pdf, cdf = self._tables(x.shape)
         position = jnp.clip((x + bound) / (2 * bound), 0.0, 1.0) * bins
         index = jnp.minimum(jnp.floor(position).astype(jnp.int32), bins - 1)
-        take = lambda table: jnp.take_along_axis(table, index[..., None], -1)[..., 0]  # noqa: E731
-        bin_pdf = take(pdf)
-        u = jnp.clip(take(cdf) + (position - index) * bin_pdf, 0.0, 1.0)
+        bin_pdf = _at(pdf, index)
+        u = jnp.clip(_at(cdf, index) + (position - index) * bin_pdf, 0.0, 1.0)
         y = jnp.where(inside, 2 * bound * u - bound, x)
         return y, jnp.where(inside, jnp.log(bin_pdf * bins), 0.0)
 
@@ -70,9 +74,8 @@ class PiecewiseLinear(distrax.Bijector):
         # nflows' searchsorted: the last edge nudged up by 1e-6 so that u = 1 lands in the last bin
         edges = cdf.at[..., -1].add(1e-6)
         index = jnp.clip(jnp.sum(u[..., None] >= edges, axis=-1) - 1, 0, bins - 1)
-        take = lambda table: jnp.take_along_axis(table, index[..., None], -1)[..., 0]  # noqa: E731
-        upper = jnp.take_along_axis(cdf, index[..., None] + 1, -1)[..., 0]
-        slope = (upper - take(cdf)) * bins  # from the cdf, as nflows' inverse
+        upper = _at(cdf, index + 1)
+        slope = (upper - _at(cdf, index)) * bins  # from the cdf, as nflows' inverse
         offset = upper - slope * (index + 1) / bins
         x01 = jnp.clip((u - offset) / slope, 0.0, 1.0)
         x = jnp.where(inside, 2 * bound * x01 - bound, y)
