@@ -62,8 +62,7 @@ def causal_value(i: int, eps_i, z, effects, mechanisms: Optional[jax.Array]):
 
 def noise_of(z, effects, mechanisms: Optional[jax.Array]):
     """The noise e [n, d] of causal variables z [n, d] (exact inverse of solving the SCM)."""
-    return jnp.stack([z[:, i] - _mechanism(z @ effects[:, i], None if mechanisms is None
-                                           else mechanisms[i])
+    return jnp.stack([z[:, i] - causal_value(i, 0.0, z, effects, mechanisms)
                       for i in range(z.shape[1])], axis=1)
 
 
