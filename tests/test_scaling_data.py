@@ -7,6 +7,7 @@ import pytest
 
 from wscrl_jax.causal.graphs import create_graph, topological_sort, upper_triangularize
 from wscrl_jax.data.scaling import create_nature, make_scaling_data, sample_pairs
+from wscrl_jax.experiment import with_added_keys
 
 D = 4
 N = 2000
@@ -179,9 +180,9 @@ def test_observation_noise(nature, pairs):
 def _data_cfg():
     # same d, order and n as the `pairs` fixture, so the jitted sampler is not recompiled
     return ml_collections.ConfigDict(dict(
-        dim_z=D, samples=dict(train=N, val=N, test=N),
+        dim_z=D, mixing="so_n", samples=dict(train=N, val=N, test=N),
         nature=dict(mode="full", seed=0, causal_effects="bimodal", rng="reference",
-                    manifold_thickness=1e-9, observation_noise=0.0)))
+                    mechanisms="linear", manifold_thickness=1e-9, observation_noise=0.0)))
 
 
 def test_make_scaling_data_splits_and_determinism():
@@ -204,8 +205,10 @@ def test_make_scaling_data_splits_and_determinism():
     np.testing.assert_allclose(np.asarray(a["train"]["x1"]),
                                np.asarray(a["train"]["z1"]) @ np.asarray(nat.rotation), atol=1e-5)
     # a config written before data.nature.rng existed keeps the JAX ground truth it was run with
-    del cfg.nature["rng"]
-    old = make_scaling_data(cfg, 5)
+    # (its saved dict is completed by `experiment.with_added_keys` when a checkpoint is restored)
+    saved = {"method": "lcm", "data": cfg.to_dict()}
+    del saved["data"]["nature"]["rng"]
+    old = make_scaling_data(ml_collections.ConfigDict(with_added_keys(saved)["data"]), 5)
     jax_rotation = np.asarray(create_nature(D, "full", 5, rng="jax").rotation)
     np.testing.assert_allclose(np.asarray(old["train"]["x1"]),
                                np.asarray(old["train"]["z1"]) @ jax_rotation, atol=1e-5)

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import tiny_scaling_config
 from wscrl_jax import experiment
+from wscrl_jax.cli import load_config
 from wscrl_jax.tracking import read_csv
 from wscrl_jax.train import checkpoint, loop
 from wscrl_jax.train.preemption import Interrupted, StopRequest
@@ -250,3 +251,7 @@ def test_keys_added_later_resume_at_the_value_that_reproduces_old_runs():
     filled = experiment.with_added_keys(saved)  # what evaluation of such a checkpoint builds
     assert filled["model"]["scm"]["transform"] == "affine" and filled["data"]["mixing"] == "so_n"
     assert "transform" not in saved["model"]["scm"]  # the saved dict itself is left alone
+    assert filled["data"]["nature"]["rng"] == saved["data"]["nature"]["rng"]  # present: kept
+    for variant in ("md_mixing.py:linear,minmax", "md_mixing.py:poly_stage2"):  # not lcm keys
+        md = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", variant))
+        assert experiment.config_changes(json.loads(md.to_json_best_effort()), md) == ([], [])

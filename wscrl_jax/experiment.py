@@ -65,11 +65,12 @@ def run_grid(config, workdir: str, progress: bool = True):
 # schedules defined over training.epochs are then evaluated for the new length.
 RESUME_SAFE_KEYS = ("training.epochs", "training.steps_per_call", "training.nan_limit")
 RESUME_SAFE_SECTIONS = ("eval.", "checkpoint.")
-# Keys added after runs were written, with the value that reproduces those runs: a checkpoint
-# whose config lacks such a key resumes under that value (any other value is a change).
-ADDED_KEYS = {"data.mixing": "so_n", "data.nature.mechanisms": "linear",
-              "model.scm.transform": "affine", "model.scm.spline_bins": 8,
-              "model.scm.spline_bound": 5.0}
+# Per method family (`config.method`), keys added after runs were written, with the value that
+# reproduces those runs: a checkpoint whose config lacks such a key builds, evaluates and resumes
+# under that value (any other value is a change).
+ADDED_KEYS = {"lcm": {"data.nature.rng": "jax", "data.mixing": "so_n",
+                      "data.nature.mechanisms": "linear", "model.scm.transform": "affine",
+                      "model.scm.spline_bins": 8, "model.scm.spline_bound": 5.0}}
 
 
 def _flat(tree, prefix=""):
@@ -83,10 +84,11 @@ def _flat(tree, prefix=""):
 
 
 def with_added_keys(saved: dict) -> dict:
-    """A saved config (JSON dict) with the `ADDED_KEYS` it lacks set to their old behaviour
-    (only where their section exists), so that older checkpoints build, evaluate and resume."""
+    """A saved config (JSON dict) with the `ADDED_KEYS` of its method family it lacks set to
+    their old behaviour (only where their section exists), so that older checkpoints build,
+    evaluate and resume."""
     saved = json.loads(json.dumps(saved))
-    for key, value in ADDED_KEYS.items():
+    for key, value in ADDED_KEYS.get(saved.get("method"), {}).items():
         *path, leaf = key.split(".")
         node = saved
         for part in path:

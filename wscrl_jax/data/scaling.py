@@ -121,11 +121,10 @@ def sample_pairs(key, nature: Nature, n: int, order: tuple, manifold_thickness: 
 
 def make_scaling_data(data_cfg, seed: int) -> Dict[str, Dict[str, jnp.ndarray]]:
     """All four splits for one data seed: {split: {name: array [n, ...]}}."""
-    # A config without data.nature.rng was written before it existed: its runs used "jax".
+    # configs written before a key existed get it from `experiment.with_added_keys`
     nature = create_nature(data_cfg.dim_z, data_cfg.nature.mode, seed,
-                           data_cfg.nature.causal_effects, data_cfg.nature.get("rng", "jax"),
-                           data_cfg.nature.get("mechanisms", "linear"),
-                           data_cfg.get("mixing", "so_n"))
+                           data_cfg.nature.causal_effects, data_cfg.nature.rng,
+                           data_cfg.nature.mechanisms, data_cfg.mixing)
     order = tuple(topological_sort(np.asarray(nature.adjacency)))
     sizes = {"train": data_cfg.samples.train, "dci_train": data_cfg.samples.train,
              "val": data_cfg.samples.val, "test": data_cfg.samples.test}
