@@ -37,11 +37,22 @@ def _gradient_in_forward(value_and_grads, num_args: int):
     return function
 
 
+def sq_dists(a: Array, b: Array) -> Array:
+    """Squared Euclidean distances [..., n, m] of [..., n, d] and [..., m, d] as
+    |a|^2 + |b|^2 - 2ab (one matmul). Its cancellation error grows with |a|^2 + |b|^2, so
+    callers pass points centred on their mean (`mmd._centred`): distances are unchanged, and the
+    error is that of the reference's direct differences (md-crl issue: fixed-bandwidth MMD lost
+    1e-4 relative precision at |z| ~ 20 uncentred)."""
+    a2 = jnp.sum(a * a, axis=-1)[..., :, None]
+    b2 = jnp.sum(b * b, axis=-1)[..., None, :]
+    ab = jnp.einsum("...nd,...md->...nm", a, b)
+    return jnp.maximum(a2 + b2 - 2.0 * ab, 0.0)
+
+
 def _symmetric(t: Array, weight: Array, inv_bws: Array):
-    """(value, (grad,)) of `kernel_sum_symmetric`; distances as |a|^2 + |b|^2 - 2ab (one matrix
+    """(value, (grad,)) of `kernel_sum_symmetric`; distances from `sq_dists` (one matrix
     product; faster here than direct differences for [B, B] with B = 1024)."""
-    t2 = jnp.sum(t * t, axis=-1)
-    l2 = jnp.maximum(t2[:, None] + t2[None, :] - 2.0 * (t @ t.T), 0.0)
+    l2 = sq_dists(t, t)
     exps = [jnp.exp(-l2 * inv_bws[i]) for i in range(inv_bws.shape[0])]
     value = jnp.sum(weight * sum(exps))
     h = weight * sum(e * inv_bws[i] for i, e in enumerate(exps))
