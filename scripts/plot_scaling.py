@@ -39,12 +39,18 @@ def load(runs, metric):
         if not (os.path.isfile(metrics) and os.path.isfile(config_path)):
             fail(f"{workdir} has no metrics/test_metrics.csv and config.json; pass workdirs of "
                  "finished runs")
-        config = json.load(open(config_path))
+        try:
+            config = json.load(open(config_path))
+        except ValueError as error:
+            fail(f"{config_path} is not valid JSON ({error})")
         rows = read_csv(metrics)
         if not rows or metric not in rows[0]:
             fail(f"{metrics} has no column {metric!r} (is it a WS-CRL run?)")
+        config_dim = config.get("data", {}).get("dim_z")
+        if "dim_z" not in rows[0] and config_dim is None:
+            fail(f"{workdir} has no data.dim_z in config.json (is it a WS-CRL run?)")
         for row in rows:
-            dim_z = int(float(row.get("dim_z") or config["data"]["dim_z"]))
+            dim_z = int(float(row.get("dim_z") or config_dim))
             points.setdefault(label or method_label(config), []).append(
                 (dim_z, float(row[metric])))
     return points

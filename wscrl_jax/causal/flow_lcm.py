@@ -30,7 +30,6 @@ import jax
 import jax.numpy as jnp
 
 from wscrl_jax.causal.interventions import intervention_masks
-from wscrl_jax.flows.rotation import Rotation
 from wscrl_jax.flows.stack import CouplingStack
 
 MECHANISMS = ("linear", "nonlinear")
@@ -98,7 +97,7 @@ def unmix(x, rotation, mixing_flow=None):
     if mixing_flow is not None:
         x, log_det = mixing_flow_module(x.shape[1]).apply(mixing_flow, x,
                                                            method="inverse_and_log_det")
-    return Rotation(rotation.T).inverse(x), log_det
+    return x @ rotation.T, log_det  # R^T's inverse is R
 
 
 def _log_normal(x, std=1.0):
