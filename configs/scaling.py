@@ -131,8 +131,9 @@ def get_config(arg=None):
     t.freeze_encoder_epoch = placeholder(int)
     # epoch from which the intervention encoder is a hard argmax (straight-through); unset: never
     t.deterministic_intervention_encoder_after_epoch = 2 if fast else 60
-    # epoch at which the topological order is inferred and fixed; unset: never (reference: 1000,
-    # never reached); values below training.epochs are not supported yet
+    # ILCM / dVAE: epoch at which each member's topological order is read off its solution
+    # functions (validation split) and fixed for the rest of training; unset: never (reference:
+    # 1000, never reached)
     t.fix_topological_order_epoch = placeholder(int)
     t.lr_schedule = ml_collections.ConfigDict()
     # per epoch: constant, cosine, cosine_restarts, cosine_restarts_reset (Adam state reset at
@@ -181,4 +182,10 @@ def get_config(arg=None):
     c.eval.likelihood_reduction = "sum"  # sum or mean over x dims
     c.eval.dci_backend = "jax"  # DCI's boosted trees: jax (on the device) or sklearn (on the host)
     c.eval.dci_random_state = 0  # sklearn backend; reference: None (nondeterministic tie-breaking)
+    # ILCM / dVAE: post-hoc ENCO graph and the implicit graph (d <= 5), matched to the truth
+    c.eval.graphs = True
+    c.eval.enco_lambda = 0.01  # ENCO's sparsity penalty
+    c.eval.enco_reference_quirks = True  # ws-crl gotcha 22; False: standardised codes, fan-in = in
+    c.eval.implicit_graph_fix_direction = False  # ws-crl gotcha 7; True: mechanisms map e -> z
+    c.eval.implicit_graph_threshold = 0.1  # effect strength counted as an edge (implicit_shd)
     return c

@@ -70,7 +70,11 @@ RESUME_SAFE_SECTIONS = ("eval.", "checkpoint.")
 # under that value (any other value is a change).
 ADDED_KEYS = {"lcm": {"data.nature.rng": "jax", "data.mixing": "so_n",
                       "data.nature.mechanisms": "linear", "model.scm.transform": "affine",
-                      "model.scm.spline_bins": 8, "model.scm.spline_bound": 5.0}}
+                      "model.scm.spline_bins": 8, "model.scm.spline_bound": 5.0,
+                      "eval.graphs": True, "eval.enco_lambda": 0.01,
+                      "eval.enco_reference_quirks": True,
+                      "eval.implicit_graph_fix_direction": False,
+                      "eval.implicit_graph_threshold": 0.1}}
 
 
 def _flat(tree, prefix=""):

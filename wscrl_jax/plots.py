@@ -4,6 +4,9 @@
   logged term) against the step, one line per member;
 * `dci_importance.png` (WS-CRL): the DCI importance matrix of every member, one panel each
   (rows: model codes, columns: true factors; the causal codes' matrix where both exist);
+* `graphs.png` (ILCM, dVAE): per member (one row each) the true adjacency, then every learned
+  graph (ENCO, the implicit graph's effect strengths) carried to the true factors by the DCI
+  matching, with its SHD; edges i -> j at row i, column j;
 * `invariant_scatter.png` (MD-CRL, drawn by its method after training): `invariant_scatter`.
 
 Only matplotlib's object-oriented API is used (no pyplot, no backend switch), so writing figures
@@ -117,6 +120,50 @@ def dci_importance(path: str, rows: Sequence[Dict[str, object]]) -> bool:
     return True
 
 
+def _matrix(row: Dict[str, object], prefix: str, dim: int):
+    return [[_float(row.get(f"{prefix}_{i}_{j}")) for j in range(dim)] for i in range(dim)]
+
+
+def graphs(path: str, rows: Sequence[Dict[str, object]]) -> bool:
+    """True vs learned adjacency matrices, one row of panels per member (see the module
+    docstring); False when the rows carry no graphs."""
+    if not rows or "true_graph_0_0" not in rows[0]:
+        return False
+    dim = sum(1 for k in rows[0] if k.startswith("graph_matching_"))
+    learned = [name for name in ("enco", "implicit") if f"{name}_graph_0_0" in rows[0]]
+    fig = _figure(2.3 * (1 + len(learned)), 2.3 * len(rows))
+    for r, row in enumerate(rows):
+        matching = [int(_float(row[f"graph_matching_{k}"])) for k in range(dim)]
+        panels = [("true graph", _matrix(row, "true_graph", dim), 1.0)]
+        for name in learned:
+            codes = _matrix(row, f"{name}_graph", dim)
+            matched = [[0.0] * dim for _ in range(dim)]
+            for k in range(dim):
+                for m in range(dim):
+                    matched[matching[k]][matching[m]] = codes[k][m]
+            scale = max(1.0, max(max(line) for line in matched))
+            panels.append((f"{name} (SHD {row.get(f'{name}_shd')})", matched, scale))
+        for c, (title, matrix, vmax) in enumerate(panels):
+            ax = fig.add_subplot(len(rows), len(panels), r * len(panels) + c + 1)
+            ax.imshow(matrix, vmin=0.0, vmax=vmax, cmap="Greens")
+            for i in range(dim):
+                for j in range(dim):
+                    if i != j:
+                        ax.text(j, i, f"{matrix[i][j]:.2g}", ha="center", va="center",
+                                fontsize=6, color="white" if matrix[i][j] > 0.6 * vmax
+                                else "black")
+            member = f"member {r} (seed {row.get('seed')}, data {row.get('data_seed')})\n"
+            ax.set_title((member if c == 0 else "\n") + title, fontsize=7)
+            ax.set_xlabel("to (true factor)", fontsize=6)
+            ax.set_ylabel("from", fontsize=6)
+            ax.set_xticks(range(dim))
+            ax.set_yticks(range(dim))
+            ax.tick_params(labelsize=6)
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
 def scaling_figure(path: str, points: Dict[str, List[tuple]], metric: str):
     """The paper's graph-scaling figure: `metric` against dim_z, one marker per member and a
     line through the medians, one colour per label. points: {label: [(dim_z, value), ...]}."""
@@ -173,7 +220,8 @@ def write_run_figures(workdir: str, train_rows: Sequence[Dict[str, str]],
     folder = os.path.join(workdir, "figures")
     written = []
     for name, draw, rows in (("training_curves.png", training_curves, train_rows),
-                             ("dci_importance.png", dci_importance, test_rows)):
+                             ("dci_importance.png", dci_importance, test_rows),
+                             ("graphs.png", graphs, test_rows)):
         path = os.path.join(folder, name)
         try:
             os.makedirs(folder, exist_ok=True)

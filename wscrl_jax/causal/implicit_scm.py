@@ -49,7 +49,8 @@ def ancestor_masks(structure: str, dim_z: int, order=None):
 
 
 class StackedLinear(nn.Module):
-    """d independent dense layers: [d, B, in] -> [d, B, out], torch-default init per layer.
+    """d independent dense layers: [d, B, in] -> [d, B, out], torch-default init per layer;
+    with `index` (a traced int) only layer `index`: [B, in] -> [B, out].
 
     The variable axis leads so that the batched matmul has leading batch dimensions, which
     XLA runs several times faster than a variable axis between batch and features (and far
@@ -60,12 +61,16 @@ class StackedLinear(nn.Module):
     kernel_init: object = None
     bias_init: object = None
 
+    num_layers: int = None  # d; needed only when the first call uses `index`
+
     @nn.compact
-    def __call__(self, x):
-        d, fan_in = x.shape[0], x.shape[-1]
+    def __call__(self, x, index=None):
+        d, fan_in = self.num_layers or x.shape[0], x.shape[-1]
         kernel = self.param("kernel", self.kernel_init or torch_uniform(fan_in),
                             (d, fan_in, self.features))
         bias = self.param("bias", self.bias_init or torch_uniform(fan_in), (d, self.features))
+        if index is not None:
+            return x @ kernel[index] + bias[index]
         return jnp.einsum("dbi,dio->dbo", x, kernel) + bias[:, None, :]
 
 
@@ -116,9 +121,10 @@ class ImplicitSCM(nn.Module):
 
     def setup(self):
         kinit, binit = _last_layer_init(self.init_scheme, self.homoskedastic)
-        self.hidden_layers = [StackedLinear(w) for w in self.hidden]
+        d = self.dim_z
+        self.hidden_layers = [StackedLinear(w, num_layers=d) for w in self.hidden]
         self.out_layer = StackedLinear(1 if self.homoskedastic else 2, kernel_init=kinit,
-                                       bias_init=binit)
+                                       bias_init=binit, num_layers=d)
         if self.homoskedastic:
             self.log_scale = self.param("log_scale", normal(0.0, 1.0), (self.dim_z,))
         if self.transform not in SOLUTION_TRANSFORMS:
@@ -126,7 +132,7 @@ class ImplicitSCM(nn.Module):
         if self.transform == "rq_spline":
             self.spline_layer = StackedLinear(3 * self.spline_bins + 1,
                                               kernel_init=normal(0.0, 1e-3),
-                                              bias_init=constant(0.0))
+                                              bias_init=constant(0.0), num_layers=d)
 
     def scale_shift(self, conditioning_eps, masks):
         """conditioning_eps [B, d], masks [d, d] -> (scale [B, d], shift [B, d])."""
@@ -138,18 +144,46 @@ class ImplicitSCM(nn.Module):
         context = jnp.concatenate(  # [d, B, 2d]: row i is variable i's masked noise and mask
             [masks[:, None, :] * conditioning_eps[None, :, :],
              jnp.broadcast_to(masks[:, None, :], (self.dim_z, batch, self.dim_z))], axis=-1)
+        scale, shift, spline = self._mlp(context)  # [d, B], [d, B], [d, B, 3 bins + 1]
+        return scale.T, shift.T, None if spline is None else jnp.swapaxes(spline, 0, 1)
+
+    def _mlp(self, context, index=None):
+        """Solution networks on contexts [d, B, 2d] (or network `index` alone on [B, 2d]):
+        (scale, shift, spline parameters or None), with the context's leading axes."""
         h = context
         for layer in self.hidden_layers:
-            h = nn.relu(layer(h))
-        out = self.out_layer(h)  # [d, B, 1 or 2]
+            h = nn.relu(layer(h, index))
+        out = self.out_layer(h, index)
         if self.homoskedastic:
-            shift = out[..., 0].T
-            log_scale = jnp.broadcast_to(self.log_scale, shift.shape)
+            shift = out[..., 0]
+            log_scale = self.log_scale if index is None else self.log_scale[index]
+            log_scale = jnp.broadcast_to(log_scale[..., None] if index is None else log_scale,
+                                         shift.shape)
         else:
-            log_scale, shift = out[..., 0].T, out[..., 1].T
-        spline = (jnp.swapaxes(self.spline_layer(h), 0, 1)  # [B, d, 3 bins + 1]
-                  if self.transform == "rq_spline" else None)
+            log_scale, shift = out[..., 0], out[..., 1]
+        spline = self.spline_layer(h, index) if self.transform == "rq_spline" else None
         return jnp.exp(log_scale) + self.min_std, shift, spline
+
+    def _spline(self, params):
+        return distrax.RationalQuadraticSpline(params, -self.spline_bound, self.spline_bound,
+                                               boundary_slopes="identity")
+
+    def solution_component(self, index, inputs, conditioning_eps, mask_row, inverse: bool):
+        """Solution function of one variable (`index`, may be traced), for the graph
+        evaluations (`eval/implicit_graph.py`).
+
+        inputs [B]; conditioning_eps [B, d]; mask_row [d]: the variables its context reads.
+        inverse=True: noise -> causal value, `(g^-1(inputs) - m) / s` (the `solve` direction);
+        False: the z -> noise formula `g(inputs * s + m)`. Returns [B].
+        """
+        context = jnp.concatenate(
+            [mask_row * conditioning_eps, jnp.broadcast_to(mask_row, conditioning_eps.shape)], -1)
+        scale, shift, spline = self._mlp(context, index)
+        if inverse:
+            u = inputs if spline is None else self._spline(spline).inverse(inputs)
+            return (u - shift) / scale
+        u = inputs * scale + shift
+        return u if spline is None else self._spline(spline).forward(u)
 
     def solve(self, eps, conditioning_eps, masks):
         """Noise -> causal variables: z = (g^-1(eps) - m(c)) / s(c) (g the identity for the
@@ -158,9 +192,7 @@ class ImplicitSCM(nn.Module):
         scale, shift, spline = self._solution_params(conditioning_eps, masks)
         if spline is None:
             return (eps - shift) / scale, scale
-        u, log_du = distrax.RationalQuadraticSpline(
-            spline, -self.spline_bound, self.spline_bound,
-            boundary_slopes="identity").inverse_and_log_det(eps)
+        u, log_du = self._spline(spline).inverse_and_log_det(eps)
         return (u - shift) / scale, scale * jnp.exp(-log_du)
 
     def noise_to_causal(self, eps, masks):

@@ -120,7 +120,8 @@ def sample_pairs(key, nature: Nature, n: int, order: tuple, manifold_thickness: 
 
 
 def make_scaling_data(data_cfg, seed: int) -> Dict[str, Dict[str, jnp.ndarray]]:
-    """All four splits for one data seed: {split: {name: array [n, ...]}}."""
+    """All four splits for one data seed, {split: {name: array [n, ...]}}, and the true graph,
+    `{"truth": {"adjacency": [d, d]}}` (A[i, j] = 1: edge i -> j)."""
     # configs written before a key existed get it from `experiment.with_added_keys`
     nature = create_nature(data_cfg.dim_z, data_cfg.nature.mode, seed,
                            data_cfg.nature.causal_effects, data_cfg.nature.rng,
@@ -140,4 +141,5 @@ def make_scaling_data(data_cfg, seed: int) -> Dict[str, Dict[str, jnp.ndarray]]:
             pairs["true_log_prob"] = log_prob_pairs(
                 pairs["x1"], pairs["x2"], nature.adjacency * nature.weights, nature.rotation,
                 nature.mechanisms, nature.mixing_flow, thickness)
+    splits["truth"] = {"adjacency": jnp.asarray(nature.adjacency, jnp.int32)}  # [d, d], i -> j
     return splits

@@ -19,10 +19,12 @@ import numpy as np
 
 from wscrl_jax.eval.dci import compute_dci_members
 from wscrl_jax.eval.interventions import intervention_metrics
+from wscrl_jax.lcm.graphs import learned_graph_metrics
 from wscrl_jax.lcm.objective import LOG_MEAN_VARS
 from wscrl_jax.lcm.phases import EVAL_PHASE, IWAE_PHASE, eval_loss_weights
 
 log = logging.getLogger("wscrl_jax")
+GRAPH_KEY = 11  # folded into a member's evaluation key for the graphs (the others stay as they were)
 
 
 @partial(jax.jit, static_argnums=(0,))
@@ -66,12 +68,15 @@ def evaluate_lcm_members(method, params, model_state, data, keys,
     order (DCI first, nll last); a member whose codes are not finite gets one line instead.
 
     Every stage is one compiled call for all members: causal codes, DCI
-    (`eval.dci_backend`), the test-set loss terms on the whole split as one batch, the IWAE
-    NLL. Only the intervention metrics (permutations of d <= 5 labels) run on the host."""
+    (`eval.dci_backend`), the learned graphs of models with solution functions (ENCO, the
+    implicit graph, their distances to the truth: `lcm/graphs.py`; `eval.graphs`), the
+    test-set loss terms on the whole split as one batch, the IWAE NLL. Only the intervention
+    metrics (permutations of d <= 5 labels) run on the host."""
     cfg = method.config
     split = data[cfg.eval.eval_partition]
     num_members = keys.shape[0]
-    bar.reset(total=4)
+    with_graphs = bool(cfg.eval.graphs) and method.has_solution_functions
+    bar.reset(total=6 if with_graphs else 4)
 
     bar.set_description("evaluation: causal codes")
     n_train = data["dci_train"]["x1"].shape[1]  # both splits in one call (one compilation)
@@ -91,6 +96,12 @@ def evaluate_lcm_members(method, params, model_state, data, keys,
     log.info("DCI of %d member(s) (%d training codes each, %s) in %.1f s", num_members,
              codes_train.shape[1], cfg.eval.dci_backend, time.time() - start)
     bar.update()
+
+    graph_columns = [{}] * num_members
+    if with_graphs:
+        k_graphs = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, GRAPH_KEY)
+        graph_columns = learned_graph_metrics(method, params, model_state, split,
+                                              data["truth"]["adjacency"], k_graphs, dci, bar)
 
     bar.set_description("evaluation: test loss")
     phase = EVAL_PHASE._replace(full_likelihood=cfg.eval.full_likelihood,
@@ -113,6 +124,7 @@ def evaluate_lcm_members(method, params, model_state, data, keys,
             results.append("its causal codes are not finite")
             continue
         metrics = {f"causal_{k}": v for k, v in dci[i].items()}
+        metrics.update(graph_columns[i])
         member_means = {k: v[i] for k, v in means.items()}
         if q is not None:
             metrics.update(intervention_metrics(q[i], labels[i], method.dim_z))

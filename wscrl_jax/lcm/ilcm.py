@@ -58,11 +58,43 @@ class ILCM(PairAutoencoder):
 
     # ---------------------------------------------------------------- building blocks
     def context_masks(self, model_state):
-        return ancestor_masks(self.causal_structure, self.dim_z, model_state.get("order"))
+        """[d, d]: the structure's masks, or those of the topological order in the model state
+        once `training.fix_topological_order_epoch` has fixed it (`order_fixed`, present only
+        in runs that schedule it)."""
+        masks = ancestor_masks(self.causal_structure, self.dim_z, model_state.get("order"))
+        if "order_fixed" not in model_state:
+            return masks
+        fixed = ancestor_masks("fixed_order", self.dim_z, model_state["order"])
+        return jnp.where(model_state["order_fixed"], fixed, masks)
 
     def encode_to_causal(self, x, model_state):
         """Solution functions applied to the encoder means: the codes DCI evaluates."""
         return self.scm.noise_to_causal(self.encoder(x)[0], self.context_masks(model_state))
+
+    def encode_to_noise(self, x):
+        """Encoder means e [N, d] of observations x [N, dim_x]."""
+        return self.encoder(x)[0]
+
+    def solution_component(self, index, inputs, conditioning_eps, mask_row, inverse: bool):
+        """One solution function (`ImplicitSCM.solution_component`), for the implicit graph."""
+        return self.scm.solution_component(index, inputs, conditioning_eps, mask_row, inverse)
+
+    def enco_inputs(self, x1, x2, model_state):
+        """What post-hoc ENCO learns from (`encode_decode_pair`, then `noise_to_causal`):
+        the projected noise means of both observations under the most likely intervention,
+        as causal variables, and that intervention's mask. x [N, dim_x] -> z1, z2, mask
+        [N, d]. Stochastic averaging draws its weights from the 'sample' stream, as the
+        reference does even here."""
+        (mu1, _), (mu2, _) = self.encoder(x1), self.encoder(x2)
+        q = self.int_encoder(mu1, mu2, 1e-4)  # the offset cannot move the argmax
+        interventions = jnp.asarray(intervention_masks(self.dim_z))[jnp.argmax(q, -1)]
+        lam = self._averaging_weights(mu1.shape)
+        mean = lam * mu1 + (1 - lam) * mu2
+        e1 = interventions * mu1 + (1 - interventions) * mean
+        e2 = interventions * mu2 + (1 - interventions) * mean
+        masks = self.context_masks(model_state)
+        return (self.scm.noise_to_causal(e1, masks), self.scm.noise_to_causal(e2, masks),
+                interventions)
 
     def _decode_ll(self, x, e, phase: Phase):
         mean, std = self.decoder(e)

@@ -6,10 +6,12 @@ Reference: `experiments/scaling.py` (training loop, phases, schedules) with the 
 """
 
 import functools
+import logging
 from typing import Dict
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from tqdm.auto import tqdm
 
 from wscrl_jax.causal.flow_lcm import MECHANISMS, MIXINGS
@@ -22,6 +24,7 @@ from wscrl_jax.data.scaling import CAUSAL_EFFECTS, NATURE_RNGS, SPLITS, make_sca
 from wscrl_jax.eval.dci import DCI_BACKENDS
 from wscrl_jax.lcm.betavae import BetaVAE
 from wscrl_jax.lcm.evaluate import evaluate_lcm_members
+from wscrl_jax.lcm.graphs import solution_orders
 from wscrl_jax.lcm.ilcm import AVERAGING_STRATEGIES, ILCM
 from wscrl_jax.lcm.objective import total_loss
 from wscrl_jax.lcm.phases import LossWeights, Phase
@@ -31,6 +34,7 @@ from wscrl_jax.train.schedules import (LR_SCHEDULE_TYPES, STEP_SCHEDULE_TYPES,
                                        is_identically_zero, lr_schedule, optimizer_reset_epochs,
                                        step_schedule)
 
+log = logging.getLogger("wscrl_jax")
 MODEL_TYPES = ("intervention_noise_vae", "causal_vae")
 ADJACENCY_TO_STRUCTURE = {"none": "none", "none_trivial": "trivial",
                           "none_fixed_order": "fixed_order"}
@@ -84,6 +88,10 @@ class LCMMethod(Method):
         self._need_inverse = not is_identically_zero(
             tr.inverse_consistency_regularization_schedule)
         self._lr = lr_schedule(tr.lr_schedule, tr.epochs)
+        fix = tr.fix_topological_order_epoch
+        self._fix_order_epoch = fix if fix is not None and fix < tr.epochs else None
+        # ILCM and dVAE: the graph evaluations read their solution functions
+        self.has_solution_functions = config.model.type == "intervention_noise_vae"
 
     # ------------------------------------------------------------------ config
     @classmethod
@@ -154,10 +162,17 @@ class LCMMethod(Method):
                      unset="from the start")
         optional_int(t.deterministic_intervention_encoder_after_epoch,
                      "training.deterministic_intervention_encoder_after_epoch")
-        for key in ("freeze_encoder_epoch", "fix_topological_order_epoch"):
-            optional_int(t[key], f"training.{key}")
-            require(t[key] is None or t[key] >= t.epochs,
-                    f"training.{key}={t[key]} is not supported yet; leave it unset (never)")
+        optional_int(t.freeze_encoder_epoch, "training.freeze_encoder_epoch")
+        require(t.freeze_encoder_epoch is None or t.freeze_encoder_epoch >= t.epochs,
+                f"training.freeze_encoder_epoch={t.freeze_encoder_epoch} is not supported yet; "
+                "leave it unset (never)")
+        fix = t.fix_topological_order_epoch
+        optional_int(fix, "training.fix_topological_order_epoch")
+        require(fix is None or fix >= 1, f"training.fix_topological_order_epoch={fix} must be "
+                ">= 1 (the order is read off trained solution functions) or unset (never)")
+        require(fix is None or fix >= t.epochs or c.model.type == "intervention_noise_vae",
+                "training.fix_topological_order_epoch needs solution functions (ILCM or dVAE, "
+                "model.type=intervention_noise_vae); leave it unset for this model")
         finite_number(t.increase_intervention_beta, "training.increase_intervention_beta", 0)
         lr, key = t.lr_schedule, "training.lr_schedule"  # train/schedules.py: lr_schedule
         one_of(lr.type, LR_SCHEDULE_TYPES, f"{key}.type")
@@ -201,14 +216,38 @@ class LCMMethod(Method):
                 f"eval.dci_random_state={e.dci_random_state!r} must be an integer in [0, 2**32) "
                 "or unset (nondeterministic, as the reference)")
         one_of(e.get("dci_backend", "jax"), DCI_BACKENDS, "eval.dci_backend")
+        boolean(e.graphs, "eval.graphs")
+        finite_number(e.enco_lambda, "eval.enco_lambda", 0)
+        boolean(e.enco_reference_quirks, "eval.enco_reference_quirks")
+        boolean(e.implicit_graph_fix_direction, "eval.implicit_graph_fix_direction")
+        finite_number(e.implicit_graph_threshold, "eval.implicit_graph_threshold", 0)
 
     # ------------------------------------------------------------------ data and init
     def make_data(self, data_seed: int) -> Dict[str, Dict[str, jnp.ndarray]]:
         return make_scaling_data(self.config.data, data_seed)
 
     def init_model_state(self):
-        """Untrained model state: the topological order of `fixed_order` structures."""
-        return {"order": jnp.arange(self.dim_z, dtype=jnp.int32)}
+        """Untrained model state: the topological order of `fixed_order` structures, and
+        whether it has been fixed yet where `training.fix_topological_order_epoch` will."""
+        state = {"order": jnp.arange(self.dim_z, dtype=jnp.int32)}
+        if self._fix_order_epoch is not None:
+            state["order_fixed"] = jnp.asarray(False)
+        return state
+
+    def end_epoch(self, state, epoch: int, stats, data):
+        """At `training.fix_topological_order_epoch`: each member's topological order from its
+        solution functions on the validation split (`fix_topological_order`, ws-crl.md 4.2; the
+        masked noise is zero, not the logged medians: gotcha 6)."""
+        del stats
+        if self._fix_order_epoch is None or epoch + 1 != self._fix_order_epoch:
+            return state
+        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(state.key, epoch)
+        orders = solution_orders(self, state.params, data["val"]["x1"], keys)
+        log.info("Epoch %d: topological order fixed, per member: %s", epoch + 1,
+                 np.asarray(orders).tolist())
+        ms = dict(state.model_state, order=orders.astype(jnp.int32),
+                  order_fixed=jnp.ones_like(state.model_state["order_fixed"]))
+        return state.replace(model_state=ms)
 
     def init(self, key):
         x = jnp.zeros((2, self.dim_x))

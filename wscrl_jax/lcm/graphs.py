@@ -1,0 +1,132 @@
+"""The causal graphs a trained ILCM (or dVAE) implies, every member of a sweep together:
+the implicit graph of its solution functions (d <= 5, as the reference) and post-hoc ENCO on
+its codes (`experiments/scaling.py: eval_implicit_graph, eval_enco_graph`), each one compiled
+call for all members; then, beyond the reference, each graph carried to the true variables by
+the DCI matching and its structural Hamming distance to the true graph.
+
+Columns per member: `enco_graph_i_j` (0/1) and `implicit_graph_i_j` (effect strength) as the
+reference, over the model's codes; then `true_graph_i_j`, `graph_matching_k` (the true factor of
+code k), `enco_shd` and `implicit_shd` (the implicit graph thresholded at
+`eval.implicit_graph_threshold`).
+"""
+
+import logging
+import time
+from functools import partial
+from typing import Dict, List
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wscrl_jax.eval.enco import EncoSettings, learn_graph
+from wscrl_jax.eval.graph_match import match_latents, structural_hamming_distance, to_true_order
+from wscrl_jax.eval.implicit_graph import greedy_order, implicit_graph, order_dependences
+
+log = logging.getLogger("wscrl_jax")
+IMPLICIT_MAX_DIM = 5  # the reference skips the implicit graph above (d! orders otherwise)
+
+
+def _apply(method, params, *args, name, key=None):
+    rngs = None if key is None else {"sample": key}
+    return method.module.apply({"params": params}, *args, method=name, rngs=rngs)
+
+
+@partial(jax.jit, static_argnums=(0, 5))
+def _enco_graphs(method, params, model_state, split, keys, settings: EncoSettings):
+    """ENCO of every member: adjacency [M, d, d] and the `EncoResult` fields [M, ...]."""
+    def one(params, model_state, x1, x2, key):
+        k_proj, k_enco = jax.random.split(key)
+        z1, z2, interventions = _apply(method, params, x1, x2, model_state, name="enco_inputs",
+                                       key=k_proj)
+        return learn_graph(k_enco, z1, z2, interventions, settings)
+    return jax.vmap(one)(params, model_state, split["x1"], split["x2"], keys)
+
+
+@partial(jax.jit, static_argnums=(0, 5))
+def _implicit_graphs(method, params, model_state, x, keys, fix_direction: bool):
+    """Implicit graph of every member: effects [M, d, d], topological orders [M, d]."""
+    def one(params, model_state, x, key):
+        noise = _apply(method, params, x, name="encode_to_noise")
+        masks = _apply(method, params, model_state, name="context_masks")
+        causal = _apply(method, params, x, model_state, name="encode_to_causal")
+        return implicit_graph(key, _solution(method, params), noise, causal, masks,
+                              fix_direction)
+    return jax.vmap(one)(params, model_state, x, keys)
+
+
+def _solution(method, params):
+    """The model's solution functions as `eval/implicit_graph.py` sees them."""
+    def solution(index, inputs, conditioning, mask_row, inverse):
+        return _apply(method, params, index, inputs, conditioning, mask_row, inverse,
+                      name="solution_component")
+    return solution
+
+
+@partial(jax.jit, static_argnums=0)
+def solution_orders(method, params, x, keys):
+    """Topological order [M, d] of every member's solution functions on observations
+    x [M, N, dim_x] (`find_topological_order` on the encoder means)."""
+    def one(params, x, key):
+        noise = _apply(method, params, x, name="encode_to_noise")
+        return greedy_order(order_dependences(key, _solution(method, params), noise))
+    return jax.vmap(one)(params, x, keys)
+
+
+def _matrix_columns(prefix: str, matrix) -> Dict[str, float]:
+    matrix = np.asarray(matrix)
+    return {f"{prefix}_{i}_{j}": matrix[i, j].item()
+            for i in range(matrix.shape[0]) for j in range(matrix.shape[1])}
+
+
+def importance_matrix(dci_metrics: Dict[str, float], dim: int) -> np.ndarray:
+    """The DCI importance matrix [d_model, d_true] back from its metric columns."""
+    return np.array([[dci_metrics[f"importance_matrix_{i}_{j}"] for j in range(dim)]
+                     for i in range(dim)])
+
+
+def learned_graph_metrics(method, params, model_state, split, truth, keys, dci: List[dict],
+                          bar) -> List[Dict[str, float]]:
+    """Graph columns of every member (see the module docstring); `dci` holds each member's DCI
+    metrics (for the matching), `truth` the true adjacency [M, d, d]."""
+    cfg, dim = method.config.eval, method.dim_z
+    num_members = keys.shape[0]
+    k_enco, k_implicit = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+    columns = [{} for _ in range(num_members)]
+    graphs = {}
+
+    bar.set_description("evaluation: ENCO graph")
+    start = time.time()
+    settings = EncoSettings(lambda_sparse=float(cfg.enco_lambda),
+                            reference_quirks=bool(cfg.enco_reference_quirks))
+    enco = jax.device_get(_enco_graphs(method, params, model_state,
+                                       {"x1": split["x1"], "x2": split["x2"]}, k_enco, settings))
+    log.info("ENCO graphs of %d member(s) in %.1f s (%s epochs after pretraining)", num_members,
+             time.time() - start, ", ".join(str(int(e)) for e in enco.epochs))
+    graphs["enco"] = enco.adjacency
+    for i in range(num_members):
+        columns[i].update(_matrix_columns("enco_graph", enco.adjacency[i]))
+        log.info("ENCO adjacency matrix (member %d): %s", i, enco.adjacency[i].tolist())
+    bar.update()
+
+    bar.set_description("evaluation: implicit graph")
+    if dim <= IMPLICIT_MAX_DIM:
+        start = time.time()
+        effects, _ = jax.device_get(_implicit_graphs(
+            method, params, model_state, split["x1"], k_implicit,
+            bool(cfg.implicit_graph_fix_direction)))
+        log.info("Implicit graphs of %d member(s) in %.1f s", num_members, time.time() - start)
+        graphs["implicit"] = (effects > float(cfg.implicit_graph_threshold)).astype(np.int32)
+        for i in range(num_members):
+            columns[i].update(_matrix_columns("implicit_graph", effects[i]))
+    bar.update()
+
+    truth = np.asarray(truth)
+    for i in range(num_members):
+        matching = match_latents(importance_matrix(dci[i], dim))
+        columns[i].update(_matrix_columns("true_graph", truth[i]))
+        columns[i].update({f"graph_matching_{k}": int(m) for k, m in enumerate(matching)})
+        for name, adjacency in graphs.items():
+            columns[i][f"{name}_shd"] = structural_hamming_distance(
+                to_true_order(adjacency[i], matching), truth[i])
+    return columns
