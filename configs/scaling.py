@@ -24,6 +24,15 @@ common = types.SimpleNamespace(**runpy.run_path(
 METHODS = ("ilcm", "dvae", "betavae")
 
 
+def _graph_sampling():
+    """How learned graphs (model.scm.adjacency_matrix = enco / dds / fixed_order) are sampled."""
+    g = ml_collections.ConfigDict()
+    g.mode = "deterministic"  # hard, soft (Gumbel relaxations) or deterministic (hard graph)
+    g.temperature = 1.0  # Gumbel-softmax temperature (> 0)
+    g.samples = 1  # graph samples per pair (only 1 is supported)
+    return g
+
+
 def _schedule(kind, initial, final, initial_constant_epochs=0, decay_epochs=0):
     """A per-step weight schedule, evaluated at the fractional epoch (`wscrl_jax/train/
     schedules.py`, the reference's `generic_scheduler`)."""
@@ -83,7 +92,9 @@ def get_config(arg=None):
     # mlp (implicit SCM of ILCM / dVAE) or unstructured (beta-VAE's factorised prior)
     c.model.scm.type = "unstructured" if method == "betavae" else "mlp"
     # context of each solution function: none (all other noises: ILCM), none_trivial (no
-    # context: dVAE), none_fixed_order; read only by intervention_noise_vae
+    # context: dVAE), none_fixed_order, or the ancestors in a learned graph: enco, dds,
+    # fixed_order (the reference offers these but cannot run them, ws-crl gotcha 9); read only
+    # by intervention_noise_vae
     c.model.scm.adjacency_matrix = {"ilcm": "none", "dvae": "none_trivial",
                                     "betavae": "none"}[method]
     c.model.scm.homoskedastic = False  # True: solution functions learn a shift only (scale 1)
@@ -165,6 +176,16 @@ def get_config(arg=None):
         # eps mixed into the intervention posterior before renormalising
         t.intervention_encoder_offset_schedule = _schedule(
             "constant_exponential_constant", 0.025, 1e-4, 10, 10)
+    # learned graphs: weights of the expected edge count and of the NOTEARS acyclicity penalty
+    t.edge_regularization_schedule = _schedule("constant", 0.0, 0.0)
+    t.cyclicity_regularization_schedule = _schedule("constant", 0.0, 0.0)
+    t.graph_sampling = _graph_sampling()
+    t.graph_sampling.initial = ml_collections.ConfigDict()
+    t.graph_sampling.initial.unfreeze_epoch = 0  # graph parameters frozen before this epoch
+    # from this epoch on the graph is frozen and sampled with these settings; unset: never
+    # (reference: 1000)
+    t.graph_sampling.final = _graph_sampling()
+    t.graph_sampling.final.freeze_epoch = placeholder(int)
     # inverse-consistency MSE (added twice, ws-crl gotcha 4)
     t.inverse_consistency_regularization_schedule = _schedule("constant", 0.0, 0.0)
     # bonus on the entropy of the batch-mean intervention posterior
@@ -184,6 +205,7 @@ def get_config(arg=None):
     c.eval.dci_random_state = 0  # sklearn backend; reference: None (nondeterministic tie-breaking)
     # ILCM / dVAE: post-hoc ENCO graph and the implicit graph (d <= 5), matched to the truth
     c.eval.graphs = True
+    c.eval.graph_sampling = _graph_sampling()  # learned graphs in the evaluation loss terms
     c.eval.enco_lambda = 0.01  # ENCO's sparsity penalty
     c.eval.enco_reference_quirks = True  # ws-crl gotcha 22; False: standardised codes, fan-in = in
     c.eval.implicit_graph_fix_direction = False  # ws-crl gotcha 7; True: mechanisms map e -> z

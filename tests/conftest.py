@@ -27,6 +27,7 @@ def tiny_scaling_config(method: str = "ilcm", dim_z: int = 2):
     c.training.steps_per_call = 100
     c.checkpoint.every_n_steps = 200
     c.checkpoint.async_save = False
+    c.eval.graphs = False  # graph evaluations: tests/test_lcm_graphs.py
     return c
 
 

@@ -281,6 +281,23 @@ CASES = [
     (STAGE2, "data.stage1_member", 1, "data.stage1_member=1 is out of range: stage 1 has 1 "
      "member(s)"),
     (STAGE2, "data.normalize_per_split", "yes", "data.normalize_per_split='yes' must be True"),
+    # ---- graphs (learned graphs, the fixed topological order, the graph evaluations)
+    (SCALING, "training.fix_topological_order_epoch", 0, "training.fix_topological_order_epoch=0 "
+     "must be >= 1"),
+    (BETAVAE, "training.fix_topological_order_epoch", 1, "training.fix_topological_order_epoch "
+     "needs solution functions (ILCM or dVAE"),
+    (SCALING, "model.scm.adjacency_matrix", "notears", "model.scm.adjacency_matrix='notears' is "
+     "not supported; use one of"),
+    (SCALING, "training.graph_sampling.mode", "gumbel", "training.graph_sampling.mode='gumbel' "
+     "is not supported; use one of ('hard', 'soft', 'deterministic')"),
+    (SCALING, "training.graph_sampling.final.temperature", 0.0,
+     "training.graph_sampling.final.temperature=0.0 must be a finite number"),
+    (SCALING, "eval.graph_sampling.samples", 2, "eval.graph_sampling.samples=2: only 1 graph "
+     "sample per pair is supported"),
+    (SCALING, "training.graph_sampling.initial.unfreeze_epoch", -1,
+     "training.graph_sampling.initial.unfreeze_epoch=-1 must be an integer >= 0"),
+    (SCALING, "eval.enco_lambda", -0.1, "eval.enco_lambda=-0.1 must be a finite number >= 0"),
+    (SCALING, "eval.graphs", "yes", "eval.graphs='yes' must be True or False"),
 ]
 
 

@@ -190,7 +190,8 @@ def test_make_scaling_data_splits_and_determinism():
     a = make_scaling_data(cfg, 5)
     b = make_scaling_data(cfg, 5)
     c = make_scaling_data(cfg, 6)
-    assert set(a) == {"train", "dci_train", "val", "test"}
+    assert set(a) == {"train", "dci_train", "val", "test", "truth"}
+    np.testing.assert_array_equal(a["truth"]["adjacency"], np.triu(np.ones((D, D), int), 1))
     assert a["train"]["x1"].shape == (N, D) and a["dci_train"]["x1"].shape == (N, D)
     assert a["val"]["z2"].shape == (N, D) and a["test"]["intervention_labels"].shape == (N,)
     for split in a:

@@ -68,13 +68,22 @@ RESUME_SAFE_SECTIONS = ("eval.", "checkpoint.")
 # Per method family (`config.method`), keys added after runs were written, with the value that
 # reproduces those runs: a checkpoint whose config lacks such a key builds, evaluates and resumes
 # under that value (any other value is a change).
+_CONSTANT_ZERO = {"type": "constant", "initial": 0.0, "final": 0.0,
+                  "initial_constant_epochs": 0, "decay_epochs": 0}
+_GRAPH_SAMPLING = {"mode": "deterministic", "temperature": 1.0, "samples": 1}
 ADDED_KEYS = {"lcm": {"data.nature.rng": "jax", "data.mixing": "so_n",
                       "data.nature.mechanisms": "linear", "model.scm.transform": "affine",
                       "model.scm.spline_bins": 8, "model.scm.spline_bound": 5.0,
                       "eval.graphs": True, "eval.enco_lambda": 0.01,
                       "eval.enco_reference_quirks": True,
                       "eval.implicit_graph_fix_direction": False,
-                      "eval.implicit_graph_threshold": 0.1}}
+                      "eval.implicit_graph_threshold": 0.1,
+                      "training.edge_regularization_schedule": _CONSTANT_ZERO,
+                      "training.cyclicity_regularization_schedule": _CONSTANT_ZERO,
+                      "training.graph_sampling": dict(
+                          _GRAPH_SAMPLING, initial={"unfreeze_epoch": 0},
+                          final=dict(_GRAPH_SAMPLING, freeze_epoch=None)),
+                      "eval.graph_sampling": _GRAPH_SAMPLING}}
 
 
 def _flat(tree, prefix=""):

@@ -5,8 +5,8 @@
 * `dci_importance.png` (WS-CRL): the DCI importance matrix of every member, one panel each
   (rows: model codes, columns: true factors; the causal codes' matrix where both exist);
 * `graphs.png` (ILCM, dVAE): per member (one row each) the true adjacency, then every learned
-  graph (ENCO, the implicit graph's effect strengths) carried to the true factors by the DCI
-  matching, with its SHD; edges i -> j at row i, column j;
+  graph (the one trained with, ENCO, the implicit graph's effect strengths) carried to the
+  true factors by the DCI matching, with its SHD; edges i -> j at row i, column j;
 * `invariant_scatter.png` (MD-CRL, drawn by its method after training): `invariant_scatter`.
 
 Only matplotlib's object-oriented API is used (no pyplot, no backend switch), so writing figures
@@ -130,7 +130,8 @@ def graphs(path: str, rows: Sequence[Dict[str, object]]) -> bool:
     if not rows or "true_graph_0_0" not in rows[0]:
         return False
     dim = sum(1 for k in rows[0] if k.startswith("graph_matching_"))
-    learned = [name for name in ("enco", "implicit") if f"{name}_graph_0_0" in rows[0]]
+    learned = [name for name in ("learned", "enco", "implicit")
+               if f"{name}_graph_0_0" in rows[0]]
     fig = _figure(2.3 * (1 + len(learned)), 2.3 * len(rows))
     for r, row in enumerate(rows):
         matching = [int(_float(row[f"graph_matching_{k}"])) for k in range(dim)]

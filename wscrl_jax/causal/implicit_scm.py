@@ -135,15 +135,17 @@ class ImplicitSCM(nn.Module):
                                               bias_init=constant(0.0), num_layers=d)
 
     def scale_shift(self, conditioning_eps, masks):
-        """conditioning_eps [B, d], masks [d, d] -> (scale [B, d], shift [B, d])."""
+        """conditioning_eps [B, d], masks [d, d] (or per sample [B, d, d]) -> (scale [B, d],
+        shift [B, d])."""
         return self._solution_params(conditioning_eps, masks)[:2]
 
     def _solution_params(self, conditioning_eps, masks):
         """(scale [B, d], shift [B, d], spline parameters [B, d, 3 bins + 1] or None)."""
         batch = conditioning_eps.shape[0]
+        masks = masks[:, None, :] if masks.ndim == 2 else jnp.swapaxes(masks, 0, 1)  # [d, B|1, d]
         context = jnp.concatenate(  # [d, B, 2d]: row i is variable i's masked noise and mask
-            [masks[:, None, :] * conditioning_eps[None, :, :],
-             jnp.broadcast_to(masks[:, None, :], (self.dim_z, batch, self.dim_z))], axis=-1)
+            [masks * conditioning_eps[None, :, :],
+             jnp.broadcast_to(masks, (self.dim_z, batch, self.dim_z))], axis=-1)
         scale, shift, spline = self._mlp(context)  # [d, B], [d, B], [d, B, 3 bins + 1]
         return scale.T, shift.T, None if spline is None else jnp.swapaxes(spline, 0, 1)
 

@@ -5,9 +5,11 @@ call for all members; then, beyond the reference, each graph carried to the true
 the DCI matching and its structural Hamming distance to the true graph.
 
 Columns per member: `enco_graph_i_j` (0/1) and `implicit_graph_i_j` (effect strength) as the
-reference, over the model's codes; then `true_graph_i_j`, `graph_matching_k` (the true factor of
-code k), `enco_shd` and `implicit_shd` (the implicit graph thresholded at
-`eval.implicit_graph_threshold`).
+reference, over the model's codes; `learned_graph_i_j` for models trained with a learned graph
+(`model.scm.adjacency_matrix` = enco / dds / fixed_order: its hard adjacency); then
+`true_graph_i_j`, `graph_matching_k` (the true factor of code k) and the SHDs `enco_shd`,
+`implicit_shd` (the implicit graph thresholded at `eval.implicit_graph_threshold`) and
+`learned_shd`.
 """
 
 import logging
@@ -73,6 +75,12 @@ def solution_orders(method, params, x, keys):
     return jax.vmap(one)(params, x, keys)
 
 
+@partial(jax.jit, static_argnums=0)
+def _learned_graphs(method, params):
+    """Hard adjacency [M, d, d] of every member's learned graph parameters."""
+    return jax.vmap(lambda p: _apply(method, p, name="hard_graph"))(params)
+
+
 def _matrix_columns(prefix: str, matrix) -> Dict[str, float]:
     matrix = np.asarray(matrix)
     return {f"{prefix}_{i}_{j}": matrix[i, j].item()
@@ -120,6 +128,12 @@ def learned_graph_metrics(method, params, model_state, split, truth, keys, dci: 
         for i in range(num_members):
             columns[i].update(_matrix_columns("implicit_graph", effects[i]))
     bar.update()
+
+    if getattr(method.module, "graph_kind", None) is not None:  # trained with a learned graph
+        learned = jax.device_get(_learned_graphs(method, params))
+        graphs["learned"] = np.asarray(learned).astype(np.int32)
+        for i in range(num_members):
+            columns[i].update(_matrix_columns("learned_graph", graphs["learned"][i]))
 
     truth = np.asarray(truth)
     for i in range(num_members):

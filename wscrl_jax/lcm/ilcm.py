@@ -9,12 +9,14 @@ All K interventions are evaluated at once as a leading [K, ...] axis.
 """
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from wscrl_jax.causal.implicit_scm import ImplicitSCM, ancestor_masks
+from wscrl_jax.causal.learned_graphs import (ancestor_mask, graph_acyclicity, hard_adjacency,
+                                             init_graph, num_edges, sample_adjacency)
 from wscrl_jax.causal.interventions import (HeuristicInterventionEncoder, MLPInterventionEncoder,
                                             intervention_masks)
 from wscrl_jax.lcm.pair_vae import PairAutoencoder, sq_norm
@@ -24,11 +26,22 @@ from wscrl_jax.nn.gaussian import gaussian_log_likelihood, gaussian_log_prob, re
 AVERAGING_STRATEGIES = ("stochastic", "average", "mean", "z2")
 
 
+def graph_context_masks(adjacency):
+    """Context masks of learned graphs: adjacency [..., d, d] -> [..., d, d] whose row i holds
+    the (soft) probability that each variable is an ancestor of i (`_get_ancestor_mask`), with
+    the diagonal zeroed (a cyclic sample would otherwise feed a variable its own noise)."""
+    masks = jnp.swapaxes(ancestor_mask(adjacency), -1, -2)
+    return masks * (1.0 - jnp.eye(adjacency.shape[-1]))
+
+
 class ILCM(PairAutoencoder):
     """ILCM on flat observations x [B, dim_x] with dim_z causal variables.
 
     `causal_structure` 'none' is the ILCM, 'trivial' the dVAE, 'fixed_order' uses the order
-    held in the model state. Randomness comes from the 'sample' RNG stream.
+    held in the model state. With `graph_kind` (ws-crl gotcha 9: the reference offers learned
+    graphs in the ILCM but never passes them on) the contexts are the ancestors in a graph
+    sampled per pair from learned ENCO / DDS / fixed-order parameters, whose expected edge
+    count and acyclicity penalty join the outputs. Randomness comes from the 'sample' stream.
     """
 
     scm_hidden: Sequence[int] = (64, 64)
@@ -42,9 +55,13 @@ class ILCM(PairAutoencoder):
     intervention_encoder_hidden: Sequence[int] = (64, 64)
     averaging_strategy: str = "stochastic"
     fix_entropy_weighting: bool = False
+    graph_kind: Optional[str] = None  # learned graph (enco, dds, fixed_order) or None
 
     def setup(self):
         super().setup()
+        if self.graph_kind is not None:
+            self.graph = self.param("graph", lambda key: init_graph(key, self.graph_kind,
+                                                                    self.dim_z))
         self.scm = ImplicitSCM(self.dim_z, tuple(self.scm_hidden), self.scm_homoskedastic,
                                self.scm_min_std, "broad", self.scm_transform,
                                self.scm_spline_bins, self.scm_spline_bound)
@@ -60,12 +77,28 @@ class ILCM(PairAutoencoder):
     def context_masks(self, model_state):
         """[d, d]: the structure's masks, or those of the topological order in the model state
         once `training.fix_topological_order_epoch` has fixed it (`order_fixed`, present only
-        in runs that schedule it)."""
+        in runs that schedule it), or the ancestors in the learned graph's hard adjacency."""
+        if self.graph_kind is not None:
+            return graph_context_masks(self.hard_graph())
         masks = ancestor_masks(self.causal_structure, self.dim_z, model_state.get("order"))
         if "order_fixed" not in model_state:
             return masks
         fixed = ancestor_masks("fixed_order", self.dim_z, model_state["order"])
         return jnp.where(model_state["order_fixed"], fixed, masks)
+
+    def hard_graph(self):
+        """The learned graph's hard adjacency [d, d] (A[i, j]: edge i -> j)."""
+        return hard_adjacency(self.graph, self.graph_kind)
+
+    def _sampled_graph_masks(self, batch: int, phase: Phase):
+        """Context masks [B, d, d] of one graph sample per pair (`training.graph_sampling`), and
+        the graph regularisers [B] (expected edges, NOTEARS acyclicity)."""
+        graph = jax.lax.stop_gradient(self.graph) if phase.graph_frozen else self.graph
+        adjacency, _ = sample_adjacency(self.make_rng("sample"), graph, self.graph_kind, batch,
+                                        phase.graph_mode, phase.graph_temperature)
+        edges = jnp.full((batch,), num_edges(graph, self.graph_kind))
+        cyclicity = jnp.full((batch,), graph_acyclicity(graph, self.graph_kind))
+        return graph_context_masks(adjacency), edges, cyclicity
 
     def encode_to_causal(self, x, model_state):
         """Solution functions applied to the encoder means: the codes DCI evaluates."""
@@ -170,8 +203,13 @@ class ILCM(PairAutoencoder):
         n_iter = e1.shape[0]
         ll1, x1_hat = self._decode_ll(x1, e1, phase)
         ll2, x2_hat = self._decode_ll(x2, e2, phase)
-        masks = self.context_masks(model_state)
         flat = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731  [n, B, ...] -> [n*B, ...]
+        if self.graph_kind is None:
+            masks = self.context_masks(model_state)
+        else:  # one sampled graph per pair, the same for all K targets
+            masks, outputs["edges"], outputs["cyclicity"] = self._sampled_graph_masks(
+                x1.shape[0], phase)
+            masks = flat(jnp.broadcast_to(masks, (n_iter,) + masks.shape))
         prior = self.scm.log_prob_noise(
             flat(e1), flat(e2), flat(jnp.broadcast_to(interventions, e1.shape)), masks,
             phase.model_interventions)

@@ -16,7 +16,9 @@ from tqdm.auto import tqdm
 
 from wscrl_jax.causal.flow_lcm import MECHANISMS, MIXINGS
 from wscrl_jax.causal.graphs import GRAPH_MODES
+from wscrl_jax.causal.gumbel import SAMPLING_MODES
 from wscrl_jax.causal.implicit_scm import SOLUTION_TRANSFORMS
+from wscrl_jax.causal.learned_graphs import GRAPH_KINDS
 from wscrl_jax.config_checks import (SEED_LIMIT, batch_fits, boolean, check_shared_training,
                                      finite_number, is_int, one_of, optional_int, positive_int,
                                      require)
@@ -37,11 +39,13 @@ from wscrl_jax.train.schedules import (LR_SCHEDULE_TYPES, STEP_SCHEDULE_TYPES,
 log = logging.getLogger("wscrl_jax")
 MODEL_TYPES = ("intervention_noise_vae", "causal_vae")
 ADJACENCY_TO_STRUCTURE = {"none": "none", "none_trivial": "trivial",
-                          "none_fixed_order": "fixed_order"}
+                          "none_fixed_order": "fixed_order",
+                          **{kind: "none" for kind in GRAPH_KINDS}}  # + a learned graph
 INTERVENTION_ENCODERS = ("learnable_heuristic", "mlp")
 SCHEDULED_WEIGHTS = ("beta", "z_regularization", "consistency_regularization",
                      "inverse_consistency_regularization", "intervention_entropy_regularization",
-                     "intervention_encoder_offset")
+                     "intervention_encoder_offset", "edge_regularization",
+                     "cyclicity_regularization")
 
 
 def build_module(model_cfg, dim_x: int, dim_z: int):
@@ -65,7 +69,9 @@ def build_module(model_cfg, dim_x: int, dim_z: int):
                 intervention_encoder=ienc.type,
                 intervention_encoder_hidden=(ienc.hidden_units,) * ienc.hidden_layers,
                 averaging_strategy=model_cfg.averaging_strategy,
-                fix_entropy_weighting=model_cfg.fix_entropy_weighting)
+                fix_entropy_weighting=model_cfg.fix_entropy_weighting,
+                graph_kind=(scm.adjacency_matrix if scm.adjacency_matrix in GRAPH_KINDS
+                            else None))
 
 
 class LCMMethod(Method):
@@ -206,6 +212,18 @@ class LCMMethod(Method):
             for epochs in ("initial_constant_epochs", "decay_epochs"):
                 finite_number(sc[epochs], f"{key}.{epochs}", 0, allow_none=True, unset="0")
 
+        for key, g in (("training.graph_sampling", t.graph_sampling),
+                       ("training.graph_sampling.final", t.graph_sampling.final),
+                       ("eval.graph_sampling", c.eval.graph_sampling)):
+            one_of(g.mode, SAMPLING_MODES, f"{key}.mode")
+            finite_number(g.temperature, f"{key}.temperature", 0, exclusive=True)
+            require(g.samples == 1, f"{key}.samples={g.samples!r}: only 1 graph sample per "
+                    "pair is supported; use 1")
+        positive_int(t.graph_sampling.initial.unfreeze_epoch,
+                     "training.graph_sampling.initial.unfreeze_epoch", 0)
+        optional_int(t.graph_sampling.final.freeze_epoch,
+                     "training.graph_sampling.final.freeze_epoch")
+
         e = c.eval
         one_of(e.eval_partition, SPLITS, "eval.eval_partition")
         finite_number(e.beta, "eval.beta", 0)
@@ -276,7 +294,12 @@ class LCMMethod(Method):
         pretrain = tr.pretrain_epochs is not None and epoch < tr.pretrain_epochs
         after = tr.model_interventions_after_epoch
         deterministic = tr.deterministic_intervention_encoder_after_epoch
+        g = tr.graph_sampling
+        final = g.final.freeze_epoch is not None and epoch >= g.final.freeze_epoch
+        sampling = g.final if final else g
         return Phase(pretrain=bool(pretrain),
+                     graph_mode=sampling.mode, graph_temperature=float(sampling.temperature),
+                     graph_frozen=bool(final or epoch < g.initial.unfreeze_epoch),
                      model_interventions=after is None or epoch >= after,
                      deterministic_encoder=deterministic is not None and epoch >= deterministic,
                      need_regularizers=self._need_regularizers,
@@ -302,7 +325,8 @@ class LCMMethod(Method):
             z_regularization=s["z_regularization"], consistency=s["consistency_regularization"],
             inverse_consistency=s["inverse_consistency_regularization"],
             intervention_entropy=s["intervention_entropy_regularization"],
-            intervention_offset=s["intervention_encoder_offset"])
+            intervention_offset=s["intervention_encoder_offset"],
+            edge=s["edge_regularization"], cyclicity=s["cyclicity_regularization"])
 
     # ------------------------------------------------------------------ loss
     def loss(self, params, model_state, batch, weights, key, loss_weights: LossWeights,

@@ -13,7 +13,7 @@ from wscrl_jax.lcm.phases import LossWeights
 LOG_MEAN_VARS = ("elbo", "kl", "kl_e", "kl_intervention_target", "mse", "consistency_mse",
                  "inverse_consistency_mse", "log_prior", "log_prior_observed",
                  "log_prior_intervened", "log_prior_nonintervened", "log_likelihood",
-                 "log_posterior", "z_regularization", "encoder_std")
+                 "log_posterior", "z_regularization", "edges", "cyclicity", "encoder_std")
 
 
 def weighted_mean(x, weights):
@@ -28,9 +28,13 @@ def entropy(p):
 
 
 def total_loss(loss_b, outputs, weights, loss_weights: LossWeights):
-    """Scalar training loss: mean loss + z-reg + consistency + 2x inverse consistency (gotcha 4)
-    - entropy weight * H(mean_b q)."""
+    """Scalar training loss: mean loss + edges + cyclicity (learned graphs) + z-reg +
+    consistency + 2x inverse consistency (gotcha 4) - entropy weight * H(mean_b q)."""
     loss = weighted_mean(loss_b, weights)
+    if "edges" in outputs:
+        loss += loss_weights.edge * weighted_mean(outputs["edges"], weights)
+    if "cyclicity" in outputs:
+        loss += loss_weights.cyclicity * weighted_mean(outputs["cyclicity"], weights)
     if "z_regularization" in outputs:
         loss += loss_weights.z_regularization * weighted_mean(outputs["z_regularization"], weights)
     if "consistency_mse" in outputs:

@@ -10,7 +10,8 @@ class Phase(NamedTuple):
 
     pretrain: beta-VAE on single images; model_interventions: include the conditional prior
     of intervened noise; deterministic_encoder: argmax intervention with straight-through
-    gradients; the `need_*` flags skip regularisers whose weight is identically zero.
+    gradients; the `need_*` flags skip regularisers whose weight is identically zero; `graph_*`:
+    how a learned graph is sampled (`training.graph_sampling`), and whether it is frozen.
     """
 
     pretrain: bool = False
@@ -20,10 +21,14 @@ class Phase(NamedTuple):
     need_inverse_consistency: bool = True
     full_likelihood: bool = False
     likelihood_reduction: str = "sum"
+    graph_mode: str = "deterministic"  # learned graphs: sampling mode, temperature, frozen
+    graph_temperature: float = 1.0
+    graph_frozen: bool = False
 
 
 EVAL_PHASE = Phase()
-IWAE_PHASE = Phase(full_likelihood=True)  # the reference's IWAE ignores the eval settings
+# the reference's IWAE ignores the eval settings (gotcha 15): forward defaults
+IWAE_PHASE = Phase(full_likelihood=True, graph_mode="hard")
 
 
 class LossWeights(NamedTuple):
@@ -38,6 +43,8 @@ class LossWeights(NamedTuple):
     inverse_consistency: jnp.ndarray
     intervention_entropy: jnp.ndarray
     intervention_offset: jnp.ndarray
+    edge: jnp.ndarray = 0.0  # learned graphs: weight of the expected edge count
+    cyclicity: jnp.ndarray = 0.0  # learned graphs: weight of the NOTEARS acyclicity penalty
 
 
 def eval_loss_weights(beta: float = 1.0):

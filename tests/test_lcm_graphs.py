@@ -1,0 +1,90 @@
+"""Graphs of WS-CRL runs end to end: a learned ENCO graph inside the ILCM, the post-hoc ENCO
+and implicit graphs of every member with their SHDs and figure, and the topological order fixed
+mid-training."""
+
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import tiny_scaling_config
+from wscrl_jax import experiment
+from wscrl_jax.causal.graphs import create_graph
+from wscrl_jax.lcm.ilcm import graph_context_masks
+from wscrl_jax.train import checkpoint
+
+D = 3
+
+
+@pytest.fixture(scope="module")
+def enco_ilcm_run(tmp_path_factory):
+    """Two members of a tiny ILCM with a learned ENCO graph, evaluated with every graph."""
+    config = tiny_scaling_config("ilcm", dim_z=D)
+    config.model.scm.adjacency_matrix = "enco"
+    config.training.graph_sampling.mode = "hard"
+    config.training.edge_regularization_schedule.final = 0.01
+    config.training.cyclicity_regularization_schedule.final = 0.1
+    config.eval.graphs = True
+    config.sweep.seeds = "1,2"
+    config.sweep.data_seeds = "42"
+    workdir = str(tmp_path_factory.mktemp("enco_ilcm"))
+    rows = experiment.run(config, workdir, progress=False)
+    return config, workdir, rows
+
+
+def _matrix(row, prefix):
+    return np.array([[float(row[f"{prefix}_{i}_{j}"]) for j in range(D)] for i in range(D)])
+
+
+def test_every_member_reports_its_graphs_and_distances(enco_ilcm_run):
+    _, workdir, rows = enco_ilcm_run
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
+    truth = create_graph(D, "random", 42).astype(float)
+    for row in rows:
+        np.testing.assert_array_equal(_matrix(row, "true_graph"), truth)
+        assert sorted(int(row[f"graph_matching_{k}"]) for k in range(D)) == list(range(D))
+        for name in ("learned", "enco"):
+            graph = _matrix(row, f"{name}_graph")
+            assert set(np.unique(graph)) <= {0.0, 1.0} and np.all(np.diag(graph) == 0)
+        implicit = _matrix(row, "implicit_graph")
+        assert np.all(implicit >= 0) and np.all(np.diag(implicit) == 0)
+        # an implicit graph only has edges forward in its topological order: a DAG
+        assert np.count_nonzero(implicit + implicit.T > 0) <= D * (D - 1)
+        for name in ("learned", "enco", "implicit"):
+            assert 0 <= row[f"{name}_shd"] <= D * (D - 1) // 2
+        assert np.isfinite(row["edges"]) and np.isfinite(row["cyclicity"])
+    assert os.path.getsize(os.path.join(workdir, "figures", "graphs.png")) > 10_000
+
+
+def test_learned_graph_parameters_train_and_regularisers_enter_the_loss(enco_ilcm_run):
+    config, workdir, _ = enco_ilcm_run
+    method, _, template = experiment.build(config, experiment.sweep_members(config))
+    _, state, _ = checkpoint.restore_latest_intact(workdir, template)
+    logits = np.asarray(state.params["graph"]["edge_existence_logits"])
+    initial = np.asarray(template.params["graph"]["edge_existence_logits"])
+    assert logits.shape == (2, D * (D - 1) // 2)
+    assert np.abs(logits - initial).max() > 1e-3  # the graph was trained
+
+
+def test_graph_context_masks_are_ancestors_without_self():
+    chain = jnp.array([[0, 1, 0], [0, 0, 1], [0, 0, 0]], jnp.float32)
+    masks = np.asarray(graph_context_masks(chain))
+    np.testing.assert_array_equal(masks, [[0, 0, 0], [1, 0, 0], [1, 1, 0]])
+    cycle = chain.at[2, 0].set(1.0)
+    assert np.all(np.diag(np.asarray(graph_context_masks(cycle))) == 0)
+
+
+def test_topological_order_is_fixed_mid_training(tmp_path, caplog):
+    config = tiny_scaling_config("ilcm", dim_z=D)
+    config.training.epochs = 2
+    config.training.fix_topological_order_epoch = 1
+    workdir = str(tmp_path)
+    with caplog.at_level("INFO", logger="wscrl_jax"):
+        experiment.run(config, workdir, progress=False)
+    assert "Epoch 1: topological order fixed" in caplog.text
+    method, _, template = experiment.build(config, experiment.sweep_members(config))
+    _, state, _ = checkpoint.restore_latest_intact(workdir, template)
+    assert bool(np.asarray(state.model_state["order_fixed"])[0])
+    order = np.asarray(state.model_state["order"])[0]
+    assert sorted(order.tolist()) == list(range(D))
