@@ -21,7 +21,7 @@ from ml_collections.config_dict import placeholder
 common = types.SimpleNamespace(**runpy.run_path(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py")))
 
-METHODS = ("ilcm", "dvae", "betavae")
+METHODS = ("ilcm", "dvae", "betavae", "elcm")
 
 
 def _graph_sampling():
@@ -83,20 +83,21 @@ def get_config(arg=None):
 
     # ---------------------------------------------------------------- model (model/scaling_*.yaml)
     c.model = ml_collections.ConfigDict()
-    # intervention_noise_vae (ILCM, dVAE) or causal_vae (beta-VAE)
-    c.model.type = "causal_vae" if method == "betavae" else "intervention_noise_vae"
+    # intervention_noise_vae (ILCM, dVAE) or causal_vae (beta-VAE, ELCM)
+    c.model.type = "causal_vae" if method in ("betavae", "elcm") else "intervention_noise_vae"
     c.model.averaging_strategy = "stochastic"  # stochastic, average/mean, z2
     # True fixes the w^2 log w entropy term to w log w (ws-crl gotcha 2; False = reference)
     c.model.fix_entropy_weighting = False
     c.model.scm = ml_collections.ConfigDict()
-    # mlp (implicit SCM of ILCM / dVAE) or unstructured (beta-VAE's factorised prior)
+    # mlp (implicit SCM of ILCM / dVAE, explicit SCM of ELCM) or unstructured (beta-VAE's
+    # factorised prior)
     c.model.scm.type = "unstructured" if method == "betavae" else "mlp"
     # context of each solution function: none (all other noises: ILCM), none_trivial (no
     # context: dVAE), none_fixed_order, or the ancestors in a learned graph: enco, dds,
     # fixed_order (the reference offers these but cannot run them, ws-crl gotcha 9); read only
-    # by intervention_noise_vae
+    # by intervention_noise_vae; ELCM: its learned graph, enco, dds or fixed_order
     c.model.scm.adjacency_matrix = {"ilcm": "none", "dvae": "none_trivial",
-                                    "betavae": "none"}[method]
+                                    "betavae": "none", "elcm": "enco"}[method]
     c.model.scm.homoskedastic = False  # True: solution functions learn a shift only (scale 1)
     # std of the SCM's counterfactual noise outside training (training: the schedule below)
     c.model.scm.manifold_thickness = 0.01

@@ -54,7 +54,7 @@ def make_config(spec, stage1_workdir, overrides):
 
 
 def test_every_shipped_variant_validates(stage1_workdir):
-    for method in ("ilcm", "dvae", "betavae"):
+    for method in ("ilcm", "dvae", "betavae", "elcm"):
         for fast in ("", ",fast"):
             validate_config(load_config("scaling", method + fast))
     for stage in ("linear", "poly_stage1", "poly_stage2"):

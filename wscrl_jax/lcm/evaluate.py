@@ -27,6 +27,10 @@ log = logging.getLogger("wscrl_jax")
 GRAPH_KEY = 11  # folded into a member's evaluation key for the graphs (the others stay as they were)
 
 
+def _eval_weights(method, beta):
+    return eval_loss_weights(beta, float(method.config.model.scm.manifold_thickness))
+
+
 @partial(jax.jit, static_argnums=(0,))
 def _encode(method, params, model_state, x):
     """Causal codes of every member: x [M, N, dim_x] -> [M, N, dim_z]."""
@@ -39,7 +43,7 @@ def _test_outputs(method, params, model_state, batch, key, phase, beta):
     posterior [M, N, K] (or None)."""
     def one(params, model_state, batch, key):
         loss_b, outputs = method.per_sample(params, model_state, batch["x1"], batch["x2"], key,
-                                            eval_loss_weights(beta), phase)
+                                            _eval_weights(method, beta), phase)
         means = {k: jnp.mean(outputs[k], 0) for k in LOG_MEAN_VARS if k in outputs}
         means["loss"] = jnp.mean(loss_b)
         if "solution_std" in outputs:
@@ -55,7 +59,7 @@ def _iwae_log_likelihood(method, params, model_state, batch, key, n_samples):
     def one(params, model_state, batch, key):
         def one_copy(k):
             loss_b, _ = method.per_sample(params, model_state, batch["x1"], batch["x2"], k,
-                                          eval_loss_weights(1.0), IWAE_PHASE)
+                                          _eval_weights(method, 1.0), IWAE_PHASE)
             return -loss_b
         values = jax.lax.map(one_copy, jax.random.split(key, n_samples))
         return jax.scipy.special.logsumexp(values, axis=0) - math.log(n_samples)
@@ -75,7 +79,8 @@ def evaluate_lcm_members(method, params, model_state, data, keys,
     cfg = method.config
     split = data[cfg.eval.eval_partition]
     num_members = keys.shape[0]
-    with_graphs = bool(cfg.eval.graphs) and method.has_solution_functions
+    with_graphs = bool(cfg.eval.graphs) and (method.has_solution_functions
+                                             or method.graph_kind is not None)
     bar.reset(total=6 if with_graphs else 4)
 
     bar.set_description("evaluation: causal codes")

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from wscrl_jax.causal.explicit_scm import is_acyclic
 from wscrl_jax.eval.enco import EncoSettings, learn_graph
 from wscrl_jax.eval.graph_match import match_latents, structural_hamming_distance, to_true_order
 from wscrl_jax.eval.implicit_graph import greedy_order, implicit_graph, order_dependences
@@ -97,12 +98,40 @@ def learned_graph_metrics(method, params, model_state, split, truth, keys, dci: 
                           bar) -> List[Dict[str, float]]:
     """Graph columns of every member (see the module docstring); `dci` holds each member's DCI
     metrics (for the matching), `truth` the true adjacency [M, d, d]."""
-    cfg, dim = method.config.eval, method.dim_z
-    num_members = keys.shape[0]
+    dim, num_members = method.dim_z, keys.shape[0]
     k_enco, k_implicit = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
     columns = [{} for _ in range(num_members)]
     graphs = {}
 
+    if method.has_solution_functions:  # post-hoc graphs of ILCMs (and dVAEs) only
+        _posthoc_graphs(method, params, model_state, split, k_enco, k_implicit, bar, columns,
+                        graphs)
+    else:
+        bar.update(2)
+
+    if method.graph_kind is not None:  # trained with a learned graph
+        learned = np.asarray(jax.device_get(_learned_graphs(method, params))).astype(np.int32)
+        graphs["learned"] = learned
+        acyclic = np.asarray(is_acyclic(jnp.asarray(learned)))
+        for i in range(num_members):
+            columns[i].update(_matrix_columns("learned_graph", learned[i]))
+            columns[i]["learned_graph_acyclic"] = int(acyclic[i])
+
+    truth = np.asarray(truth)
+    for i in range(num_members):
+        matching = match_latents(importance_matrix(dci[i], dim))
+        columns[i].update(_matrix_columns("true_graph", truth[i]))
+        columns[i].update({f"graph_matching_{k}": int(m) for k, m in enumerate(matching)})
+        for name, adjacency in graphs.items():
+            columns[i][f"{name}_shd"] = structural_hamming_distance(
+                to_true_order(adjacency[i], matching), truth[i])
+    return columns
+
+
+def _posthoc_graphs(method, params, model_state, split, k_enco, k_implicit, bar, columns,
+                    graphs):
+    """ENCO and the implicit graph of every member into `columns` and `graphs`."""
+    cfg, dim, num_members = method.config.eval, method.dim_z, len(columns)
     bar.set_description("evaluation: ENCO graph")
     start = time.time()
     settings = EncoSettings(lambda_sparse=float(cfg.enco_lambda),
@@ -128,19 +157,3 @@ def learned_graph_metrics(method, params, model_state, split, truth, keys, dci: 
         for i in range(num_members):
             columns[i].update(_matrix_columns("implicit_graph", effects[i]))
     bar.update()
-
-    if getattr(method.module, "graph_kind", None) is not None:  # trained with a learned graph
-        learned = jax.device_get(_learned_graphs(method, params))
-        graphs["learned"] = np.asarray(learned).astype(np.int32)
-        for i in range(num_members):
-            columns[i].update(_matrix_columns("learned_graph", graphs["learned"][i]))
-
-    truth = np.asarray(truth)
-    for i in range(num_members):
-        matching = match_latents(importance_matrix(dci[i], dim))
-        columns[i].update(_matrix_columns("true_graph", truth[i]))
-        columns[i].update({f"graph_matching_{k}": int(m) for k, m in enumerate(matching)})
-        for name, adjacency in graphs.items():
-            columns[i][f"{name}_shd"] = structural_hamming_distance(
-                to_true_order(adjacency[i], matching), truth[i])
-    return columns

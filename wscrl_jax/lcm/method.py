@@ -25,6 +25,7 @@ from wscrl_jax.config_checks import (SEED_LIMIT, batch_fits, boolean, check_shar
 from wscrl_jax.data.scaling import CAUSAL_EFFECTS, NATURE_RNGS, SPLITS, make_scaling_data
 from wscrl_jax.eval.dci import DCI_BACKENDS
 from wscrl_jax.lcm.betavae import BetaVAE
+from wscrl_jax.lcm.elcm import ELCM
 from wscrl_jax.lcm.evaluate import evaluate_lcm_members
 from wscrl_jax.lcm.graphs import solution_orders
 from wscrl_jax.lcm.ilcm import AVERAGING_STRATEGIES, ILCM
@@ -49,7 +50,7 @@ SCHEDULED_WEIGHTS = ("beta", "z_regularization", "consistency_regularization",
 
 
 def build_module(model_cfg, dim_x: int, dim_z: int):
-    """The Flax model of `config.model`: an `ILCM` or a `BetaVAE`."""
+    """The Flax model of `config.model`: an `ILCM`, a `BetaVAE` or an `ELCM`."""
     enc, dec = model_cfg.encoder, model_cfg.decoder
     common = dict(
         dim_x=dim_x, dim_z=dim_z,
@@ -57,9 +58,13 @@ def build_module(model_cfg, dim_x: int, dim_z: int):
         encoder_min_std=enc.min_std, encoder_fix_std=enc.fix_std,
         decoder_hidden=(dec.hidden_units,) * dec.hidden_layers, decoder_std=dec.std,
         decoder_min_std=dec.min_std, decoder_fix_std=dec.fix_std)
-    if model_cfg.type == "causal_vae":
-        return BetaVAE(**common)
     scm, ienc = model_cfg.scm, model_cfg.intervention_encoder
+    if model_cfg.type == "causal_vae" and scm.type == "unstructured":
+        return BetaVAE(**common)
+    if model_cfg.type == "causal_vae":
+        return ELCM(**common, graph_kind=scm.adjacency_matrix,
+                    scm_hidden=(scm.hidden_units,) * scm.hidden_layers,
+                    scm_homoskedastic=scm.homoskedastic, scm_min_std=scm.min_std)
     return ILCM(**common,
                 scm_hidden=(scm.hidden_units,) * scm.hidden_layers,
                 scm_homoskedastic=scm.homoskedastic, scm_min_std=scm.min_std,
@@ -87,7 +92,7 @@ class LCMMethod(Method):
         self.module = build_module(config.model, self.dim_x, self.dim_z)
         tr = config.training
         self._schedules = {name: step_schedule(tr[f"{name}_schedule"], tr.epochs)
-                           for name in SCHEDULED_WEIGHTS}
+                           for name in SCHEDULED_WEIGHTS + ("manifold_thickness",)}
         self._need_regularizers = not (is_identically_zero(tr.z_regularization_schedule)
                                        and is_identically_zero(
                                            tr.consistency_regularization_schedule))
@@ -98,6 +103,8 @@ class LCMMethod(Method):
         self._fix_order_epoch = fix if fix is not None and fix < tr.epochs else None
         # ILCM and dVAE: the graph evaluations read their solution functions
         self.has_solution_functions = config.model.type == "intervention_noise_vae"
+        # ILCM with a learned graph, ELCM: the graph kind it trains (else None)
+        self.graph_kind = getattr(self.module, "graph_kind", None)
 
     # ------------------------------------------------------------------ config
     @classmethod
@@ -144,7 +151,15 @@ class LCMMethod(Method):
             positive_int(m.scm.spline_bins, "model.scm.spline_bins")
             finite_number(m.scm.spline_bound, "model.scm.spline_bound", 0, exclusive=True)
         else:
-            one_of(m.scm.type, ("unstructured",), "model.scm.type")
+            one_of(m.scm.type, ("unstructured", "mlp"), "model.scm.type")
+            if m.scm.type == "mlp":  # ELCM: an explicit SCM over a learned graph
+                one_of(m.scm.adjacency_matrix, GRAPH_KINDS, "model.scm.adjacency_matrix")
+                boolean(m.scm.homoskedastic, "model.scm.homoskedastic")
+                finite_number(m.scm.manifold_thickness, "model.scm.manifold_thickness", 0,
+                              exclusive=True)
+                positive_int(m.scm.hidden_units, "model.scm.hidden_units")
+                positive_int(m.scm.hidden_layers, "model.scm.hidden_layers", 0)
+                finite_number(m.scm.min_std, "model.scm.min_std", 0, exclusive=True)
         for name in ("encoder", "decoder"):
             g = m[name]
             one_of(g.type, ("mlp",), f"model.{name}.type")
@@ -326,7 +341,8 @@ class LCMMethod(Method):
             inverse_consistency=s["inverse_consistency_regularization"],
             intervention_entropy=s["intervention_entropy_regularization"],
             intervention_offset=s["intervention_encoder_offset"],
-            edge=s["edge_regularization"], cyclicity=s["cyclicity_regularization"])
+            edge=s["edge_regularization"], cyclicity=s["cyclicity_regularization"],
+            manifold_thickness=s["manifold_thickness"])
 
     # ------------------------------------------------------------------ loss
     def loss(self, params, model_state, batch, weights, key, loss_weights: LossWeights,

@@ -45,9 +45,12 @@ class LossWeights(NamedTuple):
     intervention_offset: jnp.ndarray
     edge: jnp.ndarray = 0.0  # learned graphs: weight of the expected edge count
     cyclicity: jnp.ndarray = 0.0  # learned graphs: weight of the NOTEARS acyclicity penalty
+    manifold_thickness: jnp.ndarray = 0.01  # explicit SCMs: std of the counterfactual noise
 
 
-def eval_loss_weights(beta: float = 1.0):
-    """Loss weights of the reference's test metrics and IWAE: regularisers 0, offset 1e-4."""
+def eval_loss_weights(beta: float = 1.0, manifold_thickness: float = 0.01):
+    """Loss weights of the reference's test metrics and IWAE: regularisers 0, offset 1e-4, the
+    SCM's manifold thickness at `model.scm.manifold_thickness`."""
     f = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
-    return LossWeights(f(beta), f(beta), f(beta), f(0.0), f(0.0), f(0.0), f(0.0), f(1e-4))
+    return LossWeights(f(beta), f(beta), f(beta), f(0.0), f(0.0), f(0.0), f(0.0), f(1e-4),
+                       f(0.0), f(0.0), f(manifold_thickness))
