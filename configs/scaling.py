@@ -29,7 +29,7 @@ def _graph_sampling():
     g = ml_collections.ConfigDict()
     g.mode = "deterministic"  # hard, soft (Gumbel relaxations) or deterministic (hard graph)
     g.temperature = 1.0  # Gumbel-softmax temperature (> 0)
-    g.samples = 1  # graph samples per pair (only 1 is supported)
+    g.samples = 1  # graph samples per pair (ELCM: prior averaged over them; ILCM: only 1)
     return g
 
 

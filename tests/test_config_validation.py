@@ -292,8 +292,10 @@ CASES = [
      "is not supported; use one of ('hard', 'soft', 'deterministic')"),
     (SCALING, "training.graph_sampling.final.temperature", 0.0,
      "training.graph_sampling.final.temperature=0.0 must be a finite number"),
-    (SCALING, "eval.graph_sampling.samples", 2, "eval.graph_sampling.samples=2: only 1 graph "
-     "sample per pair is supported"),
+    (SCALING, "eval.graph_sampling.samples", 2, "eval.graph_sampling.samples=2: the ILCM samples "
+     "one graph per pair; use 1 (more: ELCM only)"),
+    (SCALING, "training.graph_sampling.samples", 0, "training.graph_sampling.samples=0 must be an "
+     "integer >= 1"),
     (SCALING, "training.graph_sampling.initial.unfreeze_epoch", -1,
      "training.graph_sampling.initial.unfreeze_epoch=-1 must be an integer >= 0"),
     (SCALING, "eval.enco_lambda", -0.1, "eval.enco_lambda=-0.1 must be a finite number >= 0"),

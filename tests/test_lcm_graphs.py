@@ -113,10 +113,14 @@ def test_elcm_loss_with_every_graph_kind_is_finite_and_marginalises_targets(kind
     from wscrl_jax.lcm.method import LCMMethod
     config = tiny_scaling_config("elcm", dim_z=D)
     config.model.scm.adjacency_matrix = kind
+    config.training.graph_sampling.final.freeze_epoch = 1  # frozen, two hard samples per pair
+    config.training.graph_sampling.final.mode = "hard"
+    config.training.graph_sampling.final.samples = 2
     method = LCMMethod(config)
     params = method.init(jax.random.PRNGKey(0))
     x = jax.random.normal(jax.random.PRNGKey(1), (8, D))
     phase = method.phase_for_epoch(config.training.epochs - 1)
+    assert phase.graph_frozen and phase.graph_samples == 2 and phase.graph_mode == "hard"
     loss_b, outputs = method.per_sample(params, method.init_model_state(), x, x + 0.1,
                                         jax.random.PRNGKey(2), method.loss_weights(1.0), phase)
     assert loss_b.shape == (8,) and np.all(np.isfinite(loss_b))

@@ -52,19 +52,27 @@ class ELCM(BetaVAE):
         return is_acyclic(self.hard_graph())
 
     def main_log_prior(self, t, loss_weights: LossWeights, phase: Phase, outputs: dict):
-        batch = t.z1.shape[0]
+        """The explicit SCM's prior of the module docstring, averaged over
+        `phase.graph_samples` graphs per pair (`_evaluate_prior`: the mean of the log prior over
+        graph samples; the intervention posterior is the softmax of the mean)."""
+        batch, samples = t.z1.shape[0], phase.graph_samples
         graph = jax.lax.stop_gradient(self.graph) if phase.graph_frozen else self.graph
-        adjacency, _ = sample_adjacency(self.make_rng("sample"), graph, self.graph_kind, batch,
-                                        phase.graph_mode, phase.graph_temperature)
+        adjacency, _ = sample_adjacency(self.make_rng("sample"), graph, self.graph_kind,
+                                        samples * batch, phase.graph_mode,
+                                        phase.graph_temperature)  # [G * B, d, d]
         masks = jnp.asarray(intervention_masks(self.dim_z))  # [K, d]
         k = masks.shape[0]
-        tile = lambda a: jnp.broadcast_to(a, (k,) + a.shape).reshape((-1,) + a.shape[1:])  # noqa
-        per_target = self.scm.log_prob_weakly_supervised(  # all K targets as one [K * B] batch
-            tile(t.z1), tile(t.z2), jnp.repeat(masks, batch, axis=0), tile(adjacency),
-            loss_weights.manifold_thickness)["scm_log_prior"].reshape(k, batch).T  # [B, K]
-        log_prior = jax.scipy.special.logsumexp(per_target, axis=-1) - jnp.log(k)
+
+        def tile(a, n):  # [B, ...] -> [n * B, ...]
+            return jnp.broadcast_to(a, (n,) + a.shape).reshape((-1,) + a.shape[1:])
+        per_target = self.scm.log_prob_weakly_supervised(  # every (target, graph) in one batch
+            tile(t.z1, k * samples), tile(t.z2, k * samples),
+            jnp.repeat(masks, samples * batch, axis=0), tile(adjacency, k),
+            loss_weights.manifold_thickness)["scm_log_prior"]
+        per_target = jnp.moveaxis(per_target.reshape(k, samples, batch), 0, -1)  # [G, B, K]
+        log_prior = jnp.mean(jax.scipy.special.logsumexp(per_target, axis=-1) - jnp.log(k), 0)
         outputs.update({
-            "intervention_posterior": jax.nn.softmax(per_target, axis=-1),
+            "intervention_posterior": jax.nn.softmax(jnp.mean(per_target, 0), axis=-1),
             "edges": jnp.full((batch,), num_edges(graph, self.graph_kind)),
             "cyclicity": jnp.full((batch,), graph_acyclicity(graph, self.graph_kind))})
         return log_prior

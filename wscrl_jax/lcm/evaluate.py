@@ -112,7 +112,8 @@ def evaluate_lcm_members(method, params, model_state, data, keys,
     phase = EVAL_PHASE._replace(full_likelihood=cfg.eval.full_likelihood,
                                 likelihood_reduction=cfg.eval.likelihood_reduction,
                                 graph_mode=cfg.eval.graph_sampling.mode,
-                                graph_temperature=float(cfg.eval.graph_sampling.temperature))
+                                graph_temperature=float(cfg.eval.graph_sampling.temperature),
+                                graph_samples=int(cfg.eval.graph_sampling.samples))
     k_test, k_iwae = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
     batch = {"x1": split["x1"], "x2": split["x2"]}
     means, q = jax.device_get(_test_outputs(method, params, model_state, batch, k_test, phase,

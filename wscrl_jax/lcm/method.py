@@ -232,8 +232,9 @@ class LCMMethod(Method):
                        ("eval.graph_sampling", c.eval.graph_sampling)):
             one_of(g.mode, SAMPLING_MODES, f"{key}.mode")
             finite_number(g.temperature, f"{key}.temperature", 0, exclusive=True)
-            require(g.samples == 1, f"{key}.samples={g.samples!r}: only 1 graph sample per "
-                    "pair is supported; use 1")
+            positive_int(g.samples, f"{key}.samples")
+            require(g.samples == 1 or m.type == "causal_vae", f"{key}.samples={g.samples!r}: "
+                    "the ILCM samples one graph per pair; use 1 (more: ELCM only)")
         positive_int(t.graph_sampling.initial.unfreeze_epoch,
                      "training.graph_sampling.initial.unfreeze_epoch", 0)
         optional_int(t.graph_sampling.final.freeze_epoch,
@@ -314,6 +315,7 @@ class LCMMethod(Method):
         sampling = g.final if final else g
         return Phase(pretrain=bool(pretrain),
                      graph_mode=sampling.mode, graph_temperature=float(sampling.temperature),
+                     graph_samples=int(sampling.samples),
                      graph_frozen=bool(final or epoch < g.initial.unfreeze_epoch),
                      model_interventions=after is None or epoch >= after,
                      deterministic_encoder=deterministic is not None and epoch >= deterministic,

@@ -24,11 +24,12 @@ class Phase(NamedTuple):
     graph_mode: str = "deterministic"  # learned graphs: sampling mode, temperature, frozen
     graph_temperature: float = 1.0
     graph_frozen: bool = False
+    graph_samples: int = 1
 
 
 EVAL_PHASE = Phase()
 # the reference's IWAE ignores the eval settings (gotcha 15): forward defaults
-IWAE_PHASE = Phase(full_likelihood=True, graph_mode="hard")
+IWAE_PHASE = Phase(full_likelihood=True, graph_mode="hard", graph_samples=1)
 
 
 class LossWeights(NamedTuple):
