@@ -90,6 +90,7 @@ def test_topological_order_is_fixed_mid_training(tmp_path, caplog):
     assert sorted(order.tolist()) == list(range(D))
 
 
+@pytest.mark.slow
 def test_elcm_trains_and_reports_its_learned_graph(tmp_path):
     config = tiny_scaling_config("elcm", dim_z=D)
     config.eval.graphs = True
@@ -106,13 +107,12 @@ def test_elcm_trains_and_reports_its_learned_graph(tmp_path):
     assert int(np.asarray(state.nan_count)[0]) == 0
 
 
-@pytest.mark.parametrize("kind", ["dds", "fixed_order"])
-def test_elcm_loss_with_every_graph_kind_is_finite_and_marginalises_targets(kind):
-    """The fixed-order explicit SCM, unusable in the reference's ELCM (gotcha 10), and DDS."""
+def test_elcm_loss_with_a_fixed_order_graph_is_finite_and_marginalises_targets():
+    """The fixed-order explicit SCM, unusable in the reference's ELCM (gotcha 10)."""
     import jax
     from wscrl_jax.lcm.method import LCMMethod
     config = tiny_scaling_config("elcm", dim_z=D)
-    config.model.scm.adjacency_matrix = kind
+    config.model.scm.adjacency_matrix = "fixed_order"
     config.training.graph_sampling.final.freeze_epoch = 1  # frozen, two hard samples per pair
     config.training.graph_sampling.final.mode = "hard"
     config.training.graph_sampling.final.samples = 2
@@ -127,5 +127,4 @@ def test_elcm_loss_with_every_graph_kind_is_finite_and_marginalises_targets(kind
     q = np.asarray(outputs["intervention_posterior"])
     np.testing.assert_allclose(q.sum(-1), 1.0, rtol=1e-5)
     assert q.shape == (8, D + 1)
-    if kind == "fixed_order":
-        assert float(outputs["cyclicity"][0]) == 0.0
+    assert float(outputs["cyclicity"][0]) == 0.0

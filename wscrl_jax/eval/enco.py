@@ -1,6 +1,6 @@
 """Post-hoc ENCO graph learning on causal codes (`ws_crl/posthoc_graph_learning/enco.py`,
 itself from CITRIS; ws-crl.md 5.5), compiled: whole epochs are scans of steps and the
-epoch loop a `while_loop`, so one member's ENCO is one call, and `jax.vmap` runs a sweep's.
+epoch loop a `fori_loop`, so one member's ENCO is one call, and `jax.vmap` runs a sweep's.
 
 The data: observational codes z1 [N, d] fit the conditional densities ("distribution" epochs);
 codes after the intervention z2 [N, d] with their intervention masks [N, d] fit the graph
@@ -249,26 +249,29 @@ def learn_graph(key, z1, z2, interventions, settings: EncoSettings = EncoSetting
         sg = jax.nn.sigmoid(gamma)
         return jnp.max(sg * (1 - sg)) < s.saturation
 
-    dist = (params, net_opt.init(params), gamma, theta, jnp.int32(0))
-    k_pre, k_main = jax.random.split(k_loop)
-    dist = jax.lax.fori_loop(
-        0, s.pretrain_epochs, lambda e, c: dist_epoch(jax.random.fold_in(k_pre, e), c), dist)
+    # One loop over all epochs, so each kind of epoch is compiled once: the first
+    # `pretrain_epochs` fit the densities only; after them, a member whose gamma is saturated
+    # stops (the reference's loop `continue`s: nothing changes any more) while others go on.
+    def epoch_body(epoch, carry):
+        dist, g_state, t_state, main_epochs = carry
+        k_dist, k_graph = jax.random.split(jax.random.fold_in(k_loop, epoch))
+        main = epoch >= s.pretrain_epochs
+        active = ~(main & saturated(dist[2]))
+        new_dist = dist_epoch(k_dist, dist)
+        params, opt_state, gamma, theta, nonfinite = new_dist
 
-    def main_epoch(carry):
-        epoch, dist, g_state, t_state = carry
-        k_dist, k_graph = jax.random.split(jax.random.fold_in(k_main, epoch))
-        dist = dist_epoch(k_dist, dist)
-        params, opt_state, gamma, theta, nonfinite = dist
-        params, gamma, theta, g_state, t_state = graph_epoch(
-            k_graph, (params, gamma, theta, g_state, t_state))
-        return epoch + 1, (params, opt_state, gamma, theta, nonfinite), g_state, t_state
+        def fit_graph(args):
+            return graph_epoch(k_graph, args)
+        params, gamma, theta, g_new, t_new = jax.lax.cond(
+            main, fit_graph, lambda args: args, (params, gamma, theta, g_state, t_state))
+        new = ((params, opt_state, gamma, theta, nonfinite), g_new, t_new,
+               main_epochs + main.astype(jnp.int32))
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(active, a, b), new,
+                                      (dist, g_state, t_state, main_epochs))
 
-    def keep_going(carry):
-        epoch, dist, _, _ = carry
-        return (epoch < s.epochs) & ~saturated(dist[2])
-
-    epochs, dist, _, _ = jax.lax.while_loop(
-        keep_going, main_epoch, (jnp.int32(0), dist, gamma_opt.init(gamma), theta_opt.init(theta)))
+    carry = ((params, net_opt.init(params), gamma, theta, jnp.int32(0)), gamma_opt.init(gamma),
+             theta_opt.init(theta), jnp.int32(0))
+    dist, _, _, epochs = jax.lax.fori_loop(0, s.pretrain_epochs + s.epochs, epoch_body, carry)
     _, _, gamma, theta, nonfinite = dist
     adjacency = ((theta > 0) & (gamma > 0)).astype(jnp.int32)
     return EncoResult(adjacency, gamma, theta, epochs, nonfinite)
