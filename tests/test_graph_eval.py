@@ -25,7 +25,7 @@ def linear_scm_samples(rng, adjacency, weights, masks):
 @pytest.fixture(scope="module")
 def enco_chain():
     rng = np.random.default_rng(3)
-    n, d = 4000, 3
+    n, d = 10000, 3  # the evaluation split's size: 40 graph steps an epoch (4000: extra edges)
     weights = np.full((d, d), 1.5)
     z1 = linear_scm_samples(rng, CHAIN, weights, np.zeros((n, d)))
     labels = rng.integers(0, d + 1, n)
