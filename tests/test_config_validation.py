@@ -286,6 +286,8 @@ CASES = [
      "must be >= 1"),
     (BETAVAE, "training.fix_topological_order_epoch", 1, "training.fix_topological_order_epoch "
      "needs solution functions (ILCM or dVAE"),
+    (SCALING, "training.fix_topological_order_epoch", 1, "training.fix_topological_order_epoch "
+     "cannot fix the order of a learned graph", {"model.scm.adjacency_matrix": "dds"}),
     (SCALING, "model.scm.adjacency_matrix", "notears", "model.scm.adjacency_matrix='notears' is "
      "not supported; use one of"),
     (SCALING, "training.graph_sampling.mode", "gumbel", "training.graph_sampling.mode='gumbel' "

@@ -1,12 +1,14 @@
-"""The causal graphs a trained ILCM (or dVAE) implies, every member of a sweep together:
-the implicit graph of its solution functions (d <= 5, as the reference) and post-hoc ENCO on
-its codes (`experiments/scaling.py: eval_implicit_graph, eval_enco_graph`), each one compiled
-call for all members; then, beyond the reference, each graph carried to the true variables by
-the DCI matching and its structural Hamming distance to the true graph.
+"""The causal graphs of trained WS-CRL models, every member of a sweep together: for an ILCM
+(or dVAE) the implicit graph of its solution functions (d <= 5, as the reference) and post-hoc
+ENCO on its codes (`experiments/scaling.py: eval_implicit_graph, eval_enco_graph`), each one
+compiled call for all members; for a model trained with a learned graph (ILCM or ELCM) that
+graph; then, beyond the reference, each graph carried to the true variables by the DCI matching
+and its structural Hamming distance to the true graph.
 
 Columns per member: `enco_graph_i_j` (0/1) and `implicit_graph_i_j` (effect strength) as the
-reference, over the model's codes; `learned_graph_i_j` for models trained with a learned graph
-(`model.scm.adjacency_matrix` = enco / dds / fixed_order: its hard adjacency); then
+reference, over the model's codes; `learned_graph_i_j` and `learned_graph_acyclic` for models
+trained with a learned graph (`model.scm.adjacency_matrix` = enco / dds / fixed_order: its hard
+adjacency); then
 `true_graph_i_j`, `graph_matching_k` (the true factor of code k) and the SHDs `enco_shd`,
 `implicit_shd` (the implicit graph thresholded at `eval.implicit_graph_threshold`) and
 `learned_shd`.

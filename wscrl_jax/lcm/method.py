@@ -194,6 +194,9 @@ class LCMMethod(Method):
         require(fix is None or fix >= t.epochs or c.model.type == "intervention_noise_vae",
                 "training.fix_topological_order_epoch needs solution functions (ILCM or dVAE, "
                 "model.type=intervention_noise_vae); leave it unset for this model")
+        require(fix is None or fix >= t.epochs or c.model.scm.adjacency_matrix not in GRAPH_KINDS,
+                "training.fix_topological_order_epoch cannot fix the order of a learned graph "
+                f"(model.scm.adjacency_matrix={c.model.scm.adjacency_matrix}); leave it unset")
         finite_number(t.increase_intervention_beta, "training.increase_intervention_beta", 0)
         lr, key = t.lr_schedule, "training.lr_schedule"  # train/schedules.py: lr_schedule
         one_of(lr.type, LR_SCHEDULE_TYPES, f"{key}.type")
