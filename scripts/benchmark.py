@@ -21,11 +21,11 @@ import time
 import jax
 import jax.numpy as jnp
 
-from wscrl_jax.cli import load_config
+from wscrl_jax.cli import load_config, use_cpu_devices
 from wscrl_jax.experiment import make_member_data
 from wscrl_jax.methods import get_method
 from wscrl_jax.train.loop import steps_per_epoch
-from wscrl_jax.train.sharding import member_sharding, shard_members
+from wscrl_jax.train.sharding import member_sharding, padded_member_count, shard_members
 from wscrl_jax.train.state import init_states
 from wscrl_jax.train.step import make_run_steps
 
@@ -81,15 +81,17 @@ def apply_overrides(config, overrides, flag):
 def time_calls(config, method_name, phase_name, epoch, members, steps, calls):
     """Compiles and times `calls` calls of `steps` steps (None: one epoch) at `epoch`."""
     method = get_method(config)
+    total = padded_member_count(members, len(jax.local_devices()))  # as a run pads its sweep
     seeds = [(1000 + m, 2000 + m) for m in range(members)]
-    sharding = member_sharding(members)
+    seeds += [seeds[-1]] * (total - members)
+    sharding = member_sharding(total)
     data = make_member_data(method, seeds)
     train_data = shard_members({k: data["train"][k] for k in method.train_inputs}, sharding)
     state = shard_members(init_states(method, [s for s, _ in seeds]), sharding)
     tr = config.training
     spe = steps_per_epoch(int(jax.tree_util.tree_leaves(train_data)[0].shape[1]), tr.batchsize)
     steps = steps or spe
-    state = shard_members(state.replace(step=jnp.full((members,), epoch * spe, jnp.int32)),
+    state = shard_members(state.replace(step=jnp.full((total,), epoch * spe, jnp.int32)),
                           sharding)
     phase = method.phase_for_epoch(epoch)
     run_steps = make_run_steps(method, spe, tr.batchsize, float(tr.clip_grad_norm),
@@ -108,7 +110,7 @@ def time_calls(config, method_name, phase_name, epoch, members, steps, calls):
     device = jax.devices()[0]
     return {"backend": jax.default_backend(), "device": device.device_kind, "method": method_name,
             "phase": phase_name, "dim_z": int(config.data.get("dim_z", config.data.get("z_dim"))),
-            "members": members, "batch": tr.batchsize,
+            "members": members, "padded_to": total, "batch": tr.batchsize,
             "devices": len(sharding.mesh.devices.flat),
             "member_loop": method.member_loop,
             "compile_s": round(compile_s, 3),
@@ -133,7 +135,11 @@ def main():
     p.add_argument("--md-domains", type=int, default=4)
     p.add_argument("--plot", default=None,
                    help="write a PNG of member-steps/s against members (needs matplotlib)")
+    p.add_argument("--cpu_devices", type=int, default=None,
+                   help="CPU: host devices to split the cores into (default: one a core, as "
+                   "wscrl-train; 1: a single device)")
     args = p.parse_args()
+    use_cpu_devices(args.cpu_devices)
     results = []
     for variant in filter(None, args.md_variants.split(",")):
         for members in (int(m) for m in args.members.split(",")):

@@ -102,3 +102,58 @@ def test_sharded_members_match_single_device():
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["devices"] == 4
     assert result["max_abs_diff"] < 1e-5, result
+
+
+PADDED_SCRIPT = textwrap.dedent("""
+    import json, sys
+    sys.path[:0] = [{root!r}, {tests!r}]
+    import jax, numpy as np
+    from wscrl_jax import experiment
+    from wscrl_jax.tracking import read_csv
+    from wscrl_jax.train import checkpoint
+    from test_sweep import one_phase_sweep_config
+    config = one_phase_sweep_config()  # 3 members on 2 devices: padded to 4
+    workdir = {workdir!r}
+    members = experiment.sweep_members(config)
+    _, _, padded = experiment.build(config, members)
+    rows = experiment.run(config, workdir, progress=False)
+    meta = checkpoint.restore_meta(workdir)
+    again = experiment.evaluate_workdir(workdir, progress=False)
+    train_members = sorted({{r["member"] for r in read_csv(workdir + "/metrics/train_metrics.csv")}})
+    template = experiment.checkpoint_template(padded, len(members))
+    _, saved, _ = checkpoint.restore_latest_intact(workdir, template)
+    print(json.dumps({{
+        "devices": len({{d for leaf in jax.tree_util.tree_leaves(padded) for d in leaf.devices()}}),
+        "padded": int(padded.step.shape[0]), "rows": len(rows), "meta_members": meta["members"],
+        "saved_members": int(saved.step.shape[0]), "train_members": train_members,
+        "evaluate_diff": max(abs(a[k] - b[k]) for a, b in zip(rows, again) for k in a
+                             if isinstance(a[k], float) and np.isfinite(a[k]))}}))
+""")
+
+
+def test_members_are_padded_to_divide_over_the_devices(tmp_path):
+    """3 members on 2 host devices train as 4 (an inert copy of the last); the copy is in no
+    checkpoint, metrics file or evaluation, and evaluating the checkpoint gives the same rows."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu")
+    script = PADDED_SCRIPT.format(root=ROOT, tests=os.path.join(ROOT, "tests"),
+                                  workdir=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["devices"] == 2 and result["padded"] == 4
+    assert result["rows"] == 3 and result["saved_members"] == 3
+    assert result["meta_members"] == [[1, 42], [2, 42], [3, 42]]
+    assert result["train_members"] == ["0", "1", "2"]
+    assert result["evaluate_diff"] < 1e-5, result
+
+
+def test_padded_member_count():
+    from wscrl_jax.train.sharding import pad_members, padded_member_count, unpad_members
+    assert [padded_member_count(n, 2) for n in (1, 2, 3, 9, 10)] == [1, 2, 4, 10, 10]
+    assert [padded_member_count(n, 8) for n in (3, 8, 9)] == [3, 8, 16]
+    tree = {"a": jnp.arange(6.0).reshape(3, 2)}
+    padded = pad_members(tree, 5)
+    np.testing.assert_array_equal(padded["a"][3:], [[4.0, 5.0], [4.0, 5.0]])
+    np.testing.assert_array_equal(unpad_members(padded, 3)["a"], tree["a"])

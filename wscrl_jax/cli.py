@@ -74,7 +74,30 @@ def _parse_flags(argv: List[str], define: Callable[[flags.FlagValues], None],
     return values
 
 
+def use_cpu_devices(count: Optional[int]):
+    """Splits the CPU into `count` host devices (default: one a core) before JAX starts, so
+    that the members of a sweep run side by side on the cores (10 members on 2 cores: 2.5x the
+    member-steps/s of one device). GPU and TPU runs are unaffected: their devices are the
+    accelerators. An XLA_FLAGS device count set by the user wins; once JAX has started (a second
+    run in one process) the devices stay as they are."""
+    if count is not None and count < 1:
+        fail(f"--cpu_devices={count} must be >= 1 (1: one CPU device)")
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return
+    import jax
+    try:
+        jax.config.update("jax_num_cpu_devices", count or os.cpu_count() or 1)
+    except RuntimeError:  # the backend is already initialised
+        pass
+
+
+def _define_device_flag(values: flags.FlagValues):
+    flags.DEFINE_integer("cpu_devices", None, "CPU runs: host devices to split the cores into "
+                         "(default: one a core; 1 keeps a single device).", flag_values=values)
+
+
 def _define_train_flags(values: flags.FlagValues):
+    _define_device_flag(values)
     config_flags.DEFINE_config_file("config", None, "Config file and variant, e.g. "
                                     "configs/scaling.py:ilcm,fast; override any key with "
                                     "--config.KEY=VALUE", flag_values=values, lock_config=True)
@@ -88,6 +111,7 @@ def _define_train_flags(values: flags.FlagValues):
 
 
 def _define_evaluate_flags(values: flags.FlagValues):
+    _define_device_flag(values)
     flags.DEFINE_string("workdir", None, "Workdir written by wscrl-train.", flag_values=values)
     flags.DEFINE_integer("member", None, "Evaluate only this member index (default: all).",
                          flag_values=values)
@@ -110,6 +134,7 @@ def train_main(argv: Optional[List[str]] = None):
         fail("--config is required, e.g. --config configs/scaling.py:ilcm,fast")
     if not values.workdir:
         fail("--workdir is required")
+    use_cpu_devices(values.cpu_devices)
     from wscrl_jax.methods import validate_config
     try:
         validate_config(config)
@@ -179,6 +204,7 @@ def evaluate_main(argv: Optional[List[str]] = None):
         fail("--workdir is required")
     if not os.path.isdir(values.workdir):
         fail(f"workdir {values.workdir} does not exist")
+    use_cpu_devices(values.cpu_devices)
 
     from wscrl_jax import experiment
     from wscrl_jax.train.checkpoint import CheckpointError

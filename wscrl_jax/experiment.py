@@ -23,7 +23,8 @@ from wscrl_jax.tracking import TrainMetricsWriter, read_csv, write_csv_atomic
 from wscrl_jax.train import checkpoint
 from wscrl_jax.train.loop import steps_per_epoch, train
 from wscrl_jax.train.preemption import Interrupted
-from wscrl_jax.train.sharding import member_sharding, shard_members
+from wscrl_jax.train.sharding import (member_sharding, pad_members, padded_member_count,
+                                      shard_members, unpad_members)
 from wscrl_jax.train.state import init_states, member, stack_members
 from wscrl_jax.train.sweep import grid_points, sweep_members
 
@@ -37,12 +38,36 @@ def make_member_data(method, members):
 
 
 def build(config, members):
-    """Method, sharded member data and freshly initialised sharded state."""
+    """Method, sharded member data and freshly initialised sharded state, padded with inert
+    copies of the last member so that the members divide over the local devices
+    (`sharding.padded_member_count`): the padding trains alongside, and `checkpoint_template`,
+    `unpad_members` and `checkpoint.save` keep it out of checkpoints, metrics and evaluation."""
     method = get_method(config)
-    sharding = member_sharding(len(members))
-    data = shard_members(make_member_data(method, members), sharding)
-    state = shard_members(init_states(method, [s for s, _ in members]), sharding)
+    total = padded_member_count(len(members), len(jax.local_devices()))
+    if total > len(members):
+        log.info("%d members padded with %d inert copies of the last to divide over %d devices",
+                 len(members), total - len(members), len(jax.local_devices()))
+    padded = list(members) + [members[-1]] * (total - len(members))
+    sharding = member_sharding(total)
+    data = shard_members(make_member_data(method, padded), sharding)
+    state = shard_members(init_states(method, [s for s, _ in padded]), sharding)
     return method, data, state
+
+
+def checkpoint_template(state, num_members: int):
+    """The stacked state of the real members (what checkpoints hold), sharded for them."""
+    if state.step.shape[0] == num_members:
+        return state
+    return shard_members(unpad_members(state, num_members),
+                         member_sharding(num_members, quiet=True))
+
+
+def repad(restored, like):
+    """A restored state of the real members padded back to the shape and sharding of `like`."""
+    total = like.step.shape[0]
+    if restored.step.shape[0] == total:
+        return restored
+    return shard_members(pad_members(restored, total), like.step.sharding)
 
 
 def run_grid(config, workdir: str, progress: bool = True):
@@ -189,14 +214,14 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
                 f"{members}; use a new --workdir or the same sweep")
         changed[0] = check_resume_config(meta["config"], config, workdir, meta["step"],
                                          allow_config_change)
-        return state
+        return checkpoint_template(state, len(members))
 
     # the newest checkpoint that passes its checksums; corrupt ones are moved aside
     restored = checkpoint.restore_latest_intact(workdir, check_members_and_config)
     resumed = None if restored is None else restored[0]
     write_config(workdir, config, resumed, changed[0])
     if restored is not None:
-        state = restored[1]
+        state = repad(restored[1], state)
         metrics_path = os.path.join(workdir, "metrics", "test_metrics.csv")
         if not reevaluate and os.path.exists(metrics_path) and _trained_out(
                 method, state, train_data, config):
@@ -221,7 +246,8 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
         start = time.time()
         try:
             state = train(method, state, train_data, config, progress=progress,
-                          on_call_end=on_call_end, eval_data=data, stop_requested=stop_requested)
+                          on_call_end=on_call_end, eval_data=data, stop_requested=stop_requested,
+                          num_members=len(members))
         except Interrupted as e:
             if e.step not in manager.all_steps():
                 checkpoint.save(manager, e.step, e.state, config, members, force=True)
@@ -241,6 +267,7 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
     finally:
         manager.close()
         writer.close()
+    state, data = unpad_members((state, data), len(members))
     method.write_outputs(workdir, state, data, members)
     return evaluate_members(method, state, data, members, workdir, config,
                             untrained=initial, progress=progress)
@@ -265,12 +292,14 @@ def evaluate_workdir(workdir: str, only: Optional[int] = None, step: Optional[in
         if built.get("key") != key:
             config = ml_collections.ConfigDict(with_added_keys(meta["config"]))
             built.update(key=key, config=config, members=members, run=build(config, members))
-        return built["run"][2]
+        return checkpoint_template(built["run"][2], len(members))
 
     _, state, meta = checkpoint.restore_latest_intact(workdir, template, step, required=True)
     config, members, (method, data, template_state) = (built["config"], built["members"],
                                                        built["run"])
     initial = start_metrics(method, template_state.params, data, len(members))
+    # padded back and cut again, so that state and data share the devices they were built on
+    state, data = unpad_members((repad(state, template_state), data), len(members))
     log.info("Restored the checkpoint at step %d (%d members)", meta["step"], len(members))
     name = "test_metrics"
     if only is not None:

@@ -57,8 +57,9 @@ def save(manager: ocp.CheckpointManager, step: int, state, config, members, forc
 
     The state is copied to host first; the checksums are computed from those host arrays and
     the same arrays are handed to Orbax, so an asynchronous save writes exactly what was
-    hashed (and later buffer donation cannot touch it)."""
-    host = _host_values(state)
+    hashed (and later buffer donation cannot touch it). Only the first len(members) members
+    are saved: inert padding members (`sharding.padded_member_count`) are not."""
+    host = jax.tree_util.tree_map(lambda a: a[:len(members)], _host_values(state))
     meta = {"step": int(step), "members": [list(m) for m in members],
             "config": json.loads(config.to_json_best_effort())}
     meta[INTEGRITY_KEY] = {"algorithm": "sha256", "leaves": _leaf_digests(host),

@@ -31,7 +31,8 @@ def steps_per_epoch(num_samples: int, batch_size: int) -> int:
 
 def train(method: Method, state: TrainState, train_data, config, *, progress: bool = True,
           on_call_end: Optional[Callable] = None, eval_data=None,
-          stop_requested: Optional[Callable[[], Optional[str]]] = None) -> TrainState:
+          stop_requested: Optional[Callable[[], Optional[str]]] = None,
+          num_members: Optional[int] = None) -> TrainState:
     """Trains all members from `state.step` to the end of `training.epochs`.
 
     train_data: {name: [members, N, ...]} on device. on_call_end(state, stats) runs on the host
@@ -40,6 +41,8 @@ def train(method: Method, state: TrainState, train_data, config, *, progress: bo
     (`train/method.py`) decide phases, optimizer resets, epoch ends and early finishing.
     stop_requested() is checked after each call (after `on_call_end`): a name it returns (e.g.
     a `preemption.StopRequest`'s signal) raises `Interrupted` with the state at that boundary.
+    num_members: the real members, where the state carries inert padding after them (only
+    those are reported; default: all).
     """
     tr = config.training
     n = int(jax.tree_util.tree_leaves(train_data)[0].shape[1])
@@ -70,11 +73,12 @@ def train(method: Method, state: TrainState, train_data, config, *, progress: bo
         step += num
         if step == (epoch + 1) * spe:
             state = method.end_epoch(state, epoch, stats, eval_data)
-        loss_sum, finite = (np.asarray(x) for x in (stats["loss_sum"], stats["finite_steps"]))
+        loss_sum, finite = (np.asarray(x)[:num_members]
+                            for x in (stats["loss_sum"], stats["finite_steps"]))
         mean_loss = loss_sum / np.maximum(finite, 1)
         bar.set_postfix_str(f"Loss = {np.mean(mean_loss):.2f}")
         bar.update(num)
-        nan_count = np.asarray(state.nan_count)
+        nan_count = np.asarray(state.nan_count)[:num_members]
         for m in np.flatnonzero(nan_count >= tr.nan_limit):
             if m not in frozen_reported:
                 log.warning("Member %d had %d non-finite steps and is frozen from step %d on",

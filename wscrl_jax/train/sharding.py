@@ -1,23 +1,54 @@
-"""Sharding of the member axis over the local devices (`jax.sharding`, no pmap)."""
+"""Sharding of the member axis over the local devices (`jax.sharding`, no pmap), and the inert
+padding members that make a sweep divide over them."""
 
 import logging
 import math
 
 import jax
+import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 log = logging.getLogger("wscrl_jax")
 
 
-def member_sharding(num_members: int) -> NamedSharding:
-    """Leading-axis sharding over as many local devices as divide the member count.
+def padded_member_count(num_members: int, num_devices: int) -> int:
+    """Members plus inert padding so that they divide over the devices: at most one member a
+    device needs none (3 members on 8 devices use 3), more are padded to the next multiple of
+    the device count (9 members on 2 devices: 10)."""
+    if num_members <= num_devices:
+        return num_members
+    return -(-num_members // num_devices) * num_devices
+
+
+def pad_members(tree, total: int):
+    """Every leaf [members, ...] extended to [total, ...] with copies of the last member (inert
+    padding: trained alongside, never evaluated or written)."""
+    def pad(a):
+        extra = total - a.shape[0]
+        if extra <= 0:
+            return a
+        return jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)], axis=0)
+    return jax.tree_util.tree_map(pad, tree)
+
+
+def unpad_members(tree, num_members: int):
+    """The first `num_members` members of every leaf (drops the padding)."""
+    return jax.tree_util.tree_map(lambda a: a[:num_members], tree)
+
+
+def member_sharding(num_members: int, quiet: bool = False) -> NamedSharding:
+    """Leading-axis sharding over the local devices: one member a device when there are no
+    more members than devices, else over as many devices as divide the member count.
 
     gcd(members, devices) devices are used (9 members on 4 devices: 1; 8 on 4: 4) and a log
-    line says when some are left idle.
+    line says when some are left idle (`padded_member_count` avoids that).
     """
     devices = jax.local_devices()
+    if num_members <= len(devices):
+        return NamedSharding(Mesh(devices[:num_members], ("members",)),
+                             PartitionSpec("members"))
     used = math.gcd(num_members, len(devices))
-    if used < len(devices):
+    if used < len(devices) and not quiet:
         log.warning("%d members do not divide over %d devices: using %d device(s); choose a "
                     "member count that is a multiple of %d to use them all", num_members,
                     len(devices), used, len(devices))
