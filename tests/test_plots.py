@@ -76,3 +76,12 @@ def test_scaling_figure_and_its_script(tmp_path):
                              capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
     assert "has no metrics/test_metrics.csv" in missing.stderr
+
+
+def test_image_grid_draws_one_row_per_label(tmp_path):
+    import numpy as np
+    images = np.linspace(-1.0, 1.0, 5 * 8 * 8 * 3).reshape(5, 8, 8, 3)
+    path = str(tmp_path / "grid.png")
+    plots.image_grid(path, images, np.array([0, 1, 0, 2, 1]), per_label=2, title="t")
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"

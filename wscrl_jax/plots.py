@@ -165,6 +165,30 @@ def graphs(path: str, rows: Sequence[Dict[str, object]]) -> bool:
     return True
 
 
+def image_grid(path: str, images, labels, per_label: int = 6, title: str = ""):
+    """The first `per_label` images of each label (e.g. MD-CRL balls per domain), one row a
+    label. images [n, H, W, 3] in [-1, 1] (or uint8); labels [n] ints."""
+    import numpy as np
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.dtype != np.uint8:
+        images = np.clip((images + 1.0) / 2.0, 0.0, 1.0)
+    rows = sorted(set(labels.tolist()))
+    fig = _figure(1.0 * per_label, 1.05 * len(rows) + 0.3)
+    for r, label in enumerate(rows):
+        chosen = np.flatnonzero(labels == label)[:per_label]
+        for c, index in enumerate(chosen):
+            ax = fig.add_subplot(len(rows), per_label, r * per_label + c + 1)
+            ax.imshow(images[index], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(str(label), fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def scaling_figure(path: str, points: Dict[str, List[tuple]], metric: str):
     """The paper's graph-scaling figure: `metric` against dim_z, one marker per member and a
     line through the medians, one colour per label. points: {label: [(dim_z, value), ...]}."""
