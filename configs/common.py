@@ -85,6 +85,17 @@ def sweep_block(seeds: str = "", data_seeds: str = "",
     return s
 
 
+def tracking_block() -> ml_collections.ConfigDict:
+    """`config.tracking` (`wscrl_jax/tracking.py: RunTracker`): optional MLflow runs and
+    TensorBoard event files next to the CSV metrics, which are always written."""
+    tr = ml_collections.ConfigDict()
+    tr.mlflow = False  # one MLflow run per member (needs: pip install -e ".[mlflow]")
+    # MLflow tracking URI; unset: SQLite in the workdir (sqlite:///WORKDIR/mlruns.db)
+    tr.mlflow_uri = ml_collections.config_dict.placeholder(str)
+    tr.tensorboard = False  # event files in WORKDIR/tensorboard/member_<k> (extra: tensorboard)
+    return tr
+
+
 def checkpoint_block(every_n_steps: int, max_to_keep: int,
                      async_save: bool = True) -> ml_collections.ConfigDict:
     """`config.checkpoint` (orbax, `wscrl_jax/experiment.py`)."""

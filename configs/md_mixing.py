@@ -178,6 +178,7 @@ def get_config(arg=None):
     # data seed = its model seed (this config has no data.nature.seed to fall back on)
     c.sweep = common.sweep_block(seeds="", data_seeds="same", grid="")
     c.checkpoint = common.checkpoint_block(every_n_steps=2000, max_to_keep=2, async_save=True)
+    c.tracking = common.tracking_block()
     c.eval = ml_collections.ConfigDict()
     c.eval.domain_accuracy = True  # logistic-regression domain accuracies (scikit-learn)
     # Stage 2 of the reference swaps the meaning of hz_~z_~r2 and ~hz_z_~r2 (md-crl gotcha 16);

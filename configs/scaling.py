@@ -195,6 +195,7 @@ def get_config(arg=None):
     # ---------------------------------------------------------------- sweep and checkpoints
     c.sweep = common.sweep_block(seeds="", data_seeds="")
     c.checkpoint = common.checkpoint_block(every_n_steps=1000, max_to_keep=3, async_save=True)
+    c.tracking = common.tracking_block()
 
     # ------------------------------------------------------------ evaluation (eval/default.yaml)
     c.eval = ml_collections.ConfigDict()

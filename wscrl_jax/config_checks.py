@@ -2,11 +2,12 @@
 
 The building blocks (`require`, `one_of`, `positive_int`, `optional_int`, `finite_number`,
 `boolean`, `flag`, `seed_value`, `unique_seeds`, `batch_fits`) and the checks of the sections
-every config shares (`check_shared_training`, `check_checkpoint`). Each method checks its own
-sections in `Method.validate_config`, next to its allowed values; `methods.validate_config`
-runs both. Every message names the key, the bad value and what is allowed.
+every config shares (`check_shared_training`, `check_checkpoint`, `check_tracking`). Each
+method checks its own sections in `Method.validate_config`, next to its allowed values;
+`methods.validate_config` runs both. Every message names the key, the bad value and what is allowed.
 """
 
+import importlib.util
 import math
 import numbers
 
@@ -137,6 +138,18 @@ def check_shared_training(t):
     positive_int(t.steps_per_call, "training.steps_per_call")
     positive_int(t.nan_limit, "training.nan_limit")
     positive_number(t.clip_grad_norm, "training.clip_grad_norm")
+
+
+def check_tracking(tr):
+    """The `tracking` keys (`configs/common.py: tracking_block`); the packages they need."""
+    boolean(tr.mlflow, "tracking.mlflow")
+    boolean(tr.tensorboard, "tracking.tensorboard")
+    require(tr.mlflow_uri is None or isinstance(tr.mlflow_uri, str),
+            f"tracking.mlflow_uri={tr.mlflow_uri!r} must be a URI string or unset")
+    for key, module, extra in (("mlflow", "mlflow", "mlflow"),
+                               ("tensorboard", "tensorboardX", "tensorboard")):
+        require(not tr[key] or importlib.util.find_spec(module) is not None,
+                f"tracking.{key}=True needs the {module} package: pip install -e \".[{extra}]\"")
 
 
 def check_checkpoint(ck):

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from wscrl_jax.methods import get_method
 from wscrl_jax.plots import write_run_figures
-from wscrl_jax.tracking import TrainMetricsWriter, read_csv, write_csv_atomic
+from wscrl_jax.tracking import RunTracker, TrainMetricsWriter, read_csv, write_csv_atomic
 from wscrl_jax.train import checkpoint
 from wscrl_jax.train.loop import steps_per_epoch, train
 from wscrl_jax.train.preemption import Interrupted
@@ -89,13 +89,14 @@ def run_grid(config, workdir: str, progress: bool = True):
 # the checkpoint's members have learned. `training.epochs` trains longer (or stops earlier);
 # schedules defined over training.epochs are then evaluated for the new length.
 RESUME_SAFE_KEYS = ("training.epochs", "training.steps_per_call", "training.nan_limit")
-RESUME_SAFE_SECTIONS = ("eval.", "checkpoint.")
+RESUME_SAFE_SECTIONS = ("eval.", "checkpoint.", "tracking.")
 # Per method family (`config.method`), keys added after runs were written, with the value that
 # reproduces those runs: a checkpoint whose config lacks such a key builds, evaluates and resumes
 # under that value (any other value is a change).
 _CONSTANT_ZERO = {"type": "constant", "initial": 0.0, "final": 0.0,
                   "initial_constant_epochs": 0, "decay_epochs": 0}
 _GRAPH_SAMPLING = {"mode": "deterministic", "temperature": 1.0, "samples": 1}
+_TRACKING = {"mlflow": False, "mlflow_uri": None, "tensorboard": False}
 ADDED_KEYS = {"lcm": {"data.nature.rng": "jax", "data.mixing": "so_n",
                       "data.nature.mechanisms": "linear", "model.scm.transform": "affine",
                       "model.scm.spline_bins": 8, "model.scm.spline_bound": 5.0,
@@ -108,7 +109,8 @@ ADDED_KEYS = {"lcm": {"data.nature.rng": "jax", "data.mixing": "so_n",
                       "training.graph_sampling": dict(
                           _GRAPH_SAMPLING, initial={"unfreeze_epoch": 0},
                           final=dict(_GRAPH_SAMPLING, freeze_epoch=None)),
-                      "eval.graph_sampling": _GRAPH_SAMPLING}}
+                      "eval.graph_sampling": _GRAPH_SAMPLING, "tracking": _TRACKING},
+              "mdcrl": {"tracking": _TRACKING}}
 
 
 def _flat(tree, prefix=""):
@@ -235,9 +237,11 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
     writer = TrainMetricsWriter(os.path.join(workdir, "metrics", "train_metrics.csv"),
                                 resumed or 0)
     last_saved = [resumed or 0]
+    tracker = RunTracker(workdir, config, members)
 
     def on_call_end(state, info):
         writer.write(info["step"], info["epoch"], info["loss"])
+        tracker.log_train(info["step"], info["epoch"], info["loss"])
         if ck.every_n_steps and info["step"] - last_saved[0] >= ck.every_n_steps:
             checkpoint.save(manager, info["step"], state, config, members)
             last_saved[0] = info["step"]
@@ -264,13 +268,16 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
         if final_step not in manager.all_steps():
             checkpoint.save(manager, final_step, state, config, members, force=True)
         manager.wait_until_finished()
+        state, data = unpad_members((state, data), len(members))
+        method.write_outputs(workdir, state, data, members)
+        rows = evaluate_members(method, state, data, members, workdir, config,
+                                untrained=initial, progress=progress)
+        tracker.log_final(final_step, rows)
+        return rows
     finally:
         manager.close()
         writer.close()
-    state, data = unpad_members((state, data), len(members))
-    method.write_outputs(workdir, state, data, members)
-    return evaluate_members(method, state, data, members, workdir, config,
-                            untrained=initial, progress=progress)
+        tracker.close()
 
 
 def evaluate_workdir(workdir: str, only: Optional[int] = None, step: Optional[int] = None,

@@ -2,8 +2,8 @@
 
 from typing import Type
 
-from wscrl_jax.config_checks import (SEED_LIMIT, ConfigError, check_checkpoint, one_of, require,
-                                     seed_value, unique_seeds)
+from wscrl_jax.config_checks import (SEED_LIMIT, ConfigError, check_checkpoint, check_tracking,
+                                     one_of, require, seed_value, unique_seeds)
 from wscrl_jax.lcm.method import LCMMethod
 from wscrl_jax.mdcrl.method import MDCRLMethod
 from wscrl_jax.train.method import Method
@@ -31,6 +31,8 @@ def validate_config(config):
         check_members(point_config)
         if "checkpoint" in config:
             check_checkpoint(point_config.checkpoint)
+        if "tracking" in config:
+            check_tracking(point_config.tracking)
         method_class(config).validate_config(point_config)
 
 

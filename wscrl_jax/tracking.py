@@ -1,9 +1,12 @@
-"""Run logging and metric files."""
+"""Run logging, metric files and optional experiment tracking (MLflow, TensorBoard)."""
 
 import csv
+import json
 import logging
+import math
 import os
 import sys
+import time
 from typing import Dict, List
 
 LOG_FORMAT = "[%(asctime)-19.19s %(levelname)-1.1s] %(message)s"
@@ -99,3 +102,97 @@ class TrainMetricsWriter:
 
     def close(self):
         self._file.close()
+
+
+def flat_config(tree, prefix: str = "") -> Dict[str, str]:
+    """{"a.b.c": "value"}: a nested config dict as MLflow parameters."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flat_config(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = str(value)
+    return out
+
+
+class RunTracker:
+    """Optional tracking of a run next to its CSV files (`config.tracking`): one MLflow run per
+    member (experiment = the workdir's name; SQLite in WORKDIR/mlruns.db unless
+    `tracking.mlflow_uri`; artifacts in WORKDIR/mlartifacts) with the reference's layout:
+    params = the flattened config, `train.loss` and `train.epoch` per compiled call, `eval.<k>`
+    at the end, the run's figures as artifacts; and TensorBoard event files in
+    WORKDIR/tensorboard/member_<k>. A resumed run continues its members' MLflow runs. Does
+    nothing when both are off."""
+
+    def __init__(self, workdir: str, config, members):
+        tracking = config.get("tracking") or {}
+        self.workdir = os.path.abspath(workdir)
+        self.client, self.run_ids, self.writers = None, [], []
+        if tracking.get("mlflow"):
+            self._start_mlflow(tracking.get("mlflow_uri"), config, members)
+        if tracking.get("tensorboard"):
+            from tensorboardX import SummaryWriter
+            self.writers = [SummaryWriter(os.path.join(self.workdir, "tensorboard", f"member_{k}"))
+                            for k in range(len(members))]
+
+    def _start_mlflow(self, uri, config, members):
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+        uri = uri or f"sqlite:///{os.path.join(self.workdir, 'mlruns.db')}"
+        self.client = MlflowClient(tracking_uri=uri)
+        name = os.path.basename(self.workdir)
+        experiment = self.client.get_experiment_by_name(name)
+        experiment_id = (experiment.experiment_id if experiment is not None else
+                         self.client.create_experiment(
+                             name, artifact_location=os.path.join(self.workdir, "mlartifacts")))
+        params = flat_config(json.loads(config.to_json_best_effort()))
+        for k, (seed, data_seed) in enumerate(members):
+            found = self.client.search_runs([experiment_id], f"tags.member = '{k}'")
+            if found:
+                self.run_ids.append(found[0].info.run_id)
+                continue
+            run = self.client.create_run(experiment_id, run_name=f"seed{seed}_data{data_seed}",
+                                         tags={"member": str(k)})
+            self.run_ids.append(run.info.run_id)
+            items = sorted(dict(params, seed=str(seed), data_seed=str(data_seed)).items())
+            for start in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
+                self.client.log_batch(run.info.run_id, params=[
+                    Param(k_, v[:6000]) for k_, v in items[start:start + 100]])
+
+    def log_train(self, step: int, epoch: int, losses):
+        """losses: [members] mean training loss of the call that ended at `step`."""
+        stamp = int(time.time() * 1000)
+        for k, loss in enumerate(losses):
+            if self.client is not None:
+                from mlflow.entities import Metric
+                self.client.log_batch(self.run_ids[k], metrics=[
+                    Metric("train.loss", float(loss), stamp, step),
+                    Metric("train.epoch", float(epoch), stamp, step)])
+            if self.writers:
+                self.writers[k].add_scalar("train/loss", float(loss), step)
+
+    def log_final(self, step: int, rows: List[Dict[str, object]]):
+        """Each member's evaluation row as `eval.<key>` (numeric values), and the figures."""
+        stamp = int(time.time() * 1000)
+        figures = os.path.join(self.workdir, "figures")
+        for k, row in enumerate(rows):
+            values = {key: float(v) for key, v in row.items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            if self.client is not None:
+                from mlflow.entities import Metric
+                metrics = [Metric(f"eval.{key}", v, stamp, step) for key, v in values.items()
+                           if math.isfinite(v)]
+                for start in range(0, len(metrics), 1000):
+                    self.client.log_batch(self.run_ids[k], metrics=metrics[start:start + 1000])
+                if os.path.isdir(figures):
+                    self.client.log_artifacts(self.run_ids[k], figures, "figures")
+            if self.writers:
+                for key, v in values.items():
+                    self.writers[k].add_scalar(f"eval/{key}", v, step)
+
+    def close(self):
+        for run_id in self.run_ids:
+            self.client.set_terminated(run_id)
+        for writer in self.writers:
+            writer.close()
+
