@@ -268,8 +268,7 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
         if final_step not in manager.all_steps():
             checkpoint.save(manager, final_step, state, config, members, force=True)
         manager.wait_until_finished()
-        state, data = unpad_members((state, data), len(members))
-        method.write_outputs(workdir, state, data, members)
+        method.write_outputs(workdir, *unpad_members((state, data), len(members)), members)
         rows = evaluate_members(method, state, data, members, workdir, config,
                                 untrained=initial, progress=progress)
         tracker.log_final(final_step, rows)
@@ -305,8 +304,7 @@ def evaluate_workdir(workdir: str, only: Optional[int] = None, step: Optional[in
     config, members, (method, data, template_state) = (built["config"], built["members"],
                                                        built["run"])
     initial = start_metrics(method, template_state.params, data, len(members))
-    # padded back and cut again, so that state and data share the devices they were built on
-    state, data = unpad_members((repad(state, template_state), data), len(members))
+    state = repad(state, template_state)  # on the devices the data were built on
     log.info("Restored the checkpoint at step %d (%d members)", meta["step"], len(members))
     name = "test_metrics"
     if only is not None:
@@ -330,16 +328,23 @@ def evaluate_members(method, state, data, members, workdir, config,
                      untrained: Optional[List[dict]] = None, progress: bool = True):
     """Evaluates every member (or member `only`) together (`Method.evaluate_members`), writes
     WORKDIR/metrics/<filename>. untrained: per member, metrics of the untrained model
-    (`start_metrics`) added to its row."""
+    (`start_metrics`) added to its row. State and data may carry inert padding members after
+    the real ones (`build`): a method whose evaluation is vectorised evaluates them alongside,
+    which keeps every device busy, and their rows are dropped (`Method.evaluates_padding`);
+    otherwise they are cut off first."""
     indices = list(range(len(members))) if only is None else [only]
     stacked = (state.params, state.model_state, data)
     if only is not None:
         stacked = jax.tree_util.tree_map(lambda a: a[only:only + 1], stacked)
-    keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(members[i][0]), 2) for i in indices])
+    elif not method.evaluates_padding:
+        stacked = unpad_members(stacked, len(members))
+    keys = [jax.random.fold_in(jax.random.PRNGKey(members[i][0]), 2) for i in indices]
+    total = int(jax.tree_util.tree_leaves(stacked[0])[0].shape[0])
+    keys = jnp.stack(keys + keys[-1:] * (total - len(keys)))  # the padding's: the last's
     start = time.time()
     with tqdm(total=len(indices), disable=not progress, unit="stage", dynamic_ncols=True,
               leave=False) as bar:
-        results = method.evaluate_members(*stacked, keys, bar)
+        results = method.evaluate_members(*stacked, keys, bar)[:len(indices)]
     log.info("Evaluated %d member(s) in %.1f s", len(indices), time.time() - start)
     rows = []
     headline = method.headline_metrics

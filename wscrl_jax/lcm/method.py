@@ -83,6 +83,7 @@ class LCMMethod(Method):
     """Weakly supervised latent causal models on pairs (x1, x2)."""
 
     train_inputs = ("x1", "x2")
+    evaluates_padding = True  # evaluation is vmapped over members (lcm/evaluate.py)
     headline_metrics = ("causal_disentanglement",)
 
     def __init__(self, config):

@@ -35,6 +35,9 @@ class Method(abc.ABC):
     shuffle: bool = True
     #: "vmap" (members side by side) or "sequential" (members one after the other, `lax.map`).
     member_loop: str = "vmap"
+    #: True where `evaluate_members` vectorises over members: the runner then evaluates the
+    #: inert padding members too (every device stays busy) and drops their rows.
+    evaluates_padding: bool = False
 
     def __init__(self, config):
         self.config = config
