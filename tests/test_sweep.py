@@ -116,6 +116,8 @@ PADDED_SCRIPT = textwrap.dedent("""
     workdir = {workdir!r}
     members = experiment.sweep_members(config)
     _, _, padded = experiment.build(config, members)
+    experiment.run(config, workdir, progress=False)
+    config.training.epochs = 2  # resume (a safe key): restored members padded again
     rows = experiment.run(config, workdir, progress=False)
     meta = checkpoint.restore_meta(workdir)
     again = experiment.evaluate_workdir(workdir, progress=False)
@@ -126,6 +128,7 @@ PADDED_SCRIPT = textwrap.dedent("""
         "devices": len({{d for leaf in jax.tree_util.tree_leaves(padded) for d in leaf.devices()}}),
         "padded": int(padded.step.shape[0]), "rows": len(rows), "meta_members": meta["members"],
         "saved_members": int(saved.step.shape[0]), "train_members": train_members,
+        "saved_step": int(saved.step[0]), "meta_step": meta["step"],
         "evaluate_diff": max(abs(a[k] - b[k]) for a, b in zip(rows, again) for k in a
                              if isinstance(a[k], float) and np.isfinite(a[k]))}}))
 """)
@@ -133,7 +136,8 @@ PADDED_SCRIPT = textwrap.dedent("""
 
 def test_members_are_padded_to_divide_over_the_devices(tmp_path):
     """3 members on 2 host devices train as 4 (an inert copy of the last); the copy is in no
-    checkpoint, metrics file or evaluation, and evaluating the checkpoint gives the same rows."""
+    checkpoint, metrics file or evaluation; a resumed run pads the restored members again, and
+    evaluating the checkpoint gives the same rows."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
                JAX_PLATFORMS="cpu")
     script = PADDED_SCRIPT.format(root=ROOT, tests=os.path.join(ROOT, "tests"),
@@ -146,6 +150,7 @@ def test_members_are_padded_to_divide_over_the_devices(tmp_path):
     assert result["rows"] == 3 and result["saved_members"] == 3
     assert result["meta_members"] == [[1, 42], [2, 42], [3, 42]]
     assert result["train_members"] == ["0", "1", "2"]
+    assert result["saved_step"] == result["meta_step"] == 40  # resumed to the second epoch
     assert result["evaluate_diff"] < 1e-5, result
 
 
