@@ -77,7 +77,10 @@ def test_graph_context_masks_are_ancestors_without_self():
 
 def test_topological_order_is_fixed_mid_training(tmp_path, caplog):
     config = tiny_scaling_config("ilcm", dim_z=D)
-    config.training.epochs = 2
+    config.training.epochs = 2  # both epochs one main phase: a single compilation
+    config.training.pretrain_epochs = None
+    config.training.model_interventions_after_epoch = None
+    config.training.deterministic_intervention_encoder_after_epoch = None
     config.training.fix_topological_order_epoch = 1
     workdir = str(tmp_path)
     with caplog.at_level("INFO", logger="wscrl_jax"):
