@@ -277,13 +277,19 @@ def _fit_all(train_codes, train_factors, test_codes, test_factors):
     # equal shares (one compilation): the last share is padded with repeats of the first fits
     order = np.arange(-(-fits // workers) * workers) % fits
 
-    def run(share):
+    devices = jax.local_devices()
+
+    def run(worker, share):
+        # one device each where the CPU is split into host devices (inputs sharded over
+        # several would make every worker's call a multi-device one)
+        device = devices[worker % len(devices)]
         with jax.enable_x64(True):  # the flag is per thread
-            return jax.device_get(_fit_factors(x_train, sorted_features, x_test, y_train[share],
-                                               y_test[share], member[share], sequential=cpu))
+            inputs = jax.device_put((x_train, sorted_features, x_test, y_train[share],
+                                     y_test[share], member[share]), device)
+            return jax.device_get(_fit_factors(*inputs, sequential=cpu))
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        parts = list(pool.map(run, np.split(order, workers)))
+        parts = list(pool.map(run, range(workers), np.split(order, workers)))
     importance, mse_train, mse_test = (np.concatenate(a)[:fits] for a in zip(*parts))
     return (importance.reshape(num_members, d_true, -1), mse_train.reshape(num_members, d_true),
             mse_test.reshape(num_members, d_true))
