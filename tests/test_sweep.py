@@ -121,7 +121,8 @@ PADDED_SCRIPT = textwrap.dedent("""
     rows = experiment.run(config, workdir, progress=False)
     meta = checkpoint.restore_meta(workdir)
     again = experiment.evaluate_workdir(workdir, progress=False)
-    train_members = sorted({{r["member"] for r in read_csv(workdir + "/metrics/train_metrics.csv")}})
+    train_rows = read_csv(workdir + "/metrics/train_metrics.csv")
+    train_members = sorted({{r["member"] for r in train_rows}})
     template = experiment.checkpoint_template(padded, len(members))
     _, saved, _ = checkpoint.restore_latest_intact(workdir, template)
     print(json.dumps({{

@@ -24,7 +24,7 @@ from wscrl_jax.lcm.objective import LOG_MEAN_VARS
 from wscrl_jax.lcm.phases import EVAL_PHASE, IWAE_PHASE, eval_loss_weights
 
 log = logging.getLogger("wscrl_jax")
-GRAPH_KEY = 11  # folded into a member's evaluation key for the graphs (the others stay as they were)
+GRAPH_KEY = 11  # folded into a member's evaluation key for the graphs (other keys unchanged)
 
 
 def _eval_weights(method, beta):
