@@ -85,10 +85,14 @@ def use_cpu_devices(count: Optional[int]):
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
         return
     import jax
+    count = count or os.cpu_count() or 1
     try:
-        jax.config.update("jax_num_cpu_devices", count or os.cpu_count() or 1)
+        jax.config.update("jax_num_cpu_devices", count)
     except RuntimeError:  # the backend is already initialised
         pass
+    except AttributeError:  # a JAX without the option: the flag does the same before start-up
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                   + f" --xla_force_host_platform_device_count={count}")
 
 
 def _define_device_flag(values: flags.FlagValues):
