@@ -94,3 +94,12 @@ def test_disk_full_is_one_line_and_logged(tmp_path, monkeypatch, capsys):
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "No space left on device" in errors[0] and "x.csv" in errors[0]
     assert "No space left on device" in (tmp_path / "w" / "output.log").read_text()
+
+
+def test_cpu_devices_below_one_is_one_line(capsys):
+    from wscrl_jax import cli
+    with pytest.raises(SystemExit) as info:
+        cli.use_cpu_devices(0)
+    assert info.value.code == 2
+    message = "error: --cpu_devices=0 must be >= 1 (1: one CPU device)"
+    assert capsys.readouterr().err.strip() == message
