@@ -1,8 +1,8 @@
 """Final evaluation of trained latent causal models (`experiments/scaling.py: evaluate`),
 every member of a sweep together.
 
-DCI on causal codes (regressors fit on `dci_train`, scored on the evaluation split), then the
-test-set loss terms on the whole split as one batch and the IWAE negative log-likelihood; where
+DCI on causal codes (regressors fit on `dci_train`, scored on the evaluation split), the
+graphs (`lcm/graphs.py`), then the test-set loss terms on the whole split as one batch and the IWAE negative log-likelihood; where
 the data carry it, `flow_nll`, the ground truth's exact NLL of the same pairs
 (`causal/flow_lcm.py`), the floor that `nll` approaches.
 """
@@ -72,9 +72,10 @@ def evaluate_lcm_members(method, params, model_state, data, keys,
     order (DCI first, nll last); a member whose codes are not finite gets one line instead.
 
     Every stage is one compiled call for all members: causal codes, DCI
-    (`eval.dci_backend`), the learned graphs of models with solution functions (ENCO, the
-    implicit graph, their distances to the truth: `lcm/graphs.py`; `eval.graphs`), the
-    test-set loss terms on the whole split as one batch, the IWAE NLL. Only the intervention
+    (`eval.dci_backend`), the graphs (`lcm/graphs.py`, `eval.graphs`: post-hoc ENCO and the
+    implicit graph of models with solution functions, the graph a model trained with, their
+    distances to the truth), the test-set loss terms on the whole split as one batch, the IWAE
+    NLL. Only the intervention
     metrics (permutations of d <= 5 labels) run on the host."""
     cfg = method.config
     split = data[cfg.eval.eval_partition]
