@@ -9,6 +9,7 @@ import pytest
 
 from wscrl_jax.data import balls as B
 from wscrl_jax.data import balls_render as R
+from wscrl_jax.data.mixing import SPLITS
 
 BS = 0.08  # reference ball size: radius int(64 * 0.08) = 5 px
 INV_LOW, INV_HIGH = (0.1, 0.1), (0.9, 0.9)
@@ -247,7 +248,7 @@ def test_splits_shapes_partition_and_determinism():
     s1, info = B.make_balls_splits(0, cfg, return_info=True)
     s2 = B.make_balls_splits(0, cfg)
     s3 = B.make_balls_splits(1, cfg)
-    for name in B.SPLITS:
+    for name in SPLITS:
         a = s1[name]
         assert a["x"].shape == (20, 64, 64, 3) and a["x"].dtype == jnp.float32
         assert a["z"].shape == (20, 4) and a["z"].dtype == jnp.float32

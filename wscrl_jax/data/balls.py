@@ -51,18 +51,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from wscrl_jax.data.balls_render import ball_colours, render
+from wscrl_jax.data.mixing import KeyLike, as_key
 
 Array = jax.Array
-KeyLike = Union[int, Array]
-
-SPLITS = ("train", "valid", "test")
 
 @dataclasses.dataclass(frozen=True)
 class BallsDataConfig:
@@ -135,12 +133,6 @@ def _check_correlation(n_inv: int, n_sp: int) -> None:
         )
 
 
-def _as_key(key: KeyLike) -> Array:
-    if isinstance(key, (int, np.integer)):
-        return jax.random.PRNGKey(int(key))
-    return key
-
-
 # ----------------------------------------------------------------------------------------------
 # Latents
 
@@ -181,7 +173,7 @@ def domain_boxes(
     `high <= 1 - ball_size` and `high >= low + 4 * ball_size * n_balls_spurious`.
     """
     _check_box_feasible(ball_size, n_balls_spurious)
-    return _domain_boxes(_as_key(key), int(num_domains), float(ball_size), int(n_balls_spurious))
+    return _domain_boxes(as_key(key), int(num_domains), float(ball_size), int(n_balls_spurious))
 
 
 def domain_labels(n: int, num_domains: int) -> np.ndarray:
@@ -353,7 +345,7 @@ def sample_positions(
     if correlated_z:
         _check_correlation(n_balls_invariant, n_balls_spurious)
     return _sample_positions(
-        _as_key(key), jnp.asarray(lows), jnp.asarray(highs), jnp.int32(max_redraws),
+        as_key(key), jnp.asarray(lows), jnp.asarray(highs), jnp.int32(max_redraws),
         n=int(n), num_domains=int(num_domains), ball_size=float(ball_size),
         invariant_low=tuple(float(v) for v in invariant_low),
         invariant_high=tuple(float(v) for v in invariant_high),
@@ -398,7 +390,7 @@ def generate_balls_dataset(
              "domain": [n] int32};
       info: {"domain_lows": [D, 2], "domain_highs": [D, 2]}.
     """
-    k_boxes, k_pos = jax.random.split(_as_key(key))
+    k_boxes, k_pos = jax.random.split(as_key(key))
     if boxes is None:
         boxes = domain_boxes(k_boxes, cfg.num_domains, cfg.ball_size, cfg.n_balls_spurious)
     lat = _positions_for(k_pos, cfg, num_samples, boxes)
@@ -420,7 +412,7 @@ def make_balls_splits(key: KeyLike, cfg: BallsDataConfig, return_info: bool = Fa
       "z_spurious", "domain": [n_split] int32}}, and with `return_info` also
       {"train": info, "test": info} (valid shares train's; see `generate_balls_dataset`).
     """
-    k_train, k_split, k_test = jax.random.split(_as_key(key), 3)
+    k_train, k_split, k_test = jax.random.split(as_key(key), 3)
     k_boxes, k_pos = jax.random.split(k_train)
     boxes = domain_boxes(k_boxes, cfg.num_domains, cfg.ball_size, cfg.n_balls_spurious)
     lat = _positions_for(k_pos, cfg, cfg.num_samples_train, boxes)

@@ -166,7 +166,8 @@ def mixing_data_config(d) -> MixingDataConfig:
         test_shares_distribution=bool(d.test_shares_distribution))
 
 
-def _as_key(key: KeyLike) -> Array:
+def as_key(key: KeyLike) -> Array:
+    """A PRNG key from an integer seed (keys pass through)."""
     if isinstance(key, (int, np.integer)):
         return jax.random.PRNGKey(int(key))
     return key
@@ -240,7 +241,7 @@ def draw_mixing_map(key: KeyLike, cfg: MixingDataConfig) -> dict:
       mlp: {"w1": [z_dim, 2 z_dim], "b1": [2 z_dim], "w2": [2 z_dim, x_dim], "b2": [x_dim]}
       (PyTorch default nn.Linear init, U(+-1/sqrt(fan_in)) for weights and biases).
     """
-    key = _as_key(key)
+    key = as_key(key)
     if cfg.linear:
         return {"G": draw_linear_mixing(key, cfg.z_dim, cfg.x_dim, cfg.max_rank_tries)}
     if cfg.non_linearity == "polynomial":
@@ -428,7 +429,7 @@ def generate_mixing_dataset(
       info: {"mixing": dict, "spurious_low": [d_sp, D], "spurious_high": [d_sp, D],
              "norm_factor": scalar or None}.
     """
-    k_map, k_lat = jax.random.split(_as_key(key))
+    k_map, k_lat = jax.random.split(as_key(key))
     if mixing is None:
         mixing = draw_mixing_map(k_map, cfg)
     lows, highs = spurious_ranges if spurious_ranges is not None else (None, None)
@@ -458,7 +459,7 @@ def make_mixing_splits(key: KeyLike, cfg: MixingDataConfig, return_info: bool = 
       and with `return_info` also {"train": info, "test": info} (valid shares train's info;
       see `generate_mixing_dataset`).
     """
-    k_train, k_split, k_test = jax.random.split(_as_key(key), 3)
+    k_train, k_split, k_test = jax.random.split(as_key(key), 3)
     full, info_train = generate_mixing_dataset(k_train, cfg, cfg.num_samples_train)
     n_tr = cfg.num_samples_train - cfg.num_samples_valid
     perm = jax.random.permutation(k_split, cfg.num_samples_train)
