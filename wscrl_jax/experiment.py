@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from wscrl_jax.methods import get_method
 from wscrl_jax.plots import write_run_figures
-from wscrl_jax.tracking import RunTracker, TrainMetricsWriter, read_csv, write_csv_atomic
+from wscrl_jax.tracking import (RunTracker, TrainMetricsWriter, flat_config, read_csv,
+                                write_csv_atomic)
 from wscrl_jax.train import checkpoint
 from wscrl_jax.train.loop import steps_per_epoch, train
 from wscrl_jax.train.preemption import Interrupted
@@ -113,16 +114,6 @@ ADDED_KEYS = {"lcm": {"data.nature.rng": "jax", "data.mixing": "so_n",
               "mdcrl": {"tracking": _TRACKING}}
 
 
-def _flat(tree, prefix=""):
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def with_added_keys(saved: dict) -> dict:
     """A saved config (JSON dict) with the `ADDED_KEYS` of its method family it lacks set to
     their old behaviour (only where their section exists), so that older checkpoints build,
@@ -141,7 +132,8 @@ def with_added_keys(saved: dict) -> dict:
 def config_changes(saved: dict, config) -> Tuple[List[str], List[str]]:
     """Keys whose values differ between a checkpoint's config (its JSON dict) and `config`:
     (keys that change training, keys in RESUME_SAFE_KEYS / RESUME_SAFE_SECTIONS)."""
-    old, new = _flat(with_added_keys(saved)), _flat(json.loads(config.to_json_best_effort()))
+    old, new = flat_config(with_added_keys(saved)), flat_config(
+        json.loads(config.to_json_best_effort()))
     unset = object()
     changed = sorted(k for k in set(old) | set(new) if old.get(k, unset) != new.get(k, unset))
     safe = [k for k in changed if k in RESUME_SAFE_KEYS or k.startswith(RESUME_SAFE_SECTIONS)]

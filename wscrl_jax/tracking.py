@@ -104,14 +104,14 @@ class TrainMetricsWriter:
         self._file.close()
 
 
-def flat_config(tree, prefix: str = "") -> Dict[str, str]:
-    """{"a.b.c": "value"}: a nested config dict as MLflow parameters."""
+def flat_config(tree, prefix: str = "") -> Dict[str, object]:
+    """{"a.b.c": value} of a nested config dict (config comparisons, MLflow parameters)."""
     out = {}
     for key, value in tree.items():
         if isinstance(value, dict):
             out.update(flat_config(value, f"{prefix}{key}."))
         else:
-            out[f"{prefix}{key}"] = str(value)
+            out[f"{prefix}{key}"] = value
     return out
 
 
@@ -154,7 +154,8 @@ class RunTracker:
             run = self.client.create_run(experiment_id, run_name=f"seed{seed}_data{data_seed}",
                                          tags={"member": str(k)})
             self.run_ids.append(run.info.run_id)
-            items = sorted(dict(params, seed=str(seed), data_seed=str(data_seed)).items())
+            items = sorted((k_, str(v)) for k_, v in dict(params, seed=seed,
+                                                            data_seed=data_seed).items())
             for start in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
                 self.client.log_batch(run.info.run_id, params=[
                     Param(k_, v[:6000]) for k_, v in items[start:start + 100]])

@@ -118,13 +118,10 @@ class ILCM(PairAutoencoder):
         as causal variables, and that intervention's mask. x [N, dim_x] -> z1, z2, mask
         [N, d]. Stochastic averaging draws its weights from the 'sample' stream, as the
         reference does even here."""
-        (mu1, _), (mu2, _) = self.encoder(x1), self.encoder(x2)
+        (mu1, s1), (mu2, s2) = self.encoder(x1), self.encoder(x2)
         q = self.int_encoder(mu1, mu2, 1e-4)  # the offset cannot move the argmax
         interventions = jnp.asarray(intervention_masks(self.dim_z))[jnp.argmax(q, -1)]
-        lam = self._averaging_weights(mu1.shape)
-        mean = lam * mu1 + (1 - lam) * mu2
-        e1 = interventions * mu1 + (1 - interventions) * mean
-        e2 = interventions * mu2 + (1 - interventions) * mean
+        e1, _, e2, _ = self._project(mu1, s1, mu2, s2, interventions)  # the means
         masks = self.context_masks(model_state)
         return (self.scm.noise_to_causal(e1, masks), self.scm.noise_to_causal(e2, masks),
                 interventions)
@@ -160,18 +157,24 @@ class ILCM(PairAutoencoder):
             return jnp.ones(shape)
         raise ValueError(f"unknown averaging strategy {self.averaging_strategy!r}")
 
-    def _project_and_sample(self, mu1, s1, mu2, s2, interventions):
-        """Projection to the counterfactual manifold, then sampling (`_project_and_sample`).
-
-        All inputs [..., B, d] (interventions broadcastable). Non-intervened components of both
-        posteriors are replaced by their convex combination; e2' copies them from e1'.
-        Returns e1', e2' [..., B, d] and log q(e1') + log q(e2'_I) [..., B].
-        """
+    def _project(self, mu1, s1, mu2, s2, interventions):
+        """Projection to the counterfactual manifold (`_project_to_manifold`): non-intervened
+        components of both posteriors become their convex combination (weights from
+        `averaging_strategy`). All inputs [..., B, d] (interventions broadcastable); returns the
+        projected (mu1, s1, mu2, s2)."""
         lam = self._averaging_weights(jnp.broadcast_shapes(mu1.shape, interventions.shape))
         mu_bar, s_bar = lam * mu1 + (1 - lam) * mu2, lam * s1 + (1 - lam) * s2
         keep = interventions
-        mu1p, s1p = keep * mu1 + (1 - keep) * mu_bar, keep * s1 + (1 - keep) * s_bar
-        mu2p, s2p = keep * mu2 + (1 - keep) * mu_bar, keep * s2 + (1 - keep) * s_bar
+        return (keep * mu1 + (1 - keep) * mu_bar, keep * s1 + (1 - keep) * s_bar,
+                keep * mu2 + (1 - keep) * mu_bar, keep * s2 + (1 - keep) * s_bar)
+
+    def _project_and_sample(self, mu1, s1, mu2, s2, interventions):
+        """Projection to the counterfactual manifold, then sampling (`_project_and_sample`):
+        e2' copies the non-intervened components of e1'. All inputs [..., B, d]. Returns
+        e1', e2' [..., B, d] and log q(e1') + log q(e2'_I) [..., B].
+        """
+        mu1p, s1p, mu2p, s2p = self._project(mu1, s1, mu2, s2, interventions)
+        keep = interventions
         e1 = reparameterize(self.make_rng("sample"), mu1p, s1p)
         e2_tilde = reparameterize(self.make_rng("sample"), mu2p, s2p)
         e2 = keep * e2_tilde + (1 - keep) * e1
