@@ -3,10 +3,12 @@ optional MLflow / TensorBoard tracking."""
 
 import importlib.util
 import os
+import subprocess
+import sys
 
 import pytest
 
-from conftest import tiny_scaling_config
+from conftest import ROOT, tiny_scaling_config
 from wscrl_jax import experiment
 from wscrl_jax.config_checks import ConfigError, check_tracking
 from wscrl_jax.tracking import TrainMetricsWriter, read_csv
@@ -74,3 +76,18 @@ def test_tracking_without_its_package_is_one_config_line(monkeypatch):
     with pytest.raises(ConfigError, match=r'tracking.mlflow=True needs the mlflow package: '
                                           r'pip install -e "\.\[mlflow\]"'):
         check_tracking(config.tracking)
+
+
+def test_unusable_mlflow_uri_is_one_error_line(tmp_path):
+    """A run whose MLflow store cannot start stops before training with one line."""
+    pytest.importorskip("mlflow")
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
+         f"--config={os.path.join(ROOT, 'configs', 'scaling.py')}:ilcm,fast",
+         f"--workdir={tmp_path}", "--config.tracking.mlflow=True",
+         "--config.tracking.mlflow_uri=nosuchscheme://x"], capture_output=True, text=True,
+        timeout=600)
+    assert out.returncode == 2, out.stderr[-2000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: tracking.mlflow_uri='nosuchscheme://x': MLflow could not "
+                           "start") and "Traceback" not in out.stderr, out.stderr[-2000:]

@@ -151,6 +151,7 @@ def train_main(argv: Optional[List[str]] = None):
     from wscrl_jax import experiment
     from wscrl_jax.train.checkpoint import CheckpointError
     from wscrl_jax.train.loop import NonFiniteError
+    from wscrl_jax.tracking import TrackingError
     from wscrl_jax.train.preemption import Interrupted, StopRequest
 
     enable_compilation_cache()
@@ -165,6 +166,8 @@ def train_main(argv: Optional[List[str]] = None):
                          130 if e.signal_name == "SIGINT" else 143)
         except (NonFiniteError, CheckpointError) as e:
             _fail_logged(logger, str(e), 1)
+        except TrackingError as e:
+            _fail_logged(logger, str(e), 2)
 
 
 def _prepare_workdir(workdir: str):

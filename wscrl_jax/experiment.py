@@ -224,12 +224,12 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
             return read_csv(metrics_path)
         log.info("Resuming from the checkpoint at step %d", resumed)
 
+    tracker = RunTracker(workdir, config, members)
     ck = config.checkpoint
     manager = checkpoint.make_manager(workdir, ck.max_to_keep, ck.async_save)
     writer = TrainMetricsWriter(os.path.join(workdir, "metrics", "train_metrics.csv"),
                                 resumed or 0)
     last_saved = [resumed or 0]
-    tracker = RunTracker(workdir, config, members)
 
     def on_call_end(state, info):
         writer.write(info["step"], info["epoch"], info["loss"])

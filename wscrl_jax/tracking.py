@@ -115,6 +115,10 @@ def flat_config(tree, prefix: str = "") -> Dict[str, object]:
     return out
 
 
+class TrackingError(RuntimeError):
+    """The tracking backend could not start (one line for the user)."""
+
+
 class RunTracker:
     """Optional tracking of a run next to its CSV files (`config.tracking`): one MLflow run per
     member (experiment = the workdir's name; SQLite in WORKDIR/mlruns.db unless
@@ -129,7 +133,14 @@ class RunTracker:
         self.workdir = os.path.abspath(workdir)
         self.client, self.run_ids, self.writers = None, [], []
         if tracking.get("mlflow"):
-            self._start_mlflow(tracking.get("mlflow_uri"), config, members)
+            uri = tracking.get("mlflow_uri")
+            try:
+                self._start_mlflow(uri, config, members)
+            except Exception as e:  # noqa: BLE001 (MLflow raises many kinds): one line
+                reason = (str(e).strip().splitlines() or [""])[0][:200]
+                raise TrackingError(
+                    f"tracking.mlflow_uri={uri!r}: MLflow could not start ({type(e).__name__}: "
+                    f"{reason}); fix the URI or set tracking.mlflow=False") from e
         if tracking.get("tensorboard"):
             from tensorboardX import SummaryWriter
             self.writers = [SummaryWriter(os.path.join(self.workdir, "tensorboard", f"member_{k}"))
