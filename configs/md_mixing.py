@@ -85,13 +85,16 @@ def get_config(arg=None):
     # stage 2: each split scaled with its own extrema (reference, md-crl gotcha 13); False: the
     # training extrema everywhere
     d.normalize_per_split = True
+    # stage 2: codes scaled to [-1, 1] ("symmetric", mixing_encoded) or [0, 1] ("unit", balls)
+    d.code_range = "symmetric"
 
     # ------------------------------------------------ model (model/mixing_*.yaml)
     m = c.model = ml_collections.ConfigDict()
-    # linear, poly (polynomial decoder) or mlp
+    # linear, poly (polynomial decoder), mlp, mlp_bn (BatchNorm MLP); images: resnet18, cnn
     m.autoencoder = {"linear": "linear", "poly_stage1": "poly", "poly_stage2": "linear"}[stage]
     m.mlp_hidden = (64, 64)  # autoencoder=mlp only: hidden widths
-    m.mlp_negative_slope = 0.2  # autoencoder=mlp only: leaky-ReLU slope
+    m.mlp_negative_slope = 0.2  # autoencoder=mlp / mlp_bn: leaky-ReLU slope
+    m.mlp_width = 200  # autoencoder=mlp_bn only (mlp_ae.yaml): width of its 3 BatchNorm layers
     m.mismatch_dims = 0  # stage 1: latent = z_dim + 2 m, d_inv = z_dim_invariant + m
     m.z_dim_invariant_fraction = 0.5  # stage 2: d_inv = int(latent * fraction)
     use_minmax = penalty in ("minmax", "minmax_mmd") and stage != "poly_stage1"

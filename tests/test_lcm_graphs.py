@@ -26,6 +26,10 @@ def enco_ilcm_run(tmp_path_factory):
     config.training.edge_regularization_schedule.final = 0.01
     config.training.cyclicity_regularization_schedule.final = 0.1
     config.eval.graphs = True
+    # one training phase (one compilation of the step): interventions modelled from the start
+    config.training.pretrain_epochs = None
+    config.training.model_interventions_after_epoch = None
+    config.training.deterministic_intervention_encoder_after_epoch = None
     config.sweep.seeds = "1,2"
     config.sweep.data_seeds = "42"
     workdir = str(tmp_path_factory.mktemp("enco_ilcm"))
@@ -75,6 +79,7 @@ def test_graph_context_masks_are_ancestors_without_self():
     assert np.all(np.diag(np.asarray(graph_context_masks(cycle))) == 0)
 
 
+@pytest.mark.slow
 def test_topological_order_is_fixed_mid_training(tmp_path, caplog):
     config = tiny_scaling_config("ilcm", dim_z=D)
     config.training.epochs = 2  # both epochs one main phase: a single compilation

@@ -157,12 +157,12 @@ def test_online_codes_hold_each_batch_encoded_before_its_update(shuffle):
     state, _ = run_steps(state, train, jnp.asarray(1, jnp.int32), "stage1")
     codes = np.asarray(state.model_state["online_codes"][0])
     x = data["train"]["x"][0]
-    by_before = np.all(np.isclose(codes, np.asarray(method.encode(before, x)), atol=1e-6), 1)
+    by_before = np.all(np.isclose(codes, np.asarray(method.encode(before, {}, x)), atol=1e-6), 1)
     assert codes.shape == (n, 4) and np.isfinite(codes).all()
     assert by_before.sum() == n - (spe - 1) * b
     if not shuffle:
         assert by_before[(spe - 1) * b:].all()
-    final = np.asarray(method.encode(member(state.params, 0), x))
+    final = np.asarray(method.encode(member(state.params, 0), {}, x))
     assert not np.allclose(codes, final, atol=1e-6)
 
 

@@ -45,6 +45,7 @@ def test_optional_hooks_default_to_no_ops():
     m = Minimal(config=None)
     assert m.init_model_state() == {}
     assert m.record_step(None, {"a": 1}, None, None, None) == {"a": 1}
+    assert m.record_loss({"a": 1}, {"loss": 0.0}, None, None, True) == {"a": 1}
     assert m.is_active({}) is True
     assert m.end_epoch("state", 0, {}, {}) == "state"
     assert m.finished("state") is False

@@ -135,6 +135,7 @@ PADDED_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_members_are_padded_to_divide_over_the_devices(tmp_path):
     """3 members on 2 host devices train as 4 (an inert copy of the last); the copy is in no
     checkpoint, metrics file or evaluation; a resumed run pads the restored members again, and

@@ -111,7 +111,8 @@ ADDED_KEYS = {"lcm": {"data.nature.rng": "jax", "data.mixing": "so_n",
                           _GRAPH_SAMPLING, initial={"unfreeze_epoch": 0},
                           final=dict(_GRAPH_SAMPLING, freeze_epoch=None)),
                       "eval.graph_sampling": _GRAPH_SAMPLING, "tracking": _TRACKING},
-              "mdcrl": {"tracking": _TRACKING}}
+              "mdcrl": {"tracking": _TRACKING, "data.code_range": "symmetric",
+                        "model.mlp_width": 200}}
 
 
 def with_added_keys(saved: dict) -> dict:

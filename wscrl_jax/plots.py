@@ -165,9 +165,11 @@ def graphs(path: str, rows: Sequence[Dict[str, object]]) -> bool:
     return True
 
 
-def image_grid(path: str, images, labels, per_label: int = 6, title: str = ""):
+def image_grid(path: str, images, labels, per_label: int = 6, title: str = "",
+               row_names=None):
     """The first `per_label` images of each label (e.g. MD-CRL balls per domain), one row a
-    label. images [n, H, W, 3] in [-1, 1] (or uint8); labels [n] ints."""
+    label. images [n, H, W, 3] in [-1, 1] (or uint8); labels [n] ints; row_names: a name per
+    row (default: the label)."""
     import numpy as np
     images, labels = np.asarray(images), np.asarray(labels)
     if images.dtype != np.uint8:
@@ -182,7 +184,7 @@ def image_grid(path: str, images, labels, per_label: int = 6, title: str = ""):
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
-                ax.set_ylabel(str(label), fontsize=7)
+                ax.set_ylabel(str(label) if row_names is None else row_names[r], fontsize=7)
     if title:
         fig.suptitle(title, fontsize=8)
     fig.tight_layout()

@@ -57,7 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wscrl_jax.data.balls_render import ball_colours, render
+from wscrl_jax.data.balls_render import ball_colours, render_uint8, to_float_images
 from wscrl_jax.data.mixing import KeyLike, as_key
 
 Array = jax.Array
@@ -82,6 +82,9 @@ class BallsDataConfig:
     test_shares_boxes: bool = False
     max_redraws: int = 100  # overlap redraw rounds (reference: 100)
     render_batch_size: int = 1024  # samples rendered per vmapped batch (memory, not results)
+    # "float32": images in [-1, 1]; "uint8": the rendered bytes (4x less memory; the model
+    # converts a batch with `balls_render.to_float_images`, which gives the same floats)
+    image_dtype: str = "float32"
 
     def __post_init__(self):
         object.__setattr__(self, "invariant_low", tuple(float(v) for v in self.invariant_low))
@@ -105,6 +108,8 @@ class BallsDataConfig:
             _check_correlation(self.n_balls_invariant, self.n_balls_spurious)
         if not 0.0 <= self.corr_prob <= 1.0:
             raise ValueError("corr_prob must lie in [0, 1]")
+        if self.image_dtype not in ("float32", "uint8"):
+            raise ValueError(f"image_dtype must be float32 or uint8, not {self.image_dtype!r}")
         if self.image_size < 1 or self.render_batch_size < 1 or self.max_redraws < 0:
             raise ValueError("image_size, render_batch_size >= 1 and max_redraws >= 0 required")
         if not 0 <= self.num_samples_valid <= self.num_samples_train:
@@ -114,6 +119,21 @@ class BallsDataConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def balls_data_config(d, **overrides) -> BallsDataConfig:
+    """`BallsDataConfig` from a run config's data section (`configs/md_balls.py`); raises
+    ValueError / TypeError on bad values."""
+    ns = d.num_samples
+    fields = dict(
+        num_domains=int(d.num_domains), ball_size=float(d.ball_size),
+        invariant_low=tuple(d.invariant_low), invariant_high=tuple(d.invariant_high),
+        n_balls_invariant=int(d.n_balls_invariant), n_balls_spurious=int(d.n_balls_spurious),
+        correlated_z=bool(d.correlated_z), corr_prob=float(d.corr_prob),
+        image_size=int(d.image_size), num_samples_train=int(ns.train),
+        num_samples_valid=int(ns.valid), num_samples_test=int(ns.test),
+        test_shares_boxes=bool(d.test_shares_boxes), max_redraws=int(d.max_redraws))
+    return BallsDataConfig(**{**fields, **overrides})
 
 
 def _check_box_feasible(ball_size: float, n_balls_spurious: int) -> None:
@@ -371,7 +391,9 @@ def _items(cfg: BallsDataConfig, positions: Array, domain: Array) -> dict:
     """Per-sample arrays of a split (the reference's item dict, images last)."""
     z = positions.reshape(positions.shape[0], 2 * positions.shape[1])  # [x0, y0, x1, y1, ...]
     n_inv = 2 * cfg.n_balls_invariant
-    x = render(positions, cfg.ball_size, cfg.image_size, cfg.render_batch_size)
+    x = render_uint8(positions, cfg.ball_size, cfg.image_size, cfg.render_batch_size)
+    if cfg.image_dtype == "float32":
+        x = to_float_images(x)
     return {"x": x, "z": z, "z_invariant": z[:, :n_inv], "z_spurious": z[:, n_inv:],
             "domain": domain}
 
@@ -385,7 +407,7 @@ def generate_balls_dataset(
     """One dataset instantiation (`MDBalls`): new domain boxes unless `boxes` is given.
 
     Returns:
-      data: {"x": [n, H, W, 3] f32 in [-1, 1], "z": [n, 2 * n_balls] f32 ([x_inv, y_inv, x_sp,
+      data: {"x": [n, H, W, 3] f32 in [-1, 1] (uint8 with `cfg.image_dtype="uint8"`), "z": [n, 2 * n_balls] f32 ([x_inv, y_inv, x_sp,
              y_sp] for one ball each), "z_invariant": [n, 2 * n_inv], "z_spurious": [n, 2 * n_sp],
              "domain": [n] int32};
       info: {"domain_lows": [D, 2], "domain_highs": [D, 2]}.

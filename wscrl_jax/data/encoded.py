@@ -13,8 +13,8 @@ Files:
 * `member<i>.npz`: for every split `s` of member `i`, `z_hat_<s>` [N_s, latent] (codes),
   `z_<s>` [N_s, z_dim] (true latents) and `domain_<s>` [N_s] (domain index).
 * `meta.json`: `latent_dim`, `num_domains`, `z_dim`, `z_dim_invariant`, `x_dim`, `members`
-  ([[model seed, data seed], ...]), `splits` ({split: N_s}) and `train_codes` ("online" or
-  "final").
+  ([[model seed, data seed], ...]), `splits` ({split: N_s}), `train_codes` ("online" or
+  "final") and `source` ("mixing" or "balls"; absent in older files: mixing).
 """
 
 import json
@@ -90,13 +90,18 @@ def read_encoded_meta(workdir: str) -> dict:
         return json.load(f)
 
 
-def load_encoded_splits(workdir: str, member_index: int, per_split: bool = True):
+CODE_RANGES = ("symmetric", "unit")
+
+
+def load_encoded_splits(workdir: str, member_index: int, per_split: bool = True,
+                        code_range: str = "symmetric"):
     """Stage-2 inputs from a stage-1 workdir: {split: {"x": [N, latent] scaled codes (f32),
     "z": [N, z_dim] (f32), "domain": [N] (int32)}}.
 
-    `x = 2 (z_hat - min) / (max - min) - 1` with the global extrema of each split's own codes
-    for train and valid (reference, gotcha 13); `per_split=False` uses the training split's
-    extrema for every split. The reference's stage-2 test split is its validation split (gotcha
+    `code_range="symmetric"` (mixing): `x = 2 (z_hat - min) / (max - min) - 1`; `"unit"`
+    (balls, `md_balls_encoded_dataset.py` with `normalize: True`): `x = (z_hat - min) / (max -
+    min)`; with the global extrema of each split's own codes for train and valid (reference,
+    gotcha 13); `per_split=False` uses the training split's extrema for every split. The reference's stage-2 test split is its validation split (gotcha
     6); here `test` is the stage-1 test split (same mixing map when
     `data.test_shares_distribution`), for the held-out R^2 only, and always scaled with the
     training extrema: with its own extrema the fitted train -> test regressions would see
@@ -121,7 +126,9 @@ def load_encoded_splits(workdir: str, member_index: int, per_split: bool = True)
     for split in meta["splits"]:
         zh = arrays[f"z_hat_{split}"].astype(np.float32)
         lo, hi = (zh.min(), zh.max()) if per_split and split != "test" else (lo_tr, hi_tr)
-        out[split] = {"x": jnp.asarray(2.0 * (zh - lo) / (hi - lo) - 1.0, jnp.float32),
+        unit = (zh - lo) / (hi - lo)
+        scaled = unit if code_range == "unit" else 2.0 * unit - 1.0
+        out[split] = {"x": jnp.asarray(scaled, jnp.float32),
                       "z": jnp.asarray(arrays[f"z_{split}"], jnp.float32),
                       "domain": jnp.asarray(arrays[f"domain_{split}"], jnp.int32)}
     return out

@@ -200,11 +200,12 @@ def start_r2_metrics(z, z_hat, d: int, fit_intercept: bool = True) -> dict:
 
 
 def balls_stage1_r2_metrics(
-    z, z_hat, z_invariant, z_spurious, colors, fit_intercept: bool = True
+    z, z_hat, z_invariant, z_spurious, colors=None, fit_intercept: bool = True
 ) -> dict:
     """`BallsAutoencoderPL.validation_step` keys (here "hz" is the whole code).
 
-    Args: z [n, 4]; z_hat [n, latent]; z_invariant [n, 2]; z_spurious [n, 2]; colors [n, c].
+    Args: z [n, 4]; z_hat [n, latent]; z_invariant [n, 2]; z_spurious [n, 2]; colors [n, c]
+    or None (the `hz_colors_*` keys left out).
     """
     pairs = {
         "r2": (z, z_hat),
@@ -213,9 +214,9 @@ def balls_stage1_r2_metrics(
         "hz_z_~r2": (z_hat, z_invariant),
         "hz_~z_r2": (z_spurious, z_hat),
         "hz_~z_~r2": (z_hat, z_spurious),
-        "hz_colors_r2": (colors, z_hat),
-        "hz_colors_~r2": (z_hat, colors),
     }
+    if colors is not None:
+        pairs.update({"hz_colors_r2": (colors, z_hat), "hz_colors_~r2": (z_hat, colors)})
     return {k: linear_r2(s, t, fit_intercept) for k, (s, t) in pairs.items()}
 
 

@@ -13,6 +13,8 @@ Every module maps `x [batch, x_dim] -> (z_hat [batch, latent], x_hat [batch, x_d
   `PolyDecoder`: Kronecker monomial features of degree <= `poly_degree` of the first
   `decoder_latent` code coordinates (the data's `z_dim`), then `Linear(P -> x)` with bias.
   PyTorch default inits (U(+-1/sqrt(fan_in)) for weights and bias), no custom init.
+* `BatchNormMLPAE` (`mlp_ae.yaml`, balls stage 2) and the image autoencoders of
+  `image_autoencoders.py` (balls stage 1) carry BatchNorm statistics.
 """
 
 import functools
@@ -24,6 +26,8 @@ import jax
 import jax.numpy as jnp
 
 from wscrl_jax.data.mixing import polynomial_features
+from wscrl_jax.mdcrl.image_autoencoders import CNNAE, ResNetAE
+from wscrl_jax.nn.batchnorm import TorchBatchNorm
 from wscrl_jax.nn.mlp import MLP, TorchLinear
 
 
@@ -95,12 +99,65 @@ class PolyAE(nn.Module):
         return z, self.decoder(feats)
 
 
-AUTOENCODERS = ("linear", "mlp", "poly")
+class _BatchNormMLP(nn.Module):
+    """`[Linear(-> width) BN LeakyReLU] x 3, Linear(-> out)`, FCAE init."""
+
+    out: int
+    width: int
+    negative_slope: float
+
+    @nn.compact
+    def __call__(self, x, train: bool, mask):
+        for _ in range(3):
+            x = TorchLinear(self.width, **FCAE_INIT)(x)
+            x = nn.leaky_relu(TorchBatchNorm()(x, train, mask), self.negative_slope)
+        return TorchLinear(self.out, **FCAE_INIT)(x)
+
+
+class BatchNormMLPAE(nn.Module):
+    """`mlp_ae.yaml` (the balls stage 2; the README's `mlp_ae_balls` does not exist, md-crl
+    gotcha 2): encoder `[Linear(-> width) BN LeakyReLU] x 3, Linear(-> latent)`, decoder the
+    same to `x_dim`; FCAE init (xavier-normal, zero bias), BatchNorm statistics in the
+    `batch_stats` collection. x [B, x_dim] -> (z [B, latent], x_hat [B, x_dim]); `train` uses
+    the batch statistics of the rows where `mask` [B] is set."""
+
+    x_dim: int
+    latent: int
+    width: int = 200
+    negative_slope: float = 0.2
+
+    def setup(self):
+        self.encoder = _BatchNormMLP(self.latent, self.width, self.negative_slope)
+        self.decoder = _BatchNormMLP(self.x_dim, self.width, self.negative_slope)
+
+    def encode(self, x, train: bool = False, mask=None):
+        return self.encoder(x, train, mask)
+
+    def __call__(self, x, train: bool = False, mask=None):
+        z = self.encoder(x, train, mask)
+        return z, self.decoder(z, train, mask)
+
+
+#: Autoencoders for vectors ([B, x_dim]) and for images ([B, H, W, 3]).
+VECTOR_AUTOENCODERS = ("linear", "mlp", "poly", "mlp_bn")
+IMAGE_AUTOENCODERS = ("resnet18", "cnn")
+AUTOENCODERS = VECTOR_AUTOENCODERS + IMAGE_AUTOENCODERS
+#: Those with BatchNorm: applied with `train` / `mask` and a `batch_stats` collection.
+BATCHNORM_AUTOENCODERS = ("mlp_bn",) + IMAGE_AUTOENCODERS
 
 
 def build_autoencoder(kind: str, x_dim: int, latent: int, *, decoder_latent: int = 0,
                       poly_degree: int = 2, hidden: Sequence[int] = (64, 64),
-                      negative_slope: float = 0.2) -> nn.Module:
+                      negative_slope: float = 0.2, width: int = 200) -> nn.Module:
+    """The module of `model.autoencoder`; x_dim is ignored by the image autoencoders (64 x 64
+    x 3 images)."""
+    if kind == "mlp_bn":
+        return BatchNormMLPAE(x_dim=x_dim, latent=latent, width=width,
+                              negative_slope=negative_slope)
+    if kind == "resnet18":
+        return ResNetAE(latent=latent)
+    if kind == "cnn":
+        return CNNAE(latent=latent)
     if kind == "linear":
         return LinearAE(x_dim=x_dim, latent=latent)
     if kind == "mlp":

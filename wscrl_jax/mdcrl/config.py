@@ -7,13 +7,14 @@ import numbers
 from wscrl_jax.config_checks import (ConfigError, batch_fits, boolean, check_shared_training,
                                      finite_number, flag, is_int, number_pair, one_of,
                                      optional_int, positive_int, require)
-from wscrl_jax.data.encoded import Stage1OutputMissing, read_encoded_meta
+from wscrl_jax.data.balls import balls_data_config
+from wscrl_jax.data.encoded import CODE_RANGES, Stage1OutputMissing, read_encoded_meta
 from wscrl_jax.data.mixing import MLP_ACTIVATIONS, mixing_data_config
-from wscrl_jax.mdcrl.autoencoders import AUTOENCODERS
+from wscrl_jax.mdcrl.autoencoders import AUTOENCODERS, IMAGE_AUTOENCODERS
 from wscrl_jax.mdcrl.penalties import LOSS_TRANSFORMS
 from wscrl_jax.train.schedules import TRANSFORMERS_SCHEDULE_TYPES
 
-DATASETS = ("mixing", "encoded")
+DATASETS = ("mixing", "encoded", "balls")
 SCHEDULERS = ("reduce_on_plateau", "none") + TRANSFORMERS_SCHEDULE_TYPES
 OPTIMIZERS = ("adam", "adamw")
 ENCODED_TRAIN_CODES = ("online", "final")
@@ -29,7 +30,13 @@ def validate(c):
     one_of(d.dataset, DATASETS, "data.dataset")
     one_of(m.autoencoder, AUTOENCODERS, "model.autoencoder")
     check_shared_training(t)
-    if d.dataset == "encoded":
+    images = d.dataset == "balls"
+    require(images == (m.autoencoder in IMAGE_AUTOENCODERS),
+            f"model.autoencoder={m.autoencoder!r} does not fit data.dataset={d.dataset!r}: "
+            f"images (balls) need one of {IMAGE_AUTOENCODERS}, vectors any other")
+    if images:
+        d_inv, split_keys, x_dim = _validate_balls(c), "", 0
+    elif d.dataset == "encoded":
         try:
             meta = read_encoded_meta(d.stage1_workdir)
             members = len(meta["members"])
@@ -45,6 +52,7 @@ def validate(c):
                 f"data.stage1_member={d.stage1_member} is out of range: stage 1 has "
                 f"{members} member(s)")
         boolean(d.normalize_per_split, "data.normalize_per_split")
+        one_of(d.get("code_range", "symmetric"), CODE_RANGES, "data.code_range")
         finite_number(m.z_dim_invariant_fraction, "model.z_dim_invariant_fraction", 0,
                       exclusive=True, maximum=1)
         d_inv = int(x_dim * m.z_dim_invariant_fraction)
@@ -114,6 +122,7 @@ def validate(c):
             mixing_data_config(d)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"data: {e}") from None
+    positive_int(m.get("mlp_width", 200), "model.mlp_width")
     hidden = m.mlp_hidden
     require(isinstance(hidden, (list, tuple)) and all(is_int(h) and h >= 1 for h in hidden),
             f"model.mlp_hidden={hidden!r} must be a tuple of hidden widths >= 1")
@@ -179,3 +188,33 @@ def validate(c):
     finite_number(es.min_delta, "training.early_stopping.min_delta", 0)
     boolean(c.eval.domain_accuracy, "eval.domain_accuracy")
     boolean(c.eval.stage2_reference_names, "eval.stage2_reference_names")
+
+
+def _validate_balls(c) -> int:
+    """The balls images of stage 1 (`configs/md_balls.py:stage1`); returns d_inv (0: stage 1
+    trains the reconstruction only, so every penalty must be off)."""
+    d, m, t = c.data, c.model, c.training
+    on = [f"model.penalty_criterion.{k}" for k, v in m.penalty_criterion.items() if v] + (
+        ["model.hinge_loss_weight"] if m.hinge_loss_weight else [])
+    require(not on, f"{', '.join(on)} must be 0 on balls images: stage 1 trains the "
+            "reconstruction only (reference BallsAutoencoderPL); the penalties belong to "
+            "configs/md_balls.py:stage2")
+    positive_int(m.z_dim, "model.z_dim")
+    boolean(m.save_encoded_data, "model.save_encoded_data")
+    one_of(m.get("encoded_train_codes", "online"), ENCODED_TRAIN_CODES,
+           "model.encoded_train_codes")
+    require(d.image_size == 64, f"data.image_size={d.image_size!r}: the balls autoencoders "
+            "decode 64 x 64 images; use 64")
+    ns = d.num_samples
+    positive_int(ns.train, "data.num_samples.train")
+    positive_int(ns.valid, "data.num_samples.valid", 2)
+    positive_int(ns.test, "data.num_samples.test", 0)
+    try:  # the generator's own checks (boxes that fit, ball counts, probabilities)
+        cfg = balls_data_config(d)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"data: {e}") from None
+    n_train = cfg.num_samples_train - cfg.num_samples_valid
+    require(n_train >= 2, f"data.num_samples.train={ns.train} minus data.num_samples.valid="
+            f"{ns.valid} leaves {n_train} training images; need at least 2")
+    batch_fits(t.batchsize, n_train, "data.num_samples.train - data.num_samples.valid")
+    return 0

@@ -1,6 +1,6 @@
 """Final evaluation of one MD-CRL member (reference: section 8 of the notes,
 `MixingAutoencoderPL.validation_step` / `on_train_start` and the stage-2
-`MixingMDEncodedAutoencoderPL`).
+`MixingMDEncodedAutoencoderPL`; balls: `evaluate_balls_member`, `write_balls_figures`).
 
 Metrics of a member, in this order: the headline metrics (`MDCRLMethod.headline_metrics`); the
 reference's in-sample R^2 keys, computed per validation batch and averaged weighted by batch
@@ -19,8 +19,11 @@ import jax
 import numpy as np
 
 from wscrl_jax.eval.domain_accuracy import domain_accuracies, heldout_domain_accuracies
-from wscrl_jax.eval.r2 import mixing_r2_metrics, mixing_r2_metrics_heldout, start_r2_metrics
-from wscrl_jax.plots import invariant_scatter
+from wscrl_jax.data.balls_render import to_float_images
+from wscrl_jax.eval.r2 import (balls_stage1_r2_metrics, balls_stage2_r2_metrics,
+                               heldout_linear_r2, mixing_r2_metrics, mixing_r2_metrics_heldout,
+                               start_r2_metrics)
+from wscrl_jax.plots import image_grid, invariant_scatter
 
 
 def batch_mean_metrics(z, codes, x: Optional[np.ndarray], domains, *, d_data: int, d_inv: int,
@@ -59,10 +62,7 @@ def evaluate_member(method, params, model_state, data) -> Dict[str, float]:
     ev = method.config.eval
     stage = 2 if method.stage2 else 1
     consistent = not bool(ev.stage2_reference_names)
-    codes = {s: np.asarray(method.encode(params, d["x"])) for s, d in data.items()}
-    for s, c in codes.items():
-        if not np.all(np.isfinite(c)):
-            raise ValueError(f"non-finite codes on the {s} split")
+    codes = _finite_codes(method, params, model_state, data)
     valid = data["valid"]
     z_v = np.asarray(valid["z"])
     metrics = batch_mean_metrics(
@@ -82,6 +82,20 @@ def evaluate_member(method, params, model_state, data) -> Dict[str, float]:
             metrics.update(heldout_domain_accuracies(
                 codes["train"], np.asarray(data["train"]["domain"]), codes["test"],
                 np.asarray(data["test"]["domain"]), method.d_inv))
+    return _with_training_state(method, metrics, model_state)
+
+
+def _finite_codes(method, params, model_state, data) -> Dict[str, np.ndarray]:
+    """{split: codes [N, latent]}; raises ValueError when a split's codes are not finite."""
+    codes = {s: np.asarray(method.encode(params, model_state, d["x"])) for s, d in data.items()}
+    for s, c in codes.items():
+        if not np.all(np.isfinite(c)):
+            raise ValueError(f"non-finite codes on the {s} split")
+    return codes
+
+
+def _with_training_state(method, metrics, model_state) -> Dict[str, float]:
+    """metrics + the final `val_loss`, `learning_rate`, `stopped_epoch`, headline first."""
     metrics["val_loss"] = float(model_state["val_loss"])
     metrics["learning_rate"] = float(model_state["lr"])
     metrics["stopped_epoch"] = int(model_state["stopped_epoch"])
@@ -89,13 +103,53 @@ def evaluate_member(method, params, model_state, data) -> Dict[str, float]:
     return {**first, **metrics}
 
 
-def start_metrics(method, initial_params, data) -> Dict[str, float]:
+def evaluate_balls_member(method, params, model_state, data) -> Dict[str, float]:
+    """Final metrics of one balls member (md-crl 8.3), headline metrics first.
+
+    Stage 1 (images): the `BallsAutoencoderPL.validation_step` R^2 keys (in-sample, "hz" = the
+    whole code) per validation batch, averaged weighted by batch size, then `full_*` on the
+    whole validation split. The `hz_colors_*` keys are left out: the colour targets are
+    constant (md-crl gotcha 21), so their R^2 is 0/0. Stage 2 (codes): the
+    `on_validation_epoch_end` keys `*_r2_linreg` / `*_mse_loss_linreg` on the whole validation
+    split, plus `heldout_hz_z_~r2` / `heldout_hz_~z_~r2` (fitted on the training codes, scored
+    on the test codes).
+
+    data: one member's {split: {"x", "z" [N, 2 n_balls], "domain" [N]}}; z's first
+    `method.d_data` columns are the invariant balls' coordinates.
+    """
+    codes = _finite_codes(method, params, model_state, data)
+    d = method.d_data
+    z = {s: np.asarray(v["z"], np.float64) for s, v in data.items()}
+    zv, cv = z["valid"], codes["valid"]
+    if not method.stage2:
+        n, b = len(zv), method.batch_size
+        sums: Dict[str, float] = {}
+        for start in range(0, n, b):
+            sl = slice(start, min(n, start + b))
+            for k, v in balls_stage1_r2_metrics(zv[sl], cv[sl], zv[sl, :d], zv[sl, d:]).items():
+                sums[k] = sums.get(k, 0.0) + (sl.stop - sl.start) * v
+        metrics = {k: v / n for k, v in sums.items()}
+        full = balls_stage1_r2_metrics(zv, cv, zv[:, :d], zv[:, d:])
+        metrics.update({f"full_{k}": v for k, v in full.items()})
+    else:
+        metrics = balls_stage2_r2_metrics(zv, cv, zv[:, :d], zv[:, d:], method.d_inv)
+        if "test" in data:
+            h_tr, h_te = codes["train"][:, :method.d_inv], codes["test"][:, :method.d_inv]
+            metrics["heldout_hz_z_~r2"] = heldout_linear_r2(
+                h_tr, z["train"][:, :d], h_te, z["test"][:, :d])
+            metrics["heldout_hz_~z_~r2"] = heldout_linear_r2(
+                h_tr, z["train"][:, d:], h_te, z["test"][:, d:])
+    return _with_training_state(method, metrics, model_state)
+
+
+def start_metrics(method, initial_params, initial_state, data) -> Dict[str, float]:
     """`*_linreg_start` (reference `on_train_start`): in-sample R^2 on the whole validation
     split before training, both splits at the model's d_inv. Stage 1: true z [N, z_dim]
     against the untrained model's codes; stage 2: against its input (the stage-1 codes).
     Empty when the untrained codes are not finite."""
     valid = data["valid"]
-    codes = valid["x"] if method.stage2 else method.encode(initial_params, valid["x"])
+    codes = (valid["x"] if method.stage2
+             else method.encode(initial_params, initial_state, valid["x"]))
     codes = np.asarray(codes)
     if not np.all(np.isfinite(codes)):
         return {}
@@ -111,10 +165,10 @@ def write_invariant_figure(method, workdir: str, state, data, members, max_point
         return
     panels = []
     for index, (seed, data_seed) in enumerate(members):
-        params = jax.tree_util.tree_map(lambda a: a[index], state.params)
+        params, model_state = _member(state, index)
         x = data["valid"]["x"][index][:max_points]
         z = np.asarray(data["valid"]["z"][index][:max_points], np.float64)[:, :method.d_data]
-        codes = np.asarray(method.encode(params, x), np.float64)[:, :method.d_inv]
+        codes = np.asarray(method.encode(params, model_state, x), np.float64)[:, :method.d_inv]
         if not (np.all(np.isfinite(codes)) and np.all(np.isfinite(z))):
             continue
         design = np.concatenate([codes, np.ones((len(codes), 1))], axis=1)
@@ -123,3 +177,33 @@ def write_invariant_figure(method, workdir: str, state, data, members, max_point
     if panels:
         os.makedirs(os.path.join(workdir, "figures"), exist_ok=True)
         invariant_scatter(os.path.join(workdir, "figures", "invariant_scatter.png"), panels)
+
+
+def _member(state, index: int):
+    """(params, model state) of member `index` of a stacked state."""
+    return jax.tree_util.tree_map(lambda a: a[index], (state.params, state.model_state))
+
+
+def write_balls_figures(method, workdir: str, state, data, members, per_domain: int = 6):
+    """WORKDIR/figures/balls_domains.png (validation images of the first member, a row per
+    domain) and reconstructions.png (per member: 8 validation images over their eval-mode
+    reconstructions). state, data: stacked over members."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return
+    figures = os.path.join(workdir, "figures")
+    os.makedirs(figures, exist_ok=True)
+    valid = data["valid"]
+    image_grid(os.path.join(figures, "balls_domains.png"), valid["x"][0],
+               np.asarray(valid["domain"][0]), per_label=per_domain,
+               title="validation images per domain (member 0)")
+    images, rows = [], []
+    for index, (seed, data_seed) in enumerate(members):
+        params, model_state = _member(state, index)
+        x = valid["x"][index][:8]
+        x_hat = np.clip(np.asarray(method.reconstruct(params, model_state, x)), -1.0, 1.0)
+        images += [to_float_images(x), x_hat]
+        rows += [f"m{index} input", f"m{index} recon."]
+    labels = np.repeat(np.arange(len(rows)), 8)
+    image_grid(os.path.join(figures, "reconstructions.png"), np.concatenate(images), labels,
+               per_label=8, title="validation images and reconstructions",
+               row_names=rows)

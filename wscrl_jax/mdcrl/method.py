@@ -1,19 +1,24 @@
-"""MD-CRL autoencoders on multi-domain mixing data behind the loop's `Method` interface.
+"""MD-CRL autoencoders on multi-domain data behind the loop's `Method` interface.
 
 Reference: `models/mixing_autoencoder_pl.py` (stage 1, and the whole method for linear mixing),
-`models/mixing_md_encoded_autoencoder_pl.py` (stage 2), `models/base_pl.py` (loss, optimisers),
-the Lightning trainer and callbacks (`configs/trainer/default.yaml`, `configs/callbacks/`).
+`models/mixing_md_encoded_autoencoder_pl.py` (stage 2), `models/balls_autoencoder_pl.py` and
+`balls_md_encoded_autoencoder_pl.py` (balls images, two stages), `models/base_pl.py` (loss,
+optimisers), the Lightning trainer and callbacks (`configs/trainer/default.yaml`,
+`configs/callbacks/`).
 
 `config.data.dataset`: `"mixing"`, synthetic data generated per member from its data seed
-(`data/mixing.py`); stage 1 with `model.save_encoded_data` writes its codes for stage 2
-(`write_outputs`, `data/encoded.py`). `"encoded"`: stage 2 on those codes, min-max scaled to
-[-1, 1] (gotcha 13). Per member: data `{split: {"x" [N, x_dim], "z" [N, z_dim], "domain" [N]}}`;
-params `{"ae": ..., ["classifier"]}`; model state (checkpointed): learning rate, plateau and
-early-stopping counters (`train/callbacks.py`), an `active` flag (an early-stopped member stops
-updating while the others go on), the last validation loss and, for online stage-1 codes, the
-last epoch's training codes. Penalties: `penalties.py`, `mmd.py`; metrics: `evaluate.py`.
+(`data/mixing.py`); `"balls"`, multi-domain balls images rendered per member (`data/balls.py`,
+stored as uint8 [N, 64, 64, 3], converted to [-1, 1] per batch), stage 1 (reconstruction only).
+Stage 1 with `model.save_encoded_data` writes its codes for stage 2 (`write_outputs`,
+`data/encoded.py`). `"encoded"`: stage 2 on those codes, min-max scaled to [-1, 1] (mixing) or
+[0, 1] (balls) per split (`data.code_range`, gotcha 13). Per member: data `{split: {"x" [N,
+x_dim], "z" [N, z_dim], "domain" [N]}}`; params `{"ae": ..., ["classifier"]}`; model state
+(checkpointed): learning rate, plateau and early-stopping counters (`train/callbacks.py`), an
+`active` flag (an early-stopped member stops updating while the others go on), the last
+validation loss, for online stage-1 codes the last epoch's training codes, and for BatchNorm
+autoencoders the running statistics (`batch_stats`). Penalties: `penalties.py`, `mmd.py`;
+metrics: `evaluate.py`.
 """
-
 import logging
 import math
 from functools import partial
@@ -25,9 +30,11 @@ import numpy as np
 
 from wscrl_jax.data.encoded import (encoded_dir, load_encoded_splits,
                                     read_encoded_meta, write_encoded, write_encoded_meta)
+from wscrl_jax.data.balls import balls_data_config, make_balls_splits
+from wscrl_jax.data.balls_render import to_float_images
 from wscrl_jax.data.mixing import make_mixing_splits, mixing_data_config
 from wscrl_jax.mdcrl import evaluate as mdcrl_eval
-from wscrl_jax.mdcrl.autoencoders import build_autoencoder
+from wscrl_jax.mdcrl.autoencoders import BATCHNORM_AUTOENCODERS, build_autoencoder
 from wscrl_jax.mdcrl.config import validate
 from wscrl_jax.mdcrl.mmd import auto_mmd_capacity, mmd_rows_beyond_capacity
 from wscrl_jax.mdcrl.penalties import (hinge_loss, penalty_terms,
@@ -55,7 +62,7 @@ def resolve_member_loop(choice: str, mmd: bool) -> str:
 
 
 class MDCRLMethod(Method):
-    """Autoencoder + invariance penalties on multi-domain mixing data (stage 1 or stage 2)."""
+    """Autoencoder + invariance penalties on multi-domain data (stage 1 or stage 2)."""
 
     train_inputs = ("x", "domain")
     headline_metrics = ("hz_z_~r2", "hz_~z_~r2")
@@ -64,18 +71,33 @@ class MDCRLMethod(Method):
         super().__init__(config)
         d, m, tr = config.data, config.model, config.training
         self.stage2 = d.dataset == "encoded"
+        self.images = d.dataset == "balls"
         self.batch_size = int(tr.batchsize)
         self.shuffle = bool(tr.shuffle)  # the reference's loader does not shuffle
+        # Balls: stage 1 on the images, or stage 2 on the codes of a balls stage 1.
+        self.balls = self.images
         if self.stage2:
             meta = read_encoded_meta(d.stage1_workdir)
             self.meta = meta
+            self.balls = meta.get("source") == "balls"
             self.num_domains = int(meta["num_domains"])
             self.x_dim = self.latent = int(meta["latent_dim"])
             self.d_inv = int(self.latent * float(m.z_dim_invariant_fraction))
-            self.d_data = self.d_inv  # the reference splits the true z at the model's d_inv
+            # Mixing: the reference splits the true z at the model's d_inv; balls: the true
+            # invariant ball coordinates (z_invariant).
+            self.d_data = int(meta["z_dim_invariant"]) if self.balls else self.d_inv
             self.true_z_dim = int(meta["z_dim"])
             n_train = int(meta["splits"]["train"])
             decoder_latent = self.latent
+        elif self.images:
+            self.data_cfg = balls_data_config(d, image_dtype="uint8")
+            self.num_domains = self.data_cfg.num_domains
+            self.x_dim = 3 * self.data_cfg.image_size ** 2
+            self.latent = decoder_latent = int(m.z_dim)
+            self.d_data = 2 * self.data_cfg.n_balls_invariant
+            self.d_inv = self.d_data  # unused: stage 1 on images has no penalties
+            self.true_z_dim = 2 * self.data_cfg.n_balls
+            n_train = self.data_cfg.num_samples_train - self.data_cfg.num_samples_valid
         else:
             self.data_cfg = mixing_data_config(d)
             self.num_domains = self.data_cfg.num_domains
@@ -93,8 +115,14 @@ class MDCRLMethod(Method):
                              and m.get("encoded_train_codes", "online") == "online")
         self.module = build_autoencoder(
             m.autoencoder, self.x_dim, self.latent, decoder_latent=decoder_latent,
-            poly_degree=int(d.polynomial_degree), hidden=tuple(m.mlp_hidden),
-            negative_slope=float(m.mlp_negative_slope))
+            poly_degree=int(d.get("polynomial_degree", 2)), hidden=tuple(m.mlp_hidden),
+            negative_slope=float(m.mlp_negative_slope), width=int(m.get("mlp_width", 200)))
+        self.batch_norm = m.autoencoder in BATCHNORM_AUTOENCODERS
+        self.input_shape = ((self.data_cfg.image_size,) * 2 + (3,) if self.images
+                            else (self.x_dim,))
+        if self.balls:
+            self.headline_metrics = (("hz_z_~r2_linreg", "hz_~z_~r2_linreg") if self.stage2
+                                     else ("val_loss", "hz_z_~r2"))
         pc = m.penalty_criterion
         self.flags = {k: bool(pc[k]) for k in ("minmax", "stddev", "mmd", "domain_classification")}
         self.any_penalty = any(self.flags.values())
@@ -117,15 +145,21 @@ class MDCRLMethod(Method):
 
     # ------------------------------------------------------------------ data and init
     def make_data(self, data_seed: int) -> Dict[str, Dict[str, jnp.ndarray]]:
+        if self.images:
+            return make_balls_splits(int(data_seed), self.data_cfg)
         if not self.stage2:
             return make_mixing_splits(int(data_seed), self.data_cfg)
-        return load_encoded_splits(self.config.data.stage1_workdir,
-                                   int(self.config.data.stage1_member),
-                                   bool(self.config.data.normalize_per_split))
+        d = self.config.data
+        return load_encoded_splits(d.stage1_workdir, int(d.stage1_member),
+                                   bool(d.normalize_per_split),
+                                   code_range=d.get("code_range", "symmetric"))
+
+    def _init_variables(self, key):
+        return self.module.init(key, jnp.zeros((2,) + self.input_shape))
 
     def init(self, key):
         k_ae, k_clf = jax.random.split(key)
-        params = {"ae": self.module.init(k_ae, jnp.zeros((2, self.x_dim)))["params"]}
+        params = {"ae": self._init_variables(k_ae)["params"]}
         if self.flags["domain_classification"]:
             # LogisticRegressionModel: bias-free torch Linear(d_inv -> D), default init.
             params["classifier"] = torch_uniform(self.d_inv)(
@@ -133,10 +167,16 @@ class MDCRLMethod(Method):
         return params
 
     def init_model_state(self):
-        """Scheduler and early-stopping counters, `val_loss` (NaN until the first epoch ends)
-        and, for online stage-1 codes, `online_codes` [n_train, latent] (NaN until written)."""
+        """Scheduler and early-stopping counters, `val_loss` (NaN until the first epoch ends),
+        for online stage-1 codes `online_codes` [n_train, latent] (NaN until written), and the
+        BatchNorm running statistics (`batch_stats`: torch's initial mean 0, variance 1)."""
         state = {**plateau_state(self.config.optimizer.lr), **early_stopping_state(),
                  "val_loss": jnp.asarray(jnp.nan, jnp.float32)}
+        if self.batch_norm:  # shapes only: no second initialisation to compile
+            shapes = jax.eval_shape(self._init_variables, jax.random.PRNGKey(0))["batch_stats"]
+            state["batch_stats"] = jax.tree_util.tree_map_with_path(
+                lambda path, a: (jnp.ones if path[-1].key == "var" else jnp.zeros)(
+                    a.shape, a.dtype), shapes)
         if self.online_codes:
             state["online_codes"] = jnp.full((self.n_train, self.latent), jnp.nan, jnp.float32)
         if self.count_mmd_overflow:
@@ -165,22 +205,32 @@ class MDCRLMethod(Method):
         return model_state["active"]
 
     def record_step(self, params, model_state, batch, rows, weights):
-        """Keeps the codes of each training batch [B, latent], computed with the weights before
-        that batch's update, at its dataset rows [B] (padding rows, weight 0, dropped): after
-        the last epoch, the reference's saved training codes (`on_train_epoch_end`, gotcha 12).
-        With a capacity-limited adaptive MMD, also counts the rows it leaves out.
-        """
-        active = model_state["active"]
+        """With a capacity-limited adaptive MMD, counts the rows it leaves out."""
+        del params, rows
+        if not self.count_mmd_overflow:
+            return model_state
         model_state = dict(model_state)
-        if self.count_mmd_overflow:
-            dom = jnp.where(weights > 0, batch["domain"].reshape(-1).astype(jnp.int32), -1)
-            beyond = mmd_rows_beyond_capacity(dom, self.num_domains, self.mmd_capacity)
-            model_state["mmd_rows_beyond_capacity"] += jnp.where(active, beyond, 0)
+        dom = jnp.where(weights > 0, batch["domain"].reshape(-1).astype(jnp.int32), -1)
+        beyond = mmd_rows_beyond_capacity(dom, self.num_domains, self.mmd_capacity)
+        model_state["mmd_rows_beyond_capacity"] += jnp.where(model_state["active"], beyond, 0)
+        return model_state
+
+    def record_loss(self, model_state, aux, rows, weights, applied):
+        """Keeps the BatchNorm running statistics of the training forward pass (where the
+        update is applied) and the codes of each training batch (aux["z_hat"] [B, latent],
+        computed by the loss in training mode with the weights before that batch's update) at
+        its dataset rows [B] (padding rows, weight 0, dropped): after the last epoch, the
+        reference's saved training codes (`on_train_epoch_end`, md-crl gotcha 12)."""
+        model_state = dict(model_state)
+        if self.batch_norm:
+            model_state["batch_stats"] = jax.tree_util.tree_map(
+                lambda new, old: jnp.where(applied, new, old), aux["batch_stats"],
+                model_state["batch_stats"])
         if self.online_codes:
-            z = self._encode_member(params, batch["x"])
             rows = jnp.where(weights > 0, rows, self.n_train)  # out of range: dropped
-            codes = model_state["online_codes"].at[rows].set(z, mode="drop")
-            model_state["online_codes"] = jnp.where(active, codes, model_state["online_codes"])
+            codes = model_state["online_codes"].at[rows].set(aux["z_hat"], mode="drop")
+            model_state["online_codes"] = jnp.where(model_state["active"], codes,
+                                                    model_state["online_codes"])
         return model_state
 
     # ------------------------------------------------------------------ phases and loss
@@ -200,18 +250,46 @@ class MDCRLMethod(Method):
         return {"penalty_weight": penalty_warmup_weight(step, float(m.penalty_weight),
                                                         int(m.wait_steps), int(m.linear_steps))}
 
+    def _apply(self, params, model_state, x, *, train: bool, mask=None, method=None):
+        """The autoencoder (or its `method`, e.g. "encode") on x [B, ...] (uint8 images are
+        converted to [-1, 1]) -> (outputs, new BatchNorm statistics or None). BatchNorm
+        models use the batch statistics of the rows where mask [B] is set when `train`, the
+        running statistics of the model state otherwise."""
+        x = to_float_images(x) if x.dtype == jnp.uint8 else x
+        if not self.batch_norm:
+            return self.module.apply({"params": params["ae"]}, x, method=method), None
+        variables = {"params": params["ae"], "batch_stats": model_state["batch_stats"]}
+        if not train:
+            return self.module.apply(variables, x, train=False, method=method), None
+        out, updated = self.module.apply(variables, x, train=True, mask=mask, method=method,
+                                         mutable=["batch_stats"])
+        return out, updated["batch_stats"]
+
     def loss(self, params, model_state, batch, weights, key, loss_weights, phase):
+        """The training loss (BatchNorm in training mode); aux: the scalar terms of `_terms`,
+        the batch's codes `z_hat` [B, latent] and the new BatchNorm statistics."""
+        del key, phase
+        loss, aux, z, stats = self._terms(params, model_state, batch, weights, loss_weights,
+                                          train=True)
+        aux = {**aux, "z_hat": z}
+        if stats is not None:
+            aux["batch_stats"] = stats
+        return loss, aux
+
+    def _terms(self, params, model_state, batch, weights, loss_weights, train: bool):
         """recon + penalty_weight * penalties + hinge_weight * hinge on one batch.
 
-        batch: x [B, x_dim], domain [B]; weights [B] (0 for padding rows, which are also
-        moved out of every domain so the penalties ignore them).
+        batch: x [B, x_dim] (or images [B, H, W, 3]), domain [B]; weights [B] (0 for padding
+        rows, which are also moved out of every domain so the penalties ignore them and out of
+        the BatchNorm statistics). Returns (loss, {name: scalar}, z [B, latent], BatchNorm
+        statistics or None).
         """
-        del model_state, key, phase
         m = self.config.model
         x = batch["x"]
         dom = jnp.where(weights > 0, batch["domain"].reshape(-1).astype(jnp.int32), -1)
-        z, x_hat = self.module.apply({"params": params["ae"]}, x)
-        row = jnp.mean(jnp.square(x_hat - x), axis=-1)
+        (z, x_hat), stats = self._apply(params, model_state, x, train=train, mask=weights > 0)
+        target = to_float_images(x) if x.dtype == jnp.uint8 else x
+        row = jnp.mean(jnp.square(x_hat - target).reshape(x.shape[0], -1), axis=-1)
         recon = jnp.sum(weights * row) / jnp.maximum(jnp.sum(weights), 1.0)
         pw = loss_weights["penalty_weight"]
         penalty = jnp.zeros(())
@@ -231,7 +309,7 @@ class MDCRLMethod(Method):
                                float(m.stddev_eps), bool(m.skip_degenerate))
         loss = recon + pw * penalty + float(m.hinge_loss_weight) * hinge
         return loss, {"loss": loss, "reconstruction_loss": recon, "penalty_loss": pw * penalty,
-                      "hinge_loss": float(m.hinge_loss_weight) * hinge}
+                      "hinge_loss": float(m.hinge_loss_weight) * hinge}, z, stats
 
     # ------------------------------------------------------------------ validation, epoch end
     def _batches(self, arrays):
@@ -252,8 +330,7 @@ class MDCRLMethod(Method):
 
         def one(args):
             batch, w = args
-            _, aux = self.loss(params, model_state, batch, w, None, loss_weights, None)
-            return aux
+            return self._terms(params, model_state, batch, w, loss_weights, train=False)[1]
 
         aux = jax.lax.map(one, (batches, weights))
         sizes = jnp.sum(weights, axis=1)
@@ -304,12 +381,26 @@ class MDCRLMethod(Method):
         return not np.any(active & alive)
 
     # ------------------------------------------------------------------ encoding and outputs
-    def _encode_member(self, params, x):
-        return self.module.apply({"params": params["ae"]}, x, method="encode")
+    def _encode_member(self, params, model_state, x):
+        """Eval-mode codes [N, latent] of x [N, ...]; images `batch_size` at a time."""
+        encode = lambda xb: self._apply(params, model_state, xb, train=False,  # noqa: E731
+                                        method="encode")[0]
+        if not self.images:
+            return encode(x)
+        n, b = x.shape[0], min(self.batch_size, x.shape[0])
+        nb = math.ceil(n / b)
+        padded = jnp.concatenate([x, jnp.zeros((nb * b - n,) + x.shape[1:], x.dtype)])
+        codes = jax.lax.map(encode, padded.reshape((nb, b) + x.shape[1:]))
+        return codes.reshape(nb * b, -1)[:n]
 
-    def encode(self, params, x):
-        """Codes [N, latent] of one member's observations x [N, x_dim] (jitted)."""
-        return self._encode(params, x)
+    def encode(self, params, model_state, x):
+        """Codes [N, latent] of one member's observations x [N, x_dim] (or images [N, H, W,
+        3]) with its final weights and BatchNorm running statistics (jitted)."""
+        return self._encode(params, model_state, x)
+
+    def reconstruct(self, params, model_state, x):
+        """Eval-mode reconstructions of a few observations x [n, ...] -> [n, ...] (floats)."""
+        return self._apply(params, model_state, x, train=False)[0][1]
 
     def write_outputs(self, workdir: str, state, data, members):
         """Stage 1 (`model.save_encoded_data`): the codes of every split of every member plus
@@ -317,17 +408,21 @@ class MDCRLMethod(Method):
         the final weights; training codes are the last epoch's online codes
         (`model.encoded_train_codes="online"`, reference, gotcha 12) or the final weights'
         (`"final"`)."""
-        mdcrl_eval.write_invariant_figure(self, workdir, state, data, members)
+        if self.images:
+            mdcrl_eval.write_balls_figures(self, workdir, state, data, members)
+        else:
+            mdcrl_eval.write_invariant_figure(self, workdir, state, data, members)
         if self.stage2 or not bool(self.config.model.save_encoded_data):
             return
         for index in range(len(members)):
-            params = jax.tree_util.tree_map(lambda a: a[index], state.params)
+            params, model_state = jax.tree_util.tree_map(
+                lambda a: a[index], (state.params, state.model_state))
             arrays = {}
             for split, d in data.items():
                 if split == "train" and self.online_codes:
-                    codes = state.model_state["online_codes"][index]
+                    codes = model_state["online_codes"]
                 else:
-                    codes = self.encode(params, d["x"][index])
+                    codes = self.encode(params, model_state, d["x"][index])
                 arrays[split] = {"z_hat": np.asarray(codes), "z": np.asarray(d["z"][index]),
                                  "domain": np.asarray(d["domain"][index])}
             write_encoded(workdir, index, arrays)
@@ -336,14 +431,19 @@ class MDCRLMethod(Method):
             "z_dim": self.true_z_dim, "z_dim_invariant": self.d_data, "x_dim": self.x_dim,
             "members": [list(m) for m in members],
             "splits": {split: int(d["x"].shape[1]) for split, d in data.items()},
-            "train_codes": "online" if self.online_codes else "final"})
+            "train_codes": "online" if self.online_codes else "final",
+            "source": "balls" if self.images else "mixing"})
         log.info("Stage-1 codes of %d member(s) written to %s", len(members),
                  encoded_dir(workdir))
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, params, model_state, data, key) -> Dict[str, float]:
         del key
+        if self.balls:
+            return mdcrl_eval.evaluate_balls_member(self, params, model_state, data)
         return mdcrl_eval.evaluate_member(self, params, model_state, data)
 
     def start_metrics(self, initial_params, data) -> Dict[str, float]:
-        return mdcrl_eval.start_metrics(self, initial_params, data)
+        if self.balls:  # the reference's balls models log none (md-crl gotcha 23)
+            return {}
+        return mdcrl_eval.start_metrics(self, initial_params, self.init_model_state(), data)

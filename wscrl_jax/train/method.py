@@ -112,8 +112,10 @@ class Method(abc.ABC):
     @abc.abstractmethod
     def loss(self, params, model_state, batch: Dict[str, Array], weights: Array, key: Array,
              loss_weights: Any, phase: Hashable) -> Tuple[Array, Dict[str, Array]]:
-        """(scalar loss, scalar metrics) of one batch (per member). batch: {name: [B, ...]};
-        weights [B]: 0 for the padding rows of an epoch's last batch."""
+        """(scalar loss, aux) of one batch (per member). batch: {name: [B, ...]}; weights [B]:
+        0 for the padding rows of an epoch's last batch. aux: a dict of scalar metrics, plus
+        whatever the training forward pass produced that `record_loss` keeps (e.g. BatchNorm
+        statistics, the batch's codes)."""
 
     # ------------------------------------------------------------------ inside the step
     def record_step(self, params, model_state, batch: Dict[str, Array], rows: Array,
@@ -121,6 +123,15 @@ class Method(abc.ABC):
         """Sees every training batch (dataset rows [B], padding weight 0) before its update
         and returns the new model state (per member). Default: model state unchanged."""
         del params, batch, rows, weights
+        return model_state
+
+    def record_loss(self, model_state, aux: Dict[str, Any], rows: Array, weights: Array,
+                    applied: Array) -> Any:
+        """Sees the loss's aux of every training batch (dataset rows [B], padding weight 0;
+        `applied`: whether this step's update is applied, i.e. finite and active) after
+        `record_step` and returns the new model state (per member), e.g. BatchNorm running
+        statistics. Default: model state unchanged."""
+        del aux, rows, weights, applied
         return model_state
 
     def is_active(self, model_state) -> Array:

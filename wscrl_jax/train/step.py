@@ -54,7 +54,7 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
             key = jax.random.fold_in(jax.random.fold_in(state.key, 1), state.step)
             loss_weights = method.loss_weights(state.step / steps_per_epoch)
             grad_fn = jax.value_and_grad(method.loss, has_aux=True)
-            (loss, _), grads = grad_fn(state.params, state.model_state, batch, weights, key,
+            (loss, aux), grads = grad_fn(state.params, state.model_state, batch, weights, key,
                                        loss_weights, phase)
             model_state = method.record_step(state.params, state.model_state, batch, idx,
                                              weights)
@@ -64,6 +64,7 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
             new_params = apply_learning_rate(state.params, updates, lr)
             finite = jnp.isfinite(loss) & jnp.isfinite(norm)
             apply = finite & (state.nan_count < nan_limit) & method.is_active(state.model_state)
+            model_state = method.record_loss(model_state, aux, idx, weights, apply)
             keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
                 lambda a, b: jnp.where(apply, a, b), new, old)
             state = state.replace(params=keep(new_params, state.params),
