@@ -31,6 +31,15 @@ def tiny_scaling_config(method: str = "ilcm", dim_z: int = 2):
     return c
 
 
+def one_phase(config):
+    """The ILCM / dVAE config with every epoch in its main phase (interventions modelled from
+    the start): one compilation of the training step instead of one per phase."""
+    config.training.pretrain_epochs = None
+    config.training.model_interventions_after_epoch = None
+    config.training.deterministic_intervention_encoder_after_epoch = None
+    return config
+
+
 @pytest.fixture
 def tiny_config():
     return tiny_scaling_config

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorstore as ts
 
-from conftest import tiny_scaling_config
+from conftest import one_phase, tiny_scaling_config
 from wscrl_jax import experiment
 from wscrl_jax.tracking import read_csv
 from wscrl_jax.train import checkpoint
@@ -28,7 +28,7 @@ LEAF = "params.decoder.MLP_0.TorchLinear_1.kernel"  # Orbax's name of a [1, 16, 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """(config, workdir, rows) of a finished 60-step run: 3 epochs of 20 steps, calls of 10."""
-    config = tiny_scaling_config("ilcm")
+    config = one_phase(tiny_scaling_config("ilcm"))
     config.training.steps_per_call = 10
     config.checkpoint.every_n_steps = 20
     config.checkpoint.async_save = True  # as real runs: checksums of asynchronous saves

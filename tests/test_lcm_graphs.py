@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_scaling_config
+from conftest import one_phase, tiny_scaling_config
 from wscrl_jax import experiment
 from wscrl_jax.causal.graphs import create_graph
 from wscrl_jax.lcm.ilcm import graph_context_masks
@@ -26,10 +26,7 @@ def enco_ilcm_run(tmp_path_factory):
     config.training.edge_regularization_schedule.final = 0.01
     config.training.cyclicity_regularization_schedule.final = 0.1
     config.eval.graphs = True
-    # one training phase (one compilation of the step): interventions modelled from the start
-    config.training.pretrain_epochs = None
-    config.training.model_interventions_after_epoch = None
-    config.training.deterministic_intervention_encoder_after_epoch = None
+    one_phase(config)
     config.sweep.seeds = "1,2"
     config.sweep.data_seeds = "42"
     workdir = str(tmp_path_factory.mktemp("enco_ilcm"))
@@ -82,10 +79,8 @@ def test_graph_context_masks_are_ancestors_without_self():
 @pytest.mark.slow
 def test_topological_order_is_fixed_mid_training(tmp_path, caplog):
     config = tiny_scaling_config("ilcm", dim_z=D)
-    config.training.epochs = 2  # both epochs one main phase: a single compilation
-    config.training.pretrain_epochs = None
-    config.training.model_interventions_after_epoch = None
-    config.training.deterministic_intervention_encoder_after_epoch = None
+    config.training.epochs = 2
+    one_phase(config)
     config.training.fix_topological_order_epoch = 1
     workdir = str(tmp_path)
     with caplog.at_level("INFO", logger="wscrl_jax"):

@@ -83,6 +83,7 @@ def test_each_phase_compiles_once(trained):
     assert [phase.pretrain for phase in traces] == [True, False, False]
 
 
+@pytest.mark.slow
 def test_same_config_gives_same_numbers(trained, tmp_path):
     config, workdir, rows, _ = trained
     again = experiment.run(config, str(tmp_path), progress=False)
