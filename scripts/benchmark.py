@@ -4,6 +4,7 @@
     python scripts/benchmark.py --methods "ilcm,ilcm@model.scm.transform=rq_spline" --dims 4
     python scripts/benchmark.py --methods "" --md-variants "linear+minmax,linear+mmd" \
         --md-z-dim 8 --md-domains 4 --members 5
+    python scripts/benchmark.py --methods "" --balls resnet18,cnn --steps 10 --calls 2
 
 Each case compiles one multi-step call (reported as compile_s: the first call, compile
 included), then times `--calls` further calls of `--steps` steps and reports steady-state
@@ -54,6 +55,17 @@ def bench_md_case(variant, z_dim, num_domains, members, calls):
     apply_overrides(config, overrides, "--md-variants")
     result = time_calls(config, f"mdcrl:{variant}", "train", 0, members, None, calls)
     return {**result, "num_domains": num_domains}
+
+
+def bench_balls_case(autoencoder, members, steps, calls, train_images):
+    """MD-CRL balls stage 1 (`configs/md_balls.py:stage1`, batch 256) with the `resnet18` or
+    `cnn` autoencoder on `train_images` rendered training images."""
+    config = load_config(os.path.join(CONFIGS, "md_balls.py:stage1" +
+                                      (",cnn" if autoencoder == "cnn" else "")))
+    ns = config.data.num_samples
+    ns.valid, ns.test = 256, 0
+    ns.train = train_images + ns.valid
+    return time_calls(config, f"balls:{autoencoder}", "stage1", 0, members, steps, calls)
 
 
 def apply_overrides(config, overrides, flag):
@@ -108,8 +120,10 @@ def time_calls(config, method_name, phase_name, epoch, members, steps, calls):
     jax.block_until_ready(stats)
     elapsed = time.perf_counter() - start
     device = jax.devices()[0]
+    # latent size: dim_z (WS-CRL), data.z_dim (MD-CRL mixing), model.z_dim (balls codes)
+    dim = config.data.get("dim_z") or config.data.get("z_dim") or config.model.z_dim
     return {"backend": jax.default_backend(), "device": device.device_kind, "method": method_name,
-            "phase": phase_name, "dim_z": int(config.data.get("dim_z", config.data.get("z_dim"))),
+            "phase": phase_name, "dim_z": int(dim),
             "members": members, "padded_to": total, "batch": tr.batchsize,
             "devices": len(sharding.mesh.devices.flat),
             "member_loop": method.member_loop,
@@ -133,6 +147,10 @@ def main():
                    "e.g. linear+minmax,linear+mmd,linear+mmd@model.mmd.fix_sigma=1.0")
     p.add_argument("--md-z-dim", type=int, default=8)
     p.add_argument("--md-domains", type=int, default=4)
+    p.add_argument("--balls", default="",
+                   help="MD-CRL balls stage-1 autoencoders to time at batch 256: resnet18,cnn")
+    p.add_argument("--balls-images", type=int, default=2560,
+                   help="training images of the balls cases (--steps is capped at an epoch)")
     p.add_argument("--plot", default=None,
                    help="write a PNG of member-steps/s against members (needs matplotlib)")
     p.add_argument("--cpu_devices", type=int, default=None,
@@ -145,6 +163,12 @@ def main():
         for members in (int(m) for m in args.members.split(",")):
             result = bench_md_case(variant, args.md_z_dim, args.md_domains, members,
                                    args.calls)
+            results.append(result)
+            print(json.dumps(result), flush=True)
+    for autoencoder in filter(None, args.balls.split(",")):
+        for members in (int(m) for m in args.members.split(",")):
+            result = bench_balls_case(autoencoder, members, min(args.steps,
+                                      args.balls_images // 256), args.calls, args.balls_images)
             results.append(result)
             print(json.dumps(result), flush=True)
     for method_name in filter(None, args.methods.split(",")):

@@ -118,6 +118,7 @@ class MDCRLMethod(Method):
             poly_degree=int(d.get("polynomial_degree", 2)), hidden=tuple(m.mlp_hidden),
             negative_slope=float(m.mlp_negative_slope), width=int(m.get("mlp_width", 200)))
         self.batch_norm = m.autoencoder in BATCHNORM_AUTOENCODERS
+        self.convolutional = self.images
         self.input_shape = ((self.data_cfg.image_size,) * 2 + (3,) if self.images
                             else (self.x_dim,))
         if self.balls:
@@ -136,6 +137,9 @@ class MDCRLMethod(Method):
         self.member_loop = resolve_member_loop(
             tr.get("member_loop", "vmap"), self.flags["mmd"])
         self._val_loss = jax.jit(jax.vmap(self._member_val_loss, in_axes=(0, 0, 0, None)))
+        self._val_batch = jax.jit(jax.vmap(self._batch_val_terms,
+                                           in_axes=(0, 0, 0, 0, None, None)))
+        self._encode_chunk = jax.jit(self._encode_member)
         self._encode = jax.jit(self._encode_member)
 
     # ------------------------------------------------------------------ config
@@ -324,6 +328,28 @@ class MDCRLMethod(Method):
         weights = (jnp.arange(nb * b) < n).astype(jnp.float32).reshape(nb, b)
         return out, weights
 
+    def _batch_val_terms(self, params, model_state, x, domain, weights, loss_weights):
+        """One validation batch's scalar terms (eval mode), x [B, ...], weights [B]."""
+        batch = {"x": x, "domain": domain}
+        return self._terms(params, model_state, batch, weights, loss_weights, train=False)[1]
+
+    def _val_loss_on_host(self, params, model_state, valid, loss_weights):
+        """`_member_val_loss` of every member for convolutional models: batches in a host
+        loop (XLA's CPU backend convolves ~25x slower inside `lax.map`), each one compiled
+        call over the members; the same weighted mean. valid: [members, N, ...]."""
+        n, b = valid["x"].shape[1], self.batch_size
+        sums, total = None, 0.0
+        for start in range(0, n, b):
+            rows = min(b, n - start)
+            x, dom = (_pad_rows(valid[k][:, start:start + rows], b, axis=1)
+                      for k in ("x", "domain"))
+            weights = (jnp.arange(b) < rows).astype(jnp.float32)
+            terms = self._val_batch(params, model_state, x, dom, weights, loss_weights)
+            terms = jax.tree_util.tree_map(lambda v: v * rows, terms)
+            sums = terms if sums is None else jax.tree_util.tree_map(jnp.add, sums, terms)
+            total += rows
+        return jax.tree_util.tree_map(lambda v: v / total, sums)
+
     def _member_val_loss(self, params, model_state, valid, loss_weights):
         """Lightning's epoch mean of the per-batch validation losses (weighted by batch size)."""
         batches, weights = self._batches({"x": valid["x"], "domain": valid["domain"]})
@@ -342,7 +368,8 @@ class MDCRLMethod(Method):
         step = int(np.asarray(state.step)[0])
         # Validation reuses the last training step's penalty weight (gotcha 11).
         loss_weights = self.loss_weights((step - 1) / self.steps_per_epoch)
-        val = self._val_loss(state.params, state.model_state, data["valid"], loss_weights)
+        val_loss = self._val_loss_on_host if self.convolutional else self._val_loss
+        val = val_loss(state.params, state.model_state, data["valid"], loss_weights)
         ms = self._update_state(state.model_state, stats["last_loss"], val["loss"],
                                 jnp.asarray(epoch, jnp.int32))
         if self.count_mmd_overflow:
@@ -382,21 +409,19 @@ class MDCRLMethod(Method):
 
     # ------------------------------------------------------------------ encoding and outputs
     def _encode_member(self, params, model_state, x):
-        """Eval-mode codes [N, latent] of x [N, ...]; images `batch_size` at a time."""
-        encode = lambda xb: self._apply(params, model_state, xb, train=False,  # noqa: E731
-                                        method="encode")[0]
-        if not self.images:
-            return encode(x)
-        n, b = x.shape[0], min(self.batch_size, x.shape[0])
-        nb = math.ceil(n / b)
-        padded = jnp.concatenate([x, jnp.zeros((nb * b - n,) + x.shape[1:], x.dtype)])
-        codes = jax.lax.map(encode, padded.reshape((nb, b) + x.shape[1:]))
-        return codes.reshape(nb * b, -1)[:n]
+        """Eval-mode codes [N, latent] of x [N, ...]."""
+        return self._apply(params, model_state, x, train=False, method="encode")[0]
 
     def encode(self, params, model_state, x):
         """Codes [N, latent] of one member's observations x [N, x_dim] (or images [N, H, W,
-        3]) with its final weights and BatchNorm running statistics (jitted)."""
-        return self._encode(params, model_state, x)
+        3], `batch_size` at a time) with its final weights and BatchNorm running statistics
+        (jitted)."""
+        if not self.images:
+            return self._encode(params, model_state, x)
+        n, b = x.shape[0], self.batch_size
+        chunks = [self._encode_chunk(params, model_state, _pad_rows(x[s:s + b], b))[:n - s]
+                  for s in range(0, n, b)]
+        return jnp.concatenate(chunks)
 
     def reconstruct(self, params, model_state, x):
         """Eval-mode reconstructions of a few observations x [n, ...] -> [n, ...] (floats)."""
@@ -447,3 +472,13 @@ class MDCRLMethod(Method):
         if self.balls:  # the reference's balls models log none (md-crl gotcha 23)
             return {}
         return mdcrl_eval.start_metrics(self, initial_params, self.init_model_state(), data)
+
+
+def _pad_rows(a, rows: int, axis: int = 0):
+    """a with zero rows appended along `axis` up to `rows` (one compiled shape per batch)."""
+    missing = rows - a.shape[axis]
+    if missing == 0:
+        return a
+    widths = [(0, 0)] * a.ndim
+    widths[axis] = (0, missing)
+    return jnp.pad(a, widths)

@@ -38,6 +38,11 @@ class Method(abc.ABC):
     #: True where `evaluate_members` vectorises over members: the runner then evaluates the
     #: inert padding members too (every device stays busy) and drops their rows.
     evaluates_padding: bool = False
+    #: True where the model convolves: XLA's CPU backend runs a convolution inside a loop
+    #: (`while`, `scan`) about 25x slower than at the top level of a program (docs/
+    #: benchmarks.md), so on CPU the training step then runs one compiled step per dispatch
+    #: (asynchronous, no host sync) instead of a loop of steps in one call.
+    convolutional: bool = False
 
     def __init__(self, config):
         self.config = config
