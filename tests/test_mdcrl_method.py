@@ -166,6 +166,27 @@ def test_online_codes_hold_each_batch_encoded_before_its_update(shuffle):
     assert not np.allclose(codes, final, atol=1e-6)
 
 
+def test_per_dispatch_steps_match_the_multi_step_call():
+    """`Method.convolutional` on CPU: one compiled step per dispatch, the same steps and stats
+    as the multi-step call (here on the linear autoencoder, marked convolutional)."""
+    c = tiny_md_config("linear,minmax,fast")
+    c.sweep.seeds = "1,2"
+    out = {}
+    for per_dispatch in (False, True):
+        method, data, state = experiment.build(c, experiment.sweep_members(c))
+        method.convolutional = per_dispatch
+        run_steps = make_run_steps(method, method.steps_per_epoch, c.training.batchsize, 0.1, 10)
+        train = {k: data["train"][k] for k in method.train_inputs}
+        state, stats = run_steps(state, train, jnp.asarray(5, jnp.int32), "stage1")
+        out[per_dispatch] = (state, stats, dict(run_steps.traces))
+    (a, sa, ta), (b, sb, tb) = out[False], out[True]
+    assert ta == tb == {"stage1": 1}
+    np.testing.assert_array_equal(a.step, b.step)
+    for x, y in zip(jax.tree_util.tree_leaves((a.params, sa)),
+                    jax.tree_util.tree_leaves((b.params, sb))):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
 def test_sequential_members_match_vmapped_members():
     """`training.member_loop`: members one after the other give the vmapped members' numbers;
     "auto" picks sequential only for an MMD penalty on one CPU device."""

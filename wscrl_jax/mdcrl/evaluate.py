@@ -1,6 +1,6 @@
 """Final evaluation of one MD-CRL member (reference: section 8 of the notes,
 `MixingAutoencoderPL.validation_step` / `on_train_start` and the stage-2
-`MixingMDEncodedAutoencoderPL`; balls: `evaluate_balls_member`, `write_balls_figures`).
+`MixingMDEncodedAutoencoderPL`; balls: `evaluate_balls_member`).
 
 Metrics of a member, in this order: the headline metrics (`MDCRLMethod.headline_metrics`); the
 reference's in-sample R^2 keys, computed per validation batch and averaged weighted by batch
@@ -11,19 +11,14 @@ domain classifiers) fitted on the training codes and scored on the test codes; t
 keys of the untrained model.
 """
 
-import importlib.util
-import os
 from typing import Dict, Optional
 
-import jax
 import numpy as np
 
 from wscrl_jax.eval.domain_accuracy import domain_accuracies, heldout_domain_accuracies
-from wscrl_jax.data.balls_render import to_float_images
 from wscrl_jax.eval.r2 import (balls_stage1_r2_metrics, balls_stage2_r2_metrics,
                                heldout_linear_r2, mixing_r2_metrics, mixing_r2_metrics_heldout,
                                start_r2_metrics)
-from wscrl_jax.plots import image_grid, invariant_scatter
 
 
 def batch_mean_metrics(z, codes, x: Optional[np.ndarray], domains, *, d_data: int, d_inv: int,
@@ -154,56 +149,3 @@ def start_metrics(method, initial_params, initial_state, data) -> Dict[str, floa
     if not np.all(np.isfinite(codes)):
         return {}
     return start_r2_metrics(np.asarray(valid["z"]), codes, method.d_inv)
-
-
-def write_invariant_figure(method, workdir: str, state, data, members, max_points: int = 2000):
-    """WORKDIR/figures/invariant_scatter.png (`plots.invariant_scatter`): per member, the true
-    invariant latents of (up to `max_points` of) the validation split against their least-squares
-    linear read-out from the learned invariant block, the in-sample fit behind the R^2 metrics.
-    state, data: stacked over members."""
-    if importlib.util.find_spec("matplotlib") is None:
-        return
-    panels = []
-    for index, (seed, data_seed) in enumerate(members):
-        params, model_state = _member(state, index)
-        x = data["valid"]["x"][index][:max_points]
-        z = np.asarray(data["valid"]["z"][index][:max_points], np.float64)[:, :method.d_data]
-        codes = np.asarray(method.encode(params, model_state, x), np.float64)[:, :method.d_inv]
-        if not (np.all(np.isfinite(codes)) and np.all(np.isfinite(z))):
-            continue
-        design = np.concatenate([codes, np.ones((len(codes), 1))], axis=1)
-        read = design @ np.linalg.lstsq(design, z, rcond=None)[0]
-        panels.append((f"member {index} (seed {seed}, data {data_seed})", z, read))
-    if panels:
-        os.makedirs(os.path.join(workdir, "figures"), exist_ok=True)
-        invariant_scatter(os.path.join(workdir, "figures", "invariant_scatter.png"), panels)
-
-
-def _member(state, index: int):
-    """(params, model state) of member `index` of a stacked state."""
-    return jax.tree_util.tree_map(lambda a: a[index], (state.params, state.model_state))
-
-
-def write_balls_figures(method, workdir: str, state, data, members, per_domain: int = 6):
-    """WORKDIR/figures/balls_domains.png (validation images of the first member, a row per
-    domain) and reconstructions.png (per member: 8 validation images over their eval-mode
-    reconstructions). state, data: stacked over members."""
-    if importlib.util.find_spec("matplotlib") is None:
-        return
-    figures = os.path.join(workdir, "figures")
-    os.makedirs(figures, exist_ok=True)
-    valid = data["valid"]
-    image_grid(os.path.join(figures, "balls_domains.png"), valid["x"][0],
-               np.asarray(valid["domain"][0]), per_label=per_domain,
-               title="validation images per domain (member 0)")
-    images, rows = [], []
-    for index, (seed, data_seed) in enumerate(members):
-        params, model_state = _member(state, index)
-        x = valid["x"][index][:8]
-        x_hat = np.clip(np.asarray(method.reconstruct(params, model_state, x)), -1.0, 1.0)
-        images += [to_float_images(x), x_hat]
-        rows += [f"m{index} input", f"m{index} recon."]
-    labels = np.repeat(np.arange(len(rows)), 8)
-    image_grid(os.path.join(figures, "reconstructions.png"), np.concatenate(images), labels,
-               per_label=8, title="validation images and reconstructions",
-               row_names=rows)

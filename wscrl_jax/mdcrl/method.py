@@ -28,12 +28,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wscrl_jax.data.encoded import (encoded_dir, load_encoded_splits,
-                                    read_encoded_meta, write_encoded, write_encoded_meta)
 from wscrl_jax.data.balls import balls_data_config, make_balls_splits
 from wscrl_jax.data.balls_render import to_float_images
+from wscrl_jax.data.encoded import load_encoded_splits, read_encoded_meta
 from wscrl_jax.data.mixing import make_mixing_splits, mixing_data_config
 from wscrl_jax.mdcrl import evaluate as mdcrl_eval
+from wscrl_jax.mdcrl import outputs, validation
 from wscrl_jax.mdcrl.autoencoders import BATCHNORM_AUTOENCODERS, build_autoencoder
 from wscrl_jax.mdcrl.config import validate
 from wscrl_jax.mdcrl.mmd import auto_mmd_capacity, mmd_rows_beyond_capacity
@@ -136,7 +136,8 @@ class MDCRLMethod(Method):
         self._reported_overflow = 0
         self.member_loop = resolve_member_loop(
             tr.get("member_loop", "vmap"), self.flags["mmd"])
-        self._val_loss = jax.jit(jax.vmap(self._member_val_loss, in_axes=(0, 0, 0, None)))
+        self._val_loss = jax.jit(jax.vmap(partial(validation.member_val_loss, self),
+                                          in_axes=(0, 0, 0, None)))
         self._val_batch = jax.jit(jax.vmap(self._batch_val_terms,
                                            in_axes=(0, 0, 0, 0, None, None)))
         self._encode_chunk = jax.jit(self._encode_member)
@@ -316,51 +317,10 @@ class MDCRLMethod(Method):
                       "hinge_loss": float(m.hinge_loss_weight) * hinge}, z, stats
 
     # ------------------------------------------------------------------ validation, epoch end
-    def _batches(self, arrays):
-        """{name: [N, ...]} -> ({name: [nb, B, ...]}, weights [nb, B]) in order, padded."""
-        n = jax.tree_util.tree_leaves(arrays)[0].shape[0]
-        b = self.batch_size
-        nb = math.ceil(n / b)
-        pad = nb * b - n
-        out = jax.tree_util.tree_map(
-            lambda a: jnp.concatenate([a, jnp.zeros((pad,) + a.shape[1:], a.dtype)])
-            .reshape((nb, b) + a.shape[1:]), arrays)
-        weights = (jnp.arange(nb * b) < n).astype(jnp.float32).reshape(nb, b)
-        return out, weights
-
     def _batch_val_terms(self, params, model_state, x, domain, weights, loss_weights):
         """One validation batch's scalar terms (eval mode), x [B, ...], weights [B]."""
         batch = {"x": x, "domain": domain}
         return self._terms(params, model_state, batch, weights, loss_weights, train=False)[1]
-
-    def _val_loss_on_host(self, params, model_state, valid, loss_weights):
-        """`_member_val_loss` of every member for convolutional models: batches in a host
-        loop (XLA's CPU backend convolves ~25x slower inside `lax.map`), each one compiled
-        call over the members; the same weighted mean. valid: [members, N, ...]."""
-        n, b = valid["x"].shape[1], self.batch_size
-        sums, total = None, 0.0
-        for start in range(0, n, b):
-            rows = min(b, n - start)
-            x, dom = (_pad_rows(valid[k][:, start:start + rows], b, axis=1)
-                      for k in ("x", "domain"))
-            weights = (jnp.arange(b) < rows).astype(jnp.float32)
-            terms = self._val_batch(params, model_state, x, dom, weights, loss_weights)
-            terms = jax.tree_util.tree_map(lambda v: v * rows, terms)
-            sums = terms if sums is None else jax.tree_util.tree_map(jnp.add, sums, terms)
-            total += rows
-        return jax.tree_util.tree_map(lambda v: v / total, sums)
-
-    def _member_val_loss(self, params, model_state, valid, loss_weights):
-        """Lightning's epoch mean of the per-batch validation losses (weighted by batch size)."""
-        batches, weights = self._batches({"x": valid["x"], "domain": valid["domain"]})
-
-        def one(args):
-            batch, w = args
-            return self._terms(params, model_state, batch, w, loss_weights, train=False)[1]
-
-        aux = jax.lax.map(one, (batches, weights))
-        sizes = jnp.sum(weights, axis=1)
-        return jax.tree_util.tree_map(lambda v: jnp.sum(v * sizes) / jnp.sum(sizes), aux)
 
     def end_epoch(self, state, epoch: int, stats, data):
         """After each epoch: validation loss, ReduceLROnPlateau on the last training-step loss
@@ -368,8 +328,11 @@ class MDCRLMethod(Method):
         step = int(np.asarray(state.step)[0])
         # Validation reuses the last training step's penalty weight (gotcha 11).
         loss_weights = self.loss_weights((step - 1) / self.steps_per_epoch)
-        val_loss = self._val_loss_on_host if self.convolutional else self._val_loss
-        val = val_loss(state.params, state.model_state, data["valid"], loss_weights)
+        if self.convolutional:
+            val = validation.val_loss_on_host(self, state.params, state.model_state,
+                                              data["valid"], loss_weights)
+        else:
+            val = self._val_loss(state.params, state.model_state, data["valid"], loss_weights)
         ms = self._update_state(state.model_state, stats["last_loss"], val["loss"],
                                 jnp.asarray(epoch, jnp.int32))
         if self.count_mmd_overflow:
@@ -419,7 +382,8 @@ class MDCRLMethod(Method):
         if not self.images:
             return self._encode(params, model_state, x)
         n, b = x.shape[0], self.batch_size
-        chunks = [self._encode_chunk(params, model_state, _pad_rows(x[s:s + b], b))[:n - s]
+        chunks = [self._encode_chunk(params, model_state,
+                                     validation.pad_rows(x[s:s + b], b))[:n - s]
                   for s in range(0, n, b)]
         return jnp.concatenate(chunks)
 
@@ -428,38 +392,8 @@ class MDCRLMethod(Method):
         return self._apply(params, model_state, x, train=False)[0][1]
 
     def write_outputs(self, workdir: str, state, data, members):
-        """Stage 1 (`model.save_encoded_data`): the codes of every split of every member plus
-        explicit metadata for stage 2 (`data/encoded.py`). Validation and test codes come from
-        the final weights; training codes are the last epoch's online codes
-        (`model.encoded_train_codes="online"`, reference, gotcha 12) or the final weights'
-        (`"final"`)."""
-        if self.images:
-            mdcrl_eval.write_balls_figures(self, workdir, state, data, members)
-        else:
-            mdcrl_eval.write_invariant_figure(self, workdir, state, data, members)
-        if self.stage2 or not bool(self.config.model.save_encoded_data):
-            return
-        for index in range(len(members)):
-            params, model_state = jax.tree_util.tree_map(
-                lambda a: a[index], (state.params, state.model_state))
-            arrays = {}
-            for split, d in data.items():
-                if split == "train" and self.online_codes:
-                    codes = model_state["online_codes"]
-                else:
-                    codes = self.encode(params, model_state, d["x"][index])
-                arrays[split] = {"z_hat": np.asarray(codes), "z": np.asarray(d["z"][index]),
-                                 "domain": np.asarray(d["domain"][index])}
-            write_encoded(workdir, index, arrays)
-        write_encoded_meta(workdir, {
-            "latent_dim": self.latent, "num_domains": self.num_domains,
-            "z_dim": self.true_z_dim, "z_dim_invariant": self.d_data, "x_dim": self.x_dim,
-            "members": [list(m) for m in members],
-            "splits": {split: int(d["x"].shape[1]) for split, d in data.items()},
-            "train_codes": "online" if self.online_codes else "final",
-            "source": "balls" if self.images else "mixing"})
-        log.info("Stage-1 codes of %d member(s) written to %s", len(members),
-                 encoded_dir(workdir))
+        """Figures, and with `model.save_encoded_data` the stage-1 codes (`outputs.py`)."""
+        outputs.write_outputs(self, workdir, state, data, members)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, params, model_state, data, key) -> Dict[str, float]:
@@ -473,12 +407,3 @@ class MDCRLMethod(Method):
             return {}
         return mdcrl_eval.start_metrics(self, initial_params, self.init_model_state(), data)
 
-
-def _pad_rows(a, rows: int, axis: int = 0):
-    """a with zero rows appended along `axis` up to `rows` (one compiled shape per batch)."""
-    missing = rows - a.shape[axis]
-    if missing == 0:
-        return a
-    widths = [(0, 0)] * a.ndim
-    widths[axis] = (0, missing)
-    return jnp.pad(a, widths)
