@@ -19,6 +19,7 @@ validation loss, for online stage-1 codes the last epoch's training codes, and f
 autoencoders the running statistics (`batch_stats`). Penalties: `penalties.py`, `mmd.py`;
 metrics: `evaluate.py`.
 """
+
 import logging
 import math
 from functools import partial
@@ -136,11 +137,12 @@ class MDCRLMethod(Method):
         self._reported_overflow = 0
         self.member_loop = resolve_member_loop(
             tr.get("member_loop", "vmap"), self.flags["mmd"])
-        self._val_loss = jax.jit(jax.vmap(partial(validation.member_val_loss, self),
-                                          in_axes=(0, 0, 0, None)))
+        self._val_loss = jax.jit(jax.vmap(
+            partial(validation.member_val_loss, self._batch_val_terms, self.batch_size),
+            in_axes=(0, 0, 0, None)))
+        # convolutional models: one validation batch of every member per compiled call
         self._val_batch = jax.jit(jax.vmap(self._batch_val_terms,
                                            in_axes=(0, 0, 0, 0, None, None)))
-        self._encode_chunk = jax.jit(self._encode_member)
         self._encode = jax.jit(self._encode_member)
 
     # ------------------------------------------------------------------ config
@@ -329,8 +331,8 @@ class MDCRLMethod(Method):
         # Validation reuses the last training step's penalty weight (gotcha 11).
         loss_weights = self.loss_weights((step - 1) / self.steps_per_epoch)
         if self.convolutional:
-            val = validation.val_loss_on_host(self, state.params, state.model_state,
-                                              data["valid"], loss_weights)
+            val = validation.val_loss_on_host(self._val_batch, self.batch_size, state.params,
+                                              state.model_state, data["valid"], loss_weights)
         else:
             val = self._val_loss(state.params, state.model_state, data["valid"], loss_weights)
         ms = self._update_state(state.model_state, stats["last_loss"], val["loss"],
@@ -382,8 +384,7 @@ class MDCRLMethod(Method):
         if not self.images:
             return self._encode(params, model_state, x)
         n, b = x.shape[0], self.batch_size
-        chunks = [self._encode_chunk(params, model_state,
-                                     validation.pad_rows(x[s:s + b], b))[:n - s]
+        chunks = [self._encode(params, model_state, validation.pad_rows(x[s:s + b], b))[:n - s]
                   for s in range(0, n, b)]
         return jnp.concatenate(chunks)
 

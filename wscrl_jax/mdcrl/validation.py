@@ -28,32 +28,34 @@ def batches(arrays, batch_size: int):
     return out, weights
 
 
-def member_val_loss(method, params, model_state, valid, loss_weights):
-    """One member's weighted mean of the per-batch scalar terms (`method._terms`, eval mode)
-    over valid {"x" [N, ...], "domain" [N]}, the batches in a `lax.map` (per member, traced)."""
-    grouped, weights = batches({"x": valid["x"], "domain": valid["domain"]}, method.batch_size)
+def member_val_loss(batch_terms, batch_size: int, params, model_state, valid, loss_weights):
+    """One member's weighted mean of the scalar terms of `batch_terms(params, model_state, x,
+    domain, weights, loss_weights)` (eval mode) over the consecutive batches of valid {"x" [N,
+    ...], "domain" [N]}, the batches in a `lax.map` (per member, traced)."""
+    grouped, weights = batches({"x": valid["x"], "domain": valid["domain"]}, batch_size)
 
     def one(args):
         batch, w = args
-        return method._terms(params, model_state, batch, w, loss_weights, train=False)[1]
+        return batch_terms(params, model_state, batch["x"], batch["domain"], w, loss_weights)
 
     aux = jax.lax.map(one, (grouped, weights))
     sizes = jnp.sum(weights, axis=1)
     return jax.tree_util.tree_map(lambda v: jnp.sum(v * sizes) / jnp.sum(sizes), aux)
 
 
-def val_loss_on_host(method, params, model_state, valid, loss_weights):
+def val_loss_on_host(members_batch_terms, batch_size: int, params, model_state, valid,
+                     loss_weights):
     """`member_val_loss` of every member of a convolutional model: the batches in a host loop
-    (XLA's CPU backend convolves ~25x slower inside `lax.map`), each one compiled call over
-    the members (`method._val_batch`); the same weighted mean. params, model_state, valid:
-    [members, ...]; returns {name: [members]}."""
-    n, b = valid["x"].shape[1], method.batch_size
+    (XLA's CPU backend convolves ~25x slower inside `lax.map`), each one compiled call of
+    `members_batch_terms` (`batch_terms` vmapped over members); the same weighted mean.
+    params, model_state, valid: [members, ...]; returns {name: [members]}."""
+    n, b = valid["x"].shape[1], batch_size
     sums, total = None, 0.0
     for start in range(0, n, b):
         rows = min(b, n - start)
         x, dom = (pad_rows(valid[k][:, start:start + rows], b, axis=1) for k in ("x", "domain"))
         weights = (jnp.arange(b) < rows).astype(jnp.float32)
-        terms = method._val_batch(params, model_state, x, dom, weights, loss_weights)
+        terms = members_batch_terms(params, model_state, x, dom, weights, loss_weights)
         terms = jax.tree_util.tree_map(lambda v: v * rows, terms)
         sums = terms if sums is None else jax.tree_util.tree_map(jnp.add, sums, terms)
         total += rows
