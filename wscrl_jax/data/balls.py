@@ -407,9 +407,9 @@ def generate_balls_dataset(
     """One dataset instantiation (`MDBalls`): new domain boxes unless `boxes` is given.
 
     Returns:
-      data: {"x": [n, H, W, 3] f32 in [-1, 1] (uint8 with `cfg.image_dtype="uint8"`), "z": [n, 2 * n_balls] f32 ([x_inv, y_inv, x_sp,
-             y_sp] for one ball each), "z_invariant": [n, 2 * n_inv], "z_spurious": [n, 2 * n_sp],
-             "domain": [n] int32};
+      data: {"x": [n, H, W, 3] f32 in [-1, 1] (uint8 with `cfg.image_dtype="uint8"`),
+             "z": [n, 2 * n_balls] f32 ([x_inv, y_inv, x_sp, y_sp] for one ball each),
+             "z_invariant": [n, 2 * n_inv], "z_spurious": [n, 2 * n_sp], "domain": [n] int32};
       info: {"domain_lows": [D, 2], "domain_highs": [D, 2]}.
     """
     k_boxes, k_pos = jax.random.split(as_key(key))

@@ -101,11 +101,12 @@ def load_encoded_splits(workdir: str, member_index: int, per_split: bool = True,
     `code_range="symmetric"` (mixing): `x = 2 (z_hat - min) / (max - min) - 1`; `"unit"`
     (balls, `md_balls_encoded_dataset.py` with `normalize: True`): `x = (z_hat - min) / (max -
     min)`; with the global extrema of each split's own codes for train and valid (reference,
-    gotcha 13); `per_split=False` uses the training split's extrema for every split. The reference's stage-2 test split is its validation split (gotcha
-    6); here `test` is the stage-1 test split (same mixing map when
-    `data.test_shares_distribution`), for the held-out R^2 only, and always scaled with the
-    training extrema: with its own extrema the fitted train -> test regressions would see
-    differently scaled inputs (held-out R^2 0.41 instead of 0.80 on the poly pipeline).
+    gotcha 13); `per_split=False` uses the training split's extrema for every split. The
+    reference's stage-2 test split is its validation split (gotcha 6); here `test` is the
+    stage-1 test split (same mixing map when `data.test_shares_distribution`), for the
+    held-out R^2 only, and always scaled with the training extrema: with its own extrema the
+    fitted train -> test regressions would see differently scaled inputs (held-out R^2 0.41
+    instead of 0.80 on the poly pipeline).
     """
     meta = read_encoded_meta(workdir)
     path = encoded_member_path(workdir, member_index)

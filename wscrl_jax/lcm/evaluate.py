@@ -2,9 +2,9 @@
 every member of a sweep together.
 
 DCI on causal codes (regressors fit on `dci_train`, scored on the evaluation split), the
-graphs (`lcm/graphs.py`), then the test-set loss terms on the whole split as one batch and the IWAE negative log-likelihood; where
-the data carry it, `flow_nll`, the ground truth's exact NLL of the same pairs
-(`causal/flow_lcm.py`), the floor that `nll` approaches.
+graphs (`lcm/graphs.py`), then the test-set loss terms on the whole split as one batch and the
+IWAE negative log-likelihood; where the data carry it, `flow_nll`, the ground truth's exact NLL
+of the same pairs (`causal/flow_lcm.py`), the floor that `nll` approaches.
 """
 
 import logging
