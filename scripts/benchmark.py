@@ -165,7 +165,12 @@ def main():
                                    args.calls)
             results.append(result)
             print(json.dumps(result), flush=True)
-    for autoencoder in filter(None, args.balls.split(",")):
+    balls = [a for a in args.balls.split(",") if a]
+    unknown = sorted(set(balls) - {"resnet18", "cnn"})
+    if unknown:
+        raise SystemExit(f"error: --balls {','.join(unknown)}: the balls autoencoders are "
+                         "resnet18 and cnn")
+    for autoencoder in balls:
         for members in (int(m) for m in args.members.split(",")):
             result = bench_balls_case(autoencoder, members, min(args.steps,
                                       args.balls_images // 256), args.calls, args.balls_images)

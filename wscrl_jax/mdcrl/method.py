@@ -294,9 +294,9 @@ class MDCRLMethod(Method):
         m = self.config.model
         x = batch["x"]
         dom = jnp.where(weights > 0, batch["domain"].reshape(-1).astype(jnp.int32), -1)
+        x = to_float_images(x) if x.dtype == jnp.uint8 else x
         (z, x_hat), stats = self._apply(params, model_state, x, train=train, mask=weights > 0)
-        target = to_float_images(x) if x.dtype == jnp.uint8 else x
-        row = jnp.mean(jnp.square(x_hat - target).reshape(x.shape[0], -1), axis=-1)
+        row = jnp.mean(jnp.square(x_hat - x).reshape(x.shape[0], -1), axis=-1)
         recon = jnp.sum(weights * row) / jnp.maximum(jnp.sum(weights), 1.0)
         pw = loss_weights["penalty_weight"]
         penalty = jnp.zeros(())
