@@ -22,7 +22,7 @@ from wscrl_jax.plots import write_run_figures
 from wscrl_jax.tracking import (RunTracker, TrainMetricsWriter, flat_config, read_csv,
                                 write_csv_atomic)
 from wscrl_jax.train import checkpoint
-from wscrl_jax.train.loop import steps_per_epoch, train
+from wscrl_jax.train.loop import steps_per_epoch, train, train_size
 from wscrl_jax.train.preemption import Interrupted
 from wscrl_jax.train.sharding import (member_sharding, pad_members, padded_member_count,
                                       shard_members, unpad_members)
@@ -174,7 +174,7 @@ def write_config(workdir: str, config, resumed_step: Optional[int], changed: boo
 def _trained_out(method, state, train_data, config) -> bool:
     """True when training has nothing left to do: the last epoch is done, or the method says so
     (e.g. every member early-stopped)."""
-    n = int(jax.tree_util.tree_leaves(train_data)[0].shape[1])
+    n = train_size(train_data)
     total = config.training.epochs * steps_per_epoch(n, config.training.batchsize)
     return int(np.asarray(state.step)[0]) >= total or method.finished(state)
 
@@ -197,7 +197,6 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
     start = time.time()
     method, data, state = build(config, members)
     initial = start_metrics(method, state.params, data, len(members))
-    train_data = {k: data[method.train_split][k] for k in method.train_inputs}
     log.info("Data and model ready in %.1f s", time.time() - start)
 
     changed = [False]
@@ -215,6 +214,12 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
     restored = checkpoint.restore_latest_intact(workdir, check_members_and_config)
     resumed = None if restored is None else restored[0]
     write_config(workdir, config, resumed, changed[0])
+    padded_seeds = [d for _, d in members] + [members[-1][1]] * (state.step.shape[0]
+                                                                  - len(members))
+    stream = method.make_stream(padded_seeds, resumed or 0,
+                                None if restored is None else restored[2].get("data_iterators"))
+    train_data = stream if stream is not None else {
+        k: data[method.train_split][k] for k in method.train_inputs}
     if restored is not None:
         state = repad(restored[1], state)
         metrics_path = os.path.join(workdir, "metrics", "test_metrics.csv")
@@ -222,6 +227,8 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
                 method, state, train_data, config):
             log.info("This workdir finished training at step %d and its metrics are in %s; "
                      "pass --reevaluate to evaluate it again", resumed, metrics_path)
+            if stream is not None:
+                stream.close()
             return read_csv(metrics_path)
         log.info("Resuming from the checkpoint at step %d", resumed)
 
@@ -232,11 +239,15 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
                                 resumed or 0)
     last_saved = [resumed or 0]
 
+    def save(step, state, force=False):
+        extra = None if stream is None else {"data_iterators": stream.state()}
+        checkpoint.save(manager, step, state, config, members, force=force, extra=extra)
+
     def on_call_end(state, info):
         writer.write(info["step"], info["epoch"], info["loss"])
         tracker.log_train(info["step"], info["epoch"], info["loss"])
         if ck.every_n_steps and info["step"] - last_saved[0] >= ck.every_n_steps:
-            checkpoint.save(manager, info["step"], state, config, members)
+            save(info["step"], state)
             last_saved[0] = info["step"]
 
     try:
@@ -247,7 +258,7 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
                           num_members=len(members))
         except Interrupted as e:
             if e.step not in manager.all_steps():
-                checkpoint.save(manager, e.step, e.state, config, members, force=True)
+                save(e.step, e.state, force=True)
             manager.wait_until_finished()
             log.warning("Stopped by %s at step %d; checkpoint saved. Rerun the same command "
                         "to resume.", e.signal_name, e.step)
@@ -259,7 +270,7 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
         log.info("Training finished in %.1f s (%d steps, %.1f steps/s)", elapsed, trained_steps,
                  trained_steps / max(elapsed, 1e-9))
         if final_step not in manager.all_steps():
-            checkpoint.save(manager, final_step, state, config, members, force=True)
+            save(final_step, state, force=True)
         manager.wait_until_finished()
         method.write_outputs(workdir, *unpad_members((state, data), len(members)), members)
         rows = evaluate_members(method, state, data, members, workdir, config,
@@ -267,6 +278,8 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
         tracker.log_final(final_step, rows)
         return rows
     finally:
+        if stream is not None:
+            stream.close()
         manager.close()
         writer.close()
         tracker.close()

@@ -4,12 +4,13 @@ from typing import Type
 
 from wscrl_jax.config_checks import (SEED_LIMIT, ConfigError, check_checkpoint, check_tracking,
                                      one_of, require, seed_value, unique_seeds)
+from wscrl_jax.lcm.image_method import ImageLCMMethod
 from wscrl_jax.lcm.method import LCMMethod
 from wscrl_jax.mdcrl.method import MDCRLMethod
 from wscrl_jax.train.method import Method
 from wscrl_jax.train.sweep import grid_points, parse_grid, parse_seeds
 
-METHODS = {"lcm": LCMMethod, "mdcrl": MDCRLMethod}
+METHODS = {"lcm": LCMMethod, "lcm_images": ImageLCMMethod, "mdcrl": MDCRLMethod}
 
 
 def method_class(config) -> Type[Method]:

@@ -37,6 +37,12 @@ def _encode(method, params, model_state, x):
     return jax.vmap(method.encode_to_causal)(params, model_state, x)
 
 
+@partial(jax.jit, static_argnums=(0,))
+def _encode_noise(method, params, x):
+    """Noise codes (encoder means) of every member: x [M, N, dim_x] -> [M, N, dim_z]."""
+    return jax.vmap(method.encode_to_noise)(params, x)
+
+
 @partial(jax.jit, static_argnums=(0, 5))
 def _test_outputs(method, params, model_state, batch, key, phase, beta):
     """Per member, the mean loss terms of the whole split as one batch, and the intervention
@@ -99,6 +105,15 @@ def evaluate_lcm_members(method, params, model_state, data, keys,
                               jnp.where(ok, codes_test, 0.0), split["z1"],
                               backend=cfg.eval.dci_backend,
                               random_state=cfg.eval.dci_random_state)
+    if "e1" in split:  # true noise known (CausalCircuit): DCI of the encoder means too
+        noise = _encode_noise(method, params, jnp.concatenate([data["dci_train"]["x1"],
+                                                               split["x1"]], axis=1))
+        ok = jnp.all(jnp.isfinite(noise), axis=(1, 2))[:, None, None]
+        noise = jnp.where(ok, noise, 0.0)
+        noise_dci = compute_dci_members(noise[:, :n_train], data["dci_train"]["e1"],
+                                        noise[:, n_train:], split["e1"],
+                                        backend=cfg.eval.dci_backend,
+                                        random_state=cfg.eval.dci_random_state)
     log.info("DCI of %d member(s) (%d training codes each, %s) in %.1f s", num_members,
              codes_train.shape[1], cfg.eval.dci_backend, time.time() - start)
     bar.update()
@@ -106,8 +121,9 @@ def evaluate_lcm_members(method, params, model_state, data, keys,
     graph_columns = [{}] * num_members
     if with_graphs:
         k_graphs = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, GRAPH_KEY)
-        graph_columns = learned_graph_metrics(method, params, model_state, split,
-                                              data["truth"]["adjacency"], k_graphs, dci, bar)
+        truth = data.get("truth", {}).get("adjacency")
+        graph_columns = learned_graph_metrics(method, params, model_state, split, truth,
+                                              k_graphs, dci, bar)
 
     bar.set_description("evaluation: test loss")
     phase = EVAL_PHASE._replace(full_likelihood=cfg.eval.full_likelihood,
@@ -132,7 +148,8 @@ def evaluate_lcm_members(method, params, model_state, data, keys,
         if not finite[i]:
             results.append("its causal codes are not finite")
             continue
-        metrics = {f"causal_{k}": v for k, v in dci[i].items()}
+        metrics = {f"noise_{k}": v for k, v in noise_dci[i].items()} if "e1" in split else {}
+        metrics.update({f"causal_{k}": v for k, v in dci[i].items()})
         metrics.update(graph_columns[i])
         member_means = {k: v[i] for k, v in means.items()}
         if q is not None:

@@ -99,7 +99,8 @@ def importance_matrix(dci_metrics: Dict[str, float], dim: int) -> np.ndarray:
 def learned_graph_metrics(method, params, model_state, split, truth, keys, dci: List[dict],
                           bar) -> List[Dict[str, float]]:
     """Graph columns of every member (see the module docstring); `dci` holds each member's DCI
-    metrics (for the matching), `truth` the true adjacency [M, d, d]."""
+    metrics (for the matching), `truth` the true adjacency [M, d, d] or None (unknown: no
+    matching, no distances)."""
     dim, num_members = method.dim_z, keys.shape[0]
     k_enco, k_implicit = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
     columns = [{} for _ in range(num_members)]
@@ -119,6 +120,8 @@ def learned_graph_metrics(method, params, model_state, split, truth, keys, dci: 
             columns[i].update(_matrix_columns("learned_graph", learned[i]))
             columns[i]["learned_graph_acyclic"] = int(acyclic[i])
 
+    if truth is None:  # true graph unknown (real CausalCircuit): learned graphs only
+        return columns
     truth = np.asarray(truth)
     for i in range(num_members):
         matching = match_latents(importance_matrix(dci[i], dim))

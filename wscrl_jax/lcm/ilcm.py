@@ -104,10 +104,6 @@ class ILCM(PairAutoencoder):
         """Solution functions applied to the encoder means: the codes DCI evaluates."""
         return self.scm.noise_to_causal(self.encoder(x)[0], self.context_masks(model_state))
 
-    def encode_to_noise(self, x):
-        """Encoder means e [N, d] of observations x [N, dim_x]."""
-        return self.encoder(x)[0]
-
     def solution_component(self, index, inputs, conditioning_eps, mask_row, inverse: bool):
         """One solution function (`ImplicitSCM.solution_component`), for the implicit graph."""
         return self.scm.solution_component(index, inputs, conditioning_eps, mask_row, inverse)

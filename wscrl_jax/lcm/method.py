@@ -19,9 +19,12 @@ from wscrl_jax.causal.graphs import GRAPH_MODES
 from wscrl_jax.causal.gumbel import SAMPLING_MODES
 from wscrl_jax.causal.implicit_scm import SOLUTION_TRANSFORMS
 from wscrl_jax.causal.learned_graphs import GRAPH_KINDS
-from wscrl_jax.config_checks import (SEED_LIMIT, batch_fits, boolean, check_shared_training,
+from wscrl_jax.config_checks import (SEED_LIMIT, ConfigError, batch_fits, boolean, check_shared_training,
                                      finite_number, is_int, one_of, optional_int, positive_int,
                                      require)
+from wscrl_jax.data.causalcircuit.codes import load_codes
+from wscrl_jax.data.causalcircuit.toy import TOY_GRAPH
+from wscrl_jax.data.encoded import Stage1OutputMissing, read_encoded_meta
 from wscrl_jax.data.scaling import CAUSAL_EFFECTS, NATURE_RNGS, SPLITS, make_scaling_data
 from wscrl_jax.eval.dci import DCI_BACKENDS
 from wscrl_jax.lcm.betavae import BetaVAE
@@ -39,6 +42,9 @@ from wscrl_jax.train.schedules import (LR_SCHEDULE_TYPES, STEP_SCHEDULE_TYPES,
 
 log = logging.getLogger("wscrl_jax")
 MODEL_TYPES = ("intervention_noise_vae", "causal_vae")
+# the scaling toy data, or the codes of a CausalCircuit stage-1 run (configs/causalcircuit.py)
+DATASETS = ("scaling", "causalcircuit_codes")
+TRUE_GRAPHS = {"": None, "toy": TOY_GRAPH}  # data.true_graph of stage-1 codes
 ADJACENCY_TO_STRUCTURE = {"none": "none", "none_trivial": "trivial",
                           "none_fixed_order": "fixed_order",
                           **{kind: "none" for kind in GRAPH_KINDS}}  # + a learned graph
@@ -49,15 +55,36 @@ SCHEDULED_WEIGHTS = ("beta", "z_regularization", "consistency_regularization",
                      "cyclicity_regularization")
 
 
-def build_module(model_cfg, dim_x: int, dim_z: int):
-    """The Flax model of `config.model`: an `ILCM`, a `BetaVAE` or an `ELCM`."""
+def image_net_settings(model_cfg, resolution: int):
+    """`PairAutoencoder.image_encoder` / `image_decoder` of conv `model.encoder` /
+    `model.decoder` configs (the decoder inverts the encoder's permutation, as the reference)."""
     enc, dec = model_cfg.encoder, model_cfg.decoder
-    common = dict(
-        dim_x=dim_x, dim_z=dim_z,
-        encoder_hidden=(enc.hidden_units,) * enc.hidden_layers, encoder_std=enc.std,
-        encoder_min_std=enc.min_std, encoder_fix_std=enc.fix_std,
-        decoder_hidden=(dec.hidden_units,) * dec.hidden_layers, decoder_std=dec.std,
-        decoder_min_std=dec.min_std, decoder_fix_std=dec.fix_std)
+
+    def common(g):
+        return dict(resolution=resolution, hidden_channels=g.hidden_channels,
+                    mlp_layers=g.extra_mlp_layers, mlp_hidden=g.extra_mlp_hidden_units,
+                    min_std=g.min_std, coord=g.coordinate_embeddings,
+                    elementwise_layers=g.elementwise_layers,
+                    elementwise_hidden=g.elementwise_hidden_units, permutation=enc.permutation)
+    return (tuple(sorted(common(enc).items())),
+            tuple(sorted(dict(common(dec), fix_std=dec.fix_std).items())))
+
+
+def build_module(model_cfg, dim_x: int, dim_z: int, resolution: int = 0):
+    """The Flax model of `config.model`: an `ILCM`, a `BetaVAE` or an `ELCM` (with the image
+    VAE's networks where the encoder is `conv`, on resolution x resolution images)."""
+    enc, dec = model_cfg.encoder, model_cfg.decoder
+    if enc.type == "conv":
+        image_encoder, image_decoder = image_net_settings(model_cfg, resolution)
+        common = dict(dim_x=dim_x, dim_z=dim_z, image_encoder=image_encoder,
+                      image_decoder=image_decoder)
+    else:
+        common = dict(
+            dim_x=dim_x, dim_z=dim_z,
+            encoder_hidden=(enc.hidden_units,) * enc.hidden_layers, encoder_std=enc.std,
+            encoder_min_std=enc.min_std, encoder_fix_std=enc.fix_std,
+            decoder_hidden=(dec.hidden_units,) * dec.hidden_layers, decoder_std=dec.std,
+            decoder_min_std=dec.min_std, decoder_fix_std=dec.fix_std)
     scm, ienc = model_cfg.scm, model_cfg.intervention_encoder
     if model_cfg.type == "causal_vae" and scm.type == "unstructured":
         return BetaVAE(**common)
@@ -89,8 +116,9 @@ class LCMMethod(Method):
     def __init__(self, config):
         super().__init__(config)
         self.dim_z = config.data.dim_z
-        self.dim_x = config.data.dim_x
-        self.module = build_module(config.model, self.dim_x, self.dim_z)
+        self.dim_x = self.observation_dim(config.data)
+        self.module = build_module(config.model, self.dim_x, self.dim_z,
+                                   config.data.get("resolution", 0))
         tr = config.training
         self._schedules = {name: step_schedule(tr[f"{name}_schedule"], tr.epochs)
                            for name in SCHEDULED_WEIGHTS + ("manifold_thickness",)}
@@ -107,14 +135,52 @@ class LCMMethod(Method):
         # ILCM with a learned graph, ELCM: the graph kind it trains (else None)
         self.graph_kind = getattr(self.module, "graph_kind", None)
 
+    @staticmethod
+    def observation_dim(data_cfg) -> int:
+        """Features of one observation: `data.dim_x`."""
+        return data_cfg.dim_x
+
     # ------------------------------------------------------------------ config
     @classmethod
     def validate_config(cls, c):
         """A scaling config (configs/scaling.py) at one grid point: every key the model, the
         data, the schedules and the evaluation read (the sweep is `methods.validate_config`'s)."""
+        cls.check_data(c)
+        cls.check_model_and_training(c)
+
+    @classmethod
+    def check_data(cls, c):
+        """`config.data`: the scaling toy data, or stage-1 codes (`causalcircuit_codes`)."""
         d = c.data
-        one_of(d.dataset, ("scaling",), "data.dataset")
+        one_of(d.dataset, DATASETS, "data.dataset")
         positive_int(d.dim_z, "data.dim_z", 2)
+        if d.dataset == "causalcircuit_codes":
+            require(d.stage1_workdir, "data.stage1_workdir is not set; pass the workdir of "
+                    "the stage-1 run, --config.data.stage1_workdir=W1 (configs/"
+                    "causalcircuit_reduce_dim.py)")
+            positive_int(d.stage1_member, "data.stage1_member", 0)
+            one_of(d.true_graph, tuple(TRUE_GRAPHS), "data.true_graph")
+            try:
+                meta = read_encoded_meta(d.stage1_workdir)
+                members, latent = len(meta["members"]), int(meta["latent_dim"])
+                n_train, source = int(meta["splits"]["train"]), meta.get("source")
+            except Stage1OutputMissing as e:
+                raise ConfigError(str(e).replace("configs/md_mixing.py:poly_stage1",
+                                                 "configs/causalcircuit_reduce_dim.py")) from None
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise ConfigError(f"data.stage1_workdir={d.stage1_workdir!r} holds unreadable "
+                                  f"stage-1 metadata (encoded/meta.json: {e!r}); rerun stage 1"
+                                  ) from None
+            require(source == "causalcircuit", f"data.stage1_workdir={d.stage1_workdir!r} "
+                    f"holds {source or 'mixing'} codes; point it at a "
+                    "configs/causalcircuit_reduce_dim.py run")
+            require(d.stage1_member < members, f"data.stage1_member={d.stage1_member} is out "
+                    f"of range: stage 1 has {members} member(s)")
+            require(d.dim_x == latent, f"data.dim_x={d.dim_x} must equal the stage-1 code "
+                    f"dimension {latent} (model.dim_z of the stage-1 run)")
+            batch_fits(c.training.batchsize, n_train,
+                       f"the stage-1 training split in {d.stage1_workdir}/encoded/meta.json")
+            return
         require(d.dim_x == d.dim_z,
                 f"data.dim_x={d.dim_x} must equal data.dim_z={d.dim_z} for scaling data")
         for split in ("train", "val", "test"):
@@ -127,7 +193,23 @@ class LCMMethod(Method):
         finite_number(d.nature.manifold_thickness, "data.nature.manifold_thickness", 0)
         finite_number(d.nature.observation_noise, "data.nature.observation_noise", 0,
                       allow_none=True, unset="no noise")
+        batch_fits(c.training.batchsize, d.samples.train, "data.samples.train")
 
+    @classmethod
+    def check_network(cls, g, name: str):
+        """`model.encoder` / `model.decoder`: the Gaussian MLP."""
+        one_of(g.type, ("mlp",), f"model.{name}.type")
+        positive_int(g.hidden_units, f"model.{name}.hidden_units")
+        positive_int(g.hidden_layers, f"model.{name}.hidden_layers", 1)
+        finite_number(g.min_std, f"model.{name}.min_std", 0)
+        finite_number(g.std, f"model.{name}.std", 0, exclusive=True)
+        require(g.std > g.min_std, f"model.{name}.std={g.std!r} must exceed "
+                f"model.{name}.min_std={g.min_std!r}")
+        boolean(g.fix_std, f"model.{name}.fix_std")
+
+    @classmethod
+    def check_model_and_training(cls, c):
+        """`config.model`, `config.training` and `config.eval`."""
         m = c.model
         one_of(m.type, MODEL_TYPES, "model.type")
         boolean(m.fix_entropy_weighting, "model.fix_entropy_weighting")
@@ -162,19 +244,10 @@ class LCMMethod(Method):
                 positive_int(m.scm.hidden_layers, "model.scm.hidden_layers", 0)
                 finite_number(m.scm.min_std, "model.scm.min_std", 0, exclusive=True)
         for name in ("encoder", "decoder"):
-            g = m[name]
-            one_of(g.type, ("mlp",), f"model.{name}.type")
-            positive_int(g.hidden_units, f"model.{name}.hidden_units")
-            positive_int(g.hidden_layers, f"model.{name}.hidden_layers", 1)
-            finite_number(g.min_std, f"model.{name}.min_std", 0)
-            finite_number(g.std, f"model.{name}.std", 0, exclusive=True)
-            require(g.std > g.min_std, f"model.{name}.std={g.std!r} must exceed "
-                    f"model.{name}.min_std={g.min_std!r}")
-            boolean(g.fix_std, f"model.{name}.fix_std")
+            cls.check_network(m[name], name)
 
         t = c.training
         check_shared_training(t)
-        batch_fits(t.batchsize, d.samples.train, "data.samples.train")
         positive_int(t.iwae_samples, "training.iwae_samples")
         boolean(t.full_likelihood, "training.full_likelihood")
         one_of(t.likelihood_reduction, ("sum", "mean"), "training.likelihood_reduction")
@@ -262,7 +335,11 @@ class LCMMethod(Method):
 
     # ------------------------------------------------------------------ data and init
     def make_data(self, data_seed: int) -> Dict[str, Dict[str, jnp.ndarray]]:
-        return make_scaling_data(self.config.data, data_seed)
+        """The scaling data of `data_seed`, or the stage-1 codes (the same for every seed)."""
+        d = self.config.data
+        if d.dataset == "causalcircuit_codes":
+            return load_codes(d.stage1_workdir, d.stage1_member, TRUE_GRAPHS[d.true_graph])
+        return make_scaling_data(d, data_seed)
 
     def init_model_state(self):
         """Untrained model state: the topological order of `fixed_order` structures, and
@@ -367,6 +444,10 @@ class LCMMethod(Method):
     def encode_to_causal(self, params, model_state, x):
         """Causal codes [N, dim_z] of observations x [N, dim_x]."""
         return self.module.apply({"params": params}, x, model_state, method="encode_to_causal")
+
+    def encode_to_noise(self, params, x):
+        """Noise codes (encoder means) [N, dim_z] of observations x [N, dim_x]."""
+        return self.module.apply({"params": params}, x, method="encode_to_noise")
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, params, model_state, data, key) -> Dict[str, float]:

@@ -1,10 +1,11 @@
 """The Gaussian encoder/decoder pair that every WS-CRL model is built on."""
 
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from wscrl_jax.lcm.image_vae import ImageDecoder, ImageEncoder
 from wscrl_jax.lcm.phases import Phase
 from wscrl_jax.nn.gaussian import (GaussianMLP, gaussian_log_likelihood, gaussian_log_prob,
                                    reparameterize, standard_normal_log_prob)
@@ -33,9 +34,15 @@ class SingleImageTerms(NamedTuple):
     outputs: dict
 
 
+Settings = Optional[Tuple[Tuple[str, Any], ...]]  # keyword arguments, hashable
+
+
 class PairAutoencoder(nn.Module):
     """Gaussian MLP encoder x [B, dim_x] -> noise [B, dim_z] and decoder back, with the
-    reference's `model.encoder.*` / `model.decoder.*` settings. Subclasses add the prior."""
+    reference's `model.encoder.*` / `model.decoder.*` settings; with `image_encoder` /
+    `image_decoder` (the keyword arguments of `ImageEncoder` / `ImageDecoder`) the CoordConv
+    ResNets of the CausalCircuit image VAE on HWC-flattened images instead (dim_x = R * R * 3).
+    Subclasses add the prior."""
 
     dim_x: int
     dim_z: int
@@ -47,12 +54,27 @@ class PairAutoencoder(nn.Module):
     decoder_std: float = 0.1
     decoder_min_std: float = 1e-3
     decoder_fix_std: bool = False
+    image_encoder: Settings = None
+    image_decoder: Settings = None
 
     def setup(self):
+        if self.image_encoder is not None:
+            self.encoder = ImageEncoder(self.dim_z, **dict(self.image_encoder))
+            self.decoder = ImageDecoder(**dict(self.image_decoder))
+            return
         self.encoder = GaussianMLP(tuple(self.encoder_hidden), self.dim_z, self.encoder_std,
                                    self.encoder_min_std, self.encoder_fix_std)
         self.decoder = GaussianMLP(tuple(self.decoder_hidden), self.dim_x, self.decoder_std,
                                    self.decoder_min_std, self.decoder_fix_std)
+
+    def encode_to_noise(self, x):
+        """Encoder means e [N, dim_z] of observations x [N, dim_x] (the noise codes)."""
+        return self.encoder(x)[0]
+
+    def reconstruct(self, x):
+        """(encoder means [N, dim_z], decoder means of them [N, dim_x]) of x [N, dim_x]."""
+        e = self.encoder(x)[0]
+        return e, self.decoder(e)[0]
 
     def single_image_terms(self, x1, x2, phase: Phase) -> SingleImageTerms:
         """The beta-VAE terms of x1, x2 [B, dim_x] (the ILCM's pretraining, the beta-VAE's

@@ -25,18 +25,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from wscrl_jax.nn.batchnorm import TorchBatchNorm
+from wscrl_jax.nn.conv import torch_conv
 from wscrl_jax.nn.init import torch_uniform
 from wscrl_jax.nn.mlp import TorchLinear
 from wscrl_jax.nn.resnet import ResNet18Trunk
-
-
-def torch_conv(features: int, kernel: int, stride: int, padding: int, in_features: int,
-               name: str) -> nn.Conv:
-    """`torch.nn.Conv2d(in_features, features, kernel, stride, padding)` with bias, NHWC."""
-    init = torch_uniform(in_features * kernel * kernel)
-    return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                   padding=((padding, padding), (padding, padding)), kernel_init=init,
-                   bias_init=init, name=name)
 
 
 def torch_conv_transpose(features: int, kernel: int, stride: int, padding: int,

@@ -52,8 +52,10 @@ def make_manager(workdir: str, max_to_keep: int = 3, async_save: bool = True,
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 
-def save(manager: ocp.CheckpointManager, step: int, state, config, members, force=False):
-    """Saves the stacked state plus metadata (config JSON, members, checksums) at `step`.
+def save(manager: ocp.CheckpointManager, step: int, state, config, members, force=False,
+         extra: Optional[dict] = None):
+    """Saves the stacked state plus metadata (config JSON, members, checksums and `extra`, e.g.
+    a disk pipeline's iterator state, JSON-serialisable) at `step`.
 
     The state is copied to host first; the checksums are computed from those host arrays and
     the same arrays are handed to Orbax, so an asynchronous save writes exactly what was
@@ -61,7 +63,7 @@ def save(manager: ocp.CheckpointManager, step: int, state, config, members, forc
     are saved: inert padding members (`sharding.padded_member_count`) are not."""
     host = jax.tree_util.tree_map(lambda a: a[:len(members)], _host_values(state))
     meta = {"step": int(step), "members": [list(m) for m in members],
-            "config": json.loads(config.to_json_best_effort())}
+            "config": json.loads(config.to_json_best_effort()), **(extra or {})}
     meta[INTEGRITY_KEY] = {"algorithm": "sha256", "leaves": _leaf_digests(host),
                            "meta": _meta_digest(meta)}
     manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(host),

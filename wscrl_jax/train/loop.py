@@ -29,13 +29,28 @@ def steps_per_epoch(num_samples: int, batch_size: int) -> int:
     return math.ceil(num_samples / batch_size)
 
 
+def is_stream(train_data) -> bool:
+    """True for a host pipeline (see `train`), False for on-device arrays."""
+    return not isinstance(train_data, dict)
+
+
+def train_size(train_data) -> int:
+    """Training rows of each member: N of {name: [members, N, ...]}, or a stream's."""
+    if is_stream(train_data):
+        return int(train_data.num_samples)
+    return int(jax.tree_util.tree_leaves(train_data)[0].shape[1])
+
+
 def train(method: Method, state: TrainState, train_data, config, *, progress: bool = True,
           on_call_end: Optional[Callable] = None, eval_data=None,
           stop_requested: Optional[Callable[[], Optional[str]]] = None,
           num_members: Optional[int] = None) -> TrainState:
     """Trains all members from `state.step` to the end of `training.epochs`.
 
-    train_data: {name: [members, N, ...]} on device. on_call_end(state, stats) runs on the host
+    train_data: {name: [members, N, ...]} on device, or a host pipeline (e.g. Grain over a
+    disk dataset) with `num_samples` (N) and `take(num)` -> (batch {name: [members, num, B,
+    ...]}, weights [members, num, B], rows [members, num, B]): the next `num` steps' batches,
+    which the loop puts on the devices for each call. on_call_end(state, stats) runs on the host
     after every compiled call (checkpointing, metric files); eval_data: the run's {split:
     {name: [members, ...]}}, passed to `method.end_epoch`. The method's hooks
     (`train/method.py`) decide phases, optimizer resets, epoch ends and early finishing.
@@ -45,11 +60,11 @@ def train(method: Method, state: TrainState, train_data, config, *, progress: bo
     those are reported; default: all).
     """
     tr = config.training
-    n = int(jax.tree_util.tree_leaves(train_data)[0].shape[1])
-    spe = steps_per_epoch(n, tr.batchsize)
+    streamed = is_stream(train_data)
+    spe = steps_per_epoch(train_size(train_data), tr.batchsize)
     total = tr.epochs * spe
     run_steps = make_run_steps(method, spe, tr.batchsize, float(tr.clip_grad_norm),
-                               int(tr.nan_limit))
+                               int(tr.nan_limit), streamed=streamed)
     resets = method.optimizer_reset_epochs()
     step = int(np.asarray(state.step)[0])
     bar = tqdm(total=total, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
@@ -69,7 +84,12 @@ def train(method: Method, state: TrainState, train_data, config, *, progress: bo
             log.info("Epoch %d: resetting the optimizer state (warm restart)", epoch)
             state = state.replace(opt_state=jax.vmap(method.optimizer.init)(state.params))
         num = min(int(tr.steps_per_call), (epoch + 1) * spe - step)
-        state, stats = run_steps(state, train_data, jnp.asarray(num, jnp.int32), phase)
+        call_data = train_data
+        if streamed:
+            batch, weights, rows = train_data.take(num)
+            call_data = jax.device_put({"batch": batch, "weights": weights, "rows": rows},
+                                       state.step.sharding)
+        state, stats = run_steps(state, call_data, jnp.asarray(num, jnp.int32), phase)
         step += num
         if step == (epoch + 1) * spe:
             state = method.end_epoch(state, epoch, stats, eval_data)

@@ -70,6 +70,15 @@ class Method(abc.ABC):
     def make_data(self, data_seed: int) -> Data:
         """One member's dataset, {split: {name: [N, ...]}}, from its data seed (host)."""
 
+    def make_stream(self, data_seeds: List[int], start_step: int, saved: Any) -> Any:
+        """A host pipeline of every member's training batches (`loop.train`: `num_samples`,
+        `take(num)`, plus `state()` for the checkpoint and `close()`), for data read from disk;
+        None trains on `make_data`'s on-device training split (host). data_seeds: per member,
+        padding included; start_step: the step training starts at; saved: the `state()` the
+        checkpoint of that step holds (None for a fresh run). Default: None."""
+        del data_seeds, start_step, saved
+        return None
+
     @abc.abstractmethod
     def init(self, key: Array) -> Any:
         """Freshly initialised parameters of one member (per member)."""

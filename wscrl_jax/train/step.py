@@ -27,13 +27,16 @@ from wscrl_jax.train.state import TrainState
 
 
 def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_grad_norm: float,
-                   nan_limit: int):
+                   nan_limit: int, streamed: bool = False):
     """Returns run_steps(state, data, num_steps, phase) -> (state, stats).
 
-    state: TrainState stacked over members; data: {name: [members, N, ...]} training arrays;
-    num_steps: traced int (no recompilation per call; the call must not cross an epoch);
-    phase: static. stats: per-member sums of loss, the count of finite steps and the loss of
-    the last step. `run_steps.traces[phase]` counts the traces (compilations) of each phase.
+    state: TrainState stacked over members; data: {name: [members, N, ...]} training arrays,
+    or with `streamed` the call's batches from a host pipeline, {"batch": {name: [members,
+    num_steps, B, ...]}, "weights": [members, num_steps, B], "rows": [members, num_steps, B]}
+    (`loop.train`); num_steps: traced int (no recompilation per call; the call must not cross
+    an epoch); phase: static. stats: per-member sums of loss, the count of finite steps and the
+    loss of the last step. `run_steps.traces[phase]` counts the traces (compilations) of each
+    phase.
     """
     use_unrolled_threefry()
     optimizer = method.optimizer
@@ -43,21 +46,29 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
 
     def member_steps(state: TrainState, data, num_steps, phase):
         """num_steps: traced, or None for exactly one step outside any loop."""
-        n = jax.tree_util.tree_leaves(data)[0].shape[0]
         epoch = state.step // steps_per_epoch
-        if method.shuffle:
-            shuffle_key = jax.random.fold_in(jax.random.fold_in(state.key, 0), epoch)
-            perm = jax.random.permutation(shuffle_key, n)
+        if streamed:
+            def read_batch(i, _):
+                return (jax.tree_util.tree_map(lambda a: a[i], data["batch"]), data["rows"][i],
+                        data["weights"][i])
         else:
-            perm = jnp.arange(n)
-        perm = jnp.concatenate([perm, perm[:batch_size]])
+            n = jax.tree_util.tree_leaves(data)[0].shape[0]
+            if method.shuffle:
+                shuffle_key = jax.random.fold_in(jax.random.fold_in(state.key, 0), epoch)
+                perm = jax.random.permutation(shuffle_key, n)
+            else:
+                perm = jnp.arange(n)
+            perm = jnp.concatenate([perm, perm[:batch_size]])
 
-        def one_step(_, carry):
+            def read_batch(_, state):
+                pos = (state.step - epoch * steps_per_epoch) * batch_size
+                idx = jax.lax.dynamic_slice(perm, (pos,), (batch_size,))
+                weights = ((pos + jnp.arange(batch_size)) < n).astype(jnp.float32)
+                return jax.tree_util.tree_map(lambda a: a[idx], data), idx, weights
+
+        def one_step(i, carry):
             state, loss_sum, finite_count, _ = carry
-            pos = (state.step - epoch * steps_per_epoch) * batch_size
-            idx = jax.lax.dynamic_slice(perm, (pos,), (batch_size,))
-            weights = ((pos + jnp.arange(batch_size)) < n).astype(jnp.float32)
-            batch = jax.tree_util.tree_map(lambda a: a[idx], data)
+            batch, idx, weights = read_batch(i, state)
             key = jax.random.fold_in(jax.random.fold_in(state.key, 1), state.step)
             loss_weights = method.loss_weights(state.step / steps_per_epoch)
             grad_fn = jax.value_and_grad(method.loss, has_aux=True)
@@ -105,8 +116,10 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
         """The same steps, one compiled step (`run_steps` with num_steps=None) per dispatch;
         the call's stats summed on the device."""
         total = None
-        for _ in range(int(num_steps)):
-            state, stats = run_steps(state, data, None, phase)
+        for i in range(int(num_steps)):
+            step_data = (jax.tree_util.tree_map(lambda a: a[:, i:i + 1], data) if streamed
+                         else data)
+            state, stats = run_steps(state, step_data, None, phase)
             total = stats if total is None else {
                 "loss_sum": total["loss_sum"] + stats["loss_sum"],
                 "finite_steps": total["finite_steps"] + stats["finite_steps"],

@@ -1,0 +1,1 @@
+"""CausalCircuit: reading the download, a toy generator, and the TFDS `causalcircuit` dataset."""

@@ -1,0 +1,251 @@
+"""The LCM on image pairs read from disk: CausalCircuit stage 1 (`method = "lcm_images"`).
+
+Reference: `experiments/causalcircuit_reduce_dim.py` with `config/causalcircuit_reduce_dim.yaml`
+(ws-crl.md 6.3-6.5): the ILCM (or dVAE / beta-VAE) of `lcm/method.py` with the CoordConv ResNet
+encoder and decoder of `lcm/image_vae.py`, trained on the TFDS `causalcircuit` dataset through
+a Grain pipeline (`data/causalcircuit/pipeline.py`: per-member shuffling from the data seed,
+JPEGs decoded in worker processes, its iterator state in the checkpoint). Batches reach the
+step as uint8 images and become floats in [0, 1] inside it.
+
+After training every split is encoded (encoder means, the reference's `encode_decode_pair`
+codes) and written for stage 2 (`data/causalcircuit/codes.py`), with
+`figures/reconstructions.png`. The reference evaluates nothing here; this package reports, per
+member, the test reconstruction MSE and the DCI of the codes against the true variables.
+"""
+
+import functools
+import logging
+import math
+import os
+from typing import Dict, List
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from wscrl_jax.config_checks import (ConfigError, batch_fits, boolean, finite_number, one_of,
+                                     positive_int, require)
+from wscrl_jax.data.causalcircuit.builder import data_sources
+from wscrl_jax.data.causalcircuit.codes import write_codes, write_codes_meta
+from wscrl_jax.data.causalcircuit.files import CausalCircuitFormatError
+from wscrl_jax.data.causalcircuit.pipeline import PairStream, iterate_split
+from wscrl_jax.eval.dci import compute_dci_members
+from wscrl_jax.lcm.image_vae import RESOLUTIONS
+from wscrl_jax.lcm.method import LCMMethod
+from wscrl_jax.plots import image_grid
+
+log = logging.getLogger("wscrl_jax")
+SPLITS = ("train", "val", "test")
+
+
+def to_flat_floats(x):
+    """uint8 images [..., R, R, 3] -> floats in [0, 1], HWC-flattened [..., R * R * 3]."""
+    return x.reshape(*x.shape[:-3], -1).astype(jnp.float32) / 255.0
+
+
+class ImageLCMMethod(LCMMethod):
+    """ILCM / dVAE / beta-VAE on CausalCircuit image pairs (stage 1)."""
+
+    convolutional = True
+    evaluates_padding = False
+    headline_metrics = ("reconstruction_mse", "code_disentanglement")
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.resolution = int(config.data.resolution)
+        self.sources = data_sources(config.data.tfds_dir, _tfds_resolution(config.data))
+        self._written_codes = None  # codes of the state `write_outputs` saw, for `evaluate`
+
+    @staticmethod
+    def observation_dim(data_cfg) -> int:
+        return int(data_cfg.resolution) ** 2 * 3
+
+    # ------------------------------------------------------------------ config
+    @classmethod
+    def check_data(cls, c):
+        d = c.data
+        one_of(d.dataset, ("causalcircuit",), "data.dataset")
+        require(d.tfds_dir, "data.tfds_dir is not set; build the dataset with python "
+                "scripts/build_causalcircuit.py --data_dir DOWNLOAD --tfds_dir T, then pass "
+                "--config.data.tfds_dir=T")
+        one_of(d.resolution, RESOLUTIONS, "data.resolution")
+        positive_int(d.dim_z, "data.dim_z", 2)
+        finite_number(d.noise, "data.noise", 0)
+        positive_int(d.workers, "data.workers", 0)
+        positive_int(d.eval_batchsize, "data.eval_batchsize")
+        try:
+            sources = data_sources(d.tfds_dir, _tfds_resolution(d))
+        except CausalCircuitFormatError as e:
+            raise ConfigError(str(e)) from None
+        batch_fits(c.training.batchsize, len(sources["train"]), "the training split")
+
+    @classmethod
+    def check_network(cls, g, name: str):
+        one_of(g.type, ("conv",), f"model.{name}.type")
+        positive_int(g.hidden_channels, f"model.{name}.hidden_channels")
+        require(g.batchnorm is False, f"model.{name}.batchnorm={g.batchnorm!r}: only False is "
+                "supported (as in every reference config)")
+        boolean(g.coordinate_embeddings, f"model.{name}.coordinate_embeddings")
+        positive_int(g.extra_mlp_layers, f"model.{name}.extra_mlp_layers", 0)
+        positive_int(g.extra_mlp_hidden_units, f"model.{name}.extra_mlp_hidden_units")
+        positive_int(g.elementwise_layers, f"model.{name}.elementwise_layers", 0)
+        positive_int(g.elementwise_hidden_units, f"model.{name}.elementwise_hidden_units")
+        finite_number(g.min_std, f"model.{name}.min_std", 0, exclusive=True)
+        boolean(g.fix_std, f"model.{name}.fix_std")
+        positive_int(g.permutation, f"model.{name}.permutation", 0)
+
+    @classmethod
+    def check_model_and_training(cls, c):
+        super().check_model_and_training(c)
+        require(c.model.encoder.permutation < math.factorial(c.data.dim_z),
+                f"model.encoder.permutation={c.model.encoder.permutation} must be below "
+                f"{c.data.dim_z}! = {math.factorial(c.data.dim_z)}")
+        fix = c.training.fix_topological_order_epoch
+        require(fix is None or fix >= c.training.epochs, "training.fix_topological_order_epoch "
+                "is not supported on images; leave it unset (the reduce-dim run never uses it)")
+        require(not c.eval.graphs, "eval.graphs=True is not supported on images; set it False "
+                "(graphs are evaluated on the codes, configs/causalcircuit.py)")
+        positive_int(c.eval.dci_train_pairs, "eval.dci_train_pairs")
+
+    # ------------------------------------------------------------------ data
+    def make_data(self, data_seed: int):
+        """No on-device data: training reads the disk through `make_stream`."""
+        del data_seed
+        return {}
+
+    def make_stream(self, data_seeds, start_step, saved):
+        require(start_step == 0 or saved is not None,
+                f"the checkpoint at step {start_step} holds no data-pipeline state; resume "
+                "from a checkpoint written by this version or start a new --workdir")
+        return PairStream(self.sources["train"], data_seeds, self.config.training.batchsize,
+                          self.config.data.workers, start_step, saved)
+
+    # ------------------------------------------------------------------ loss
+    def loss(self, params, model_state, batch, weights, key, loss_weights, phase):
+        """The LCM loss of uint8 image pairs x1, x2 [B, R, R, 3] (pixel noise `data.noise`)."""
+        x1, x2 = to_flat_floats(batch["x1"]), to_flat_floats(batch["x2"])
+        noise = float(self.config.data.noise)
+        if noise:
+            k1, k2, key = jax.random.split(key, 3)
+            x1 = x1 + noise * jax.random.normal(k1, x1.shape)
+            x2 = x2 + noise * jax.random.normal(k2, x2.shape)
+        return super().loss(params, model_state, {"x1": x1, "x2": x2}, weights, key,
+                            loss_weights, phase)
+
+    # ------------------------------------------------------------------ outputs
+    def encode_splits(self, params, splits=SPLITS, limit=None, progress=False):
+        """Codes of every member on `splits` in download order: {split: {x1, x2 [M, N, dim_z],
+        z1, z2, e1, e2 [N, 4], intervention_labels [N], true_interventions [N, 4],
+        mse [M, N] (per-pixel reconstruction MSE of x1)}}; `limit`: first pairs read only."""
+        bs = int(self.config.data.eval_batchsize)
+        out = {}
+        for split in splits:
+            source = self.sources[split]
+            total = len(source) if limit is None else min(limit, len(source))
+            parts = []
+            with tqdm(total=total, disable=not progress, unit="pair", leave=False,
+                      desc=f"encoding {split}") as bar:
+                for batch in iterate_split(source, bs, int(self.config.data.workers)):
+                    parts.append(self._encode_batch(params, batch, bs))
+                    bar.update(len(batch["index"]))
+                    if sum(len(p["index"]) for p in parts) >= total:
+                        break
+            merged = {k: np.concatenate([p[k] for p in parts], axis=1 if k in _MEMBER_FIELDS
+                                        else 0) for k in parts[0]}
+            order = np.argsort(merged.pop("index"), kind="stable")[:total]
+            out[split] = {k: v[:, order] if k in _MEMBER_FIELDS else v[order]
+                          for k, v in merged.items()}
+        return out
+
+    def _encode_batch(self, params, batch, bs: int):
+        """One batch of pairs through every member (padded to `bs` rows: one compilation)."""
+        n = len(batch["index"])
+        pad = lambda a: np.concatenate([a, np.repeat(a[-1:], bs - n, 0)])  # noqa: E731
+        mu1, rec1 = _reconstruct(self, params, jnp.asarray(pad(batch["x1"])))
+        mu2, _ = _reconstruct(self, params, jnp.asarray(pad(batch["x2"])))
+        x1 = to_flat_floats(np.asarray(batch["x1"]))
+        mse = np.mean((np.asarray(rec1)[:, :n] - x1[None]) ** 2, axis=-1)
+        return {"x1": np.asarray(mu1)[:, :n], "x2": np.asarray(mu2)[:, :n], "mse": mse,
+                "z1": batch["z1"], "z2": batch["z2"], "e1": batch["e1"], "e2": batch["e2"],
+                "intervention_labels": batch["intervention_labels"].astype(np.int32),
+                "true_interventions": batch["intervention_masks"].astype(np.int32),
+                "index": batch["index"]}
+
+    def write_outputs(self, workdir: str, state, data, members) -> None:
+        """WORKDIR/encoded/ (every split's codes per member, for configs/causalcircuit.py) and
+        WORKDIR/figures/reconstructions.png."""
+        del data
+        codes = self.encode_splits(state.params, progress=True)
+        for i in range(len(members)):
+            write_codes(workdir, i, {
+                split: {k: (v[i] if k in _MEMBER_FIELDS else v) for k, v in named.items()
+                        if k != "mse"} for split, named in codes.items()})
+        write_codes_meta(workdir, members, {s: len(codes[s]["z1"]) for s in SPLITS},
+                         self.dim_z, self.resolution)
+        log.info("Codes of %d member(s) written to %s", len(members),
+                 os.path.join(workdir, "encoded"))
+        self._written_codes = codes
+        self._write_figure(workdir, state.params, len(members))
+
+    def _write_figure(self, workdir: str, params, num_members: int, count: int = 8):
+        batch = next(iterate_split(self.sources["test"], count))
+        x = batch["x1"]
+        _, recon = _reconstruct(self, params, jnp.asarray(x))
+        r = self.resolution
+        recon = np.clip(np.asarray(recon).reshape(num_members, -1, r, r, 3), 0.0, 1.0)
+        images = [x] + [(255 * recon[i]).round().astype(np.uint8) for i in range(num_members)]
+        names = ["test input"] + [f"member {i}" for i in range(num_members)]
+        os.makedirs(os.path.join(workdir, "figures"), exist_ok=True)
+        image_grid(os.path.join(workdir, "figures", "reconstructions.png"),
+                   np.concatenate(images), np.repeat(np.arange(len(names)), len(x)),
+                   per_label=len(x), title="test images (before the intervention) and "
+                   "reconstructions from the encoder means", row_names=names)
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate_members(self, params, model_state, data, keys, bar) -> List[Dict[str, float]]:
+        """Per member: `reconstruction_mse` (test images through the encoder and decoder means,
+        per pixel, images in [0, 1]) and the DCI of the codes (encoder means of the before
+        images, fit on the first `eval.dci_train_pairs` training pairs) against the true
+        causal variables (`code_*`)."""
+        del model_state, data, keys
+        bar.reset(total=2)
+        bar.set_description("evaluation: encoding")
+        codes = self._written_codes
+        limit = int(self.config.eval.dci_train_pairs)
+        if codes is None or codes["test"]["x1"].shape[0] != params_members(params):
+            codes = self.encode_splits(params, ("train", "test"), None)
+        train = {k: v[:, :limit] if k in _MEMBER_FIELDS else v[:limit]
+                 for k, v in codes["train"].items()}
+        test = codes["test"]
+        bar.update()
+        bar.set_description(f"evaluation: DCI ({self.config.eval.dci_backend})")
+        m = test["x1"].shape[0]
+        dci = compute_dci_members(train["x1"], np.broadcast_to(train["z1"], (m,) + train["z1"].shape),
+                                  test["x1"], np.broadcast_to(test["z1"], (m,) + test["z1"].shape),
+                                  backend=self.config.eval.dci_backend,
+                                  random_state=self.config.eval.dci_random_state)
+        bar.update()
+        return [{"reconstruction_mse": float(np.mean(test["mse"][i])),
+                 **{f"code_{k}": v for k, v in dci[i].items()}} for i in range(m)]
+
+
+_MEMBER_FIELDS = ("x1", "x2", "mse")  # fields with a leading member axis in `encode_splits`
+
+
+def params_members(params) -> int:
+    return int(jax.tree_util.tree_leaves(params)[0].shape[0])
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _reconstruct(method, params, x):
+    """Every member's encoder means [M, B, dim_z] and decoder means [M, B, R * R * 3] of uint8
+    images x [B, R, R, 3]."""
+    flat = to_flat_floats(x)
+    return jax.vmap(lambda p: method.module.apply({"params": p}, flat,
+                                                  method="reconstruct"))(params)
+
+
+def _tfds_resolution(data_cfg):
+    """The TFDS config of `data.resolution`: None (full size, 512) or 64."""
+    return None if int(data_cfg.resolution) == 512 else int(data_cfg.resolution)
