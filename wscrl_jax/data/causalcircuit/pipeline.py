@@ -19,6 +19,7 @@ import threading
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import grain
+from absl import flags
 import numpy as np
 
 from wscrl_jax.data.causalcircuit.files import decode_jpeg
@@ -50,6 +51,8 @@ def _dataset(source, workers: int, shuffle_seed: Optional[int] = None):
         ds = ds.seed(shuffle_seed).shuffle().repeat(None)
     ds = ds.map(decode_pair).to_iter_dataset()
     if workers > 0:
+        if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags; ours are parsed apart
+            flags.FLAGS.mark_as_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
     return ds
 
