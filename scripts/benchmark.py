@@ -5,6 +5,7 @@
     python scripts/benchmark.py --methods "" --md-variants "linear+minmax,linear+mmd" \
         --md-z-dim 8 --md-domains 4 --members 5
     python scripts/benchmark.py --methods "" --balls resnet18,cnn --steps 10 --calls 2
+    python scripts/benchmark.py --methods "" --circuit 64,512 --members 1,4 --steps 3 --calls 2
 
 Each case compiles one multi-step call (reported as compile_s: the first call, compile
 included), then times `--calls` further calls of `--steps` steps and reports steady-state
@@ -17,16 +18,19 @@ import argparse
 import ast
 import json
 import os
+import tempfile
 import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from wscrl_jax.cli import load_config, use_cpu_devices
 from wscrl_jax.experiment import make_member_data
 from wscrl_jax.methods import get_method
 from wscrl_jax.train.loop import steps_per_epoch
-from wscrl_jax.train.sharding import member_sharding, padded_member_count, shard_members
+from wscrl_jax.train.sharding import (member_sharding, pad_members, padded_member_count,
+                                      shard_members)
 from wscrl_jax.train.state import init_states
 from wscrl_jax.train.step import make_run_steps
 
@@ -68,6 +72,30 @@ def bench_balls_case(autoencoder, members, steps, calls, train_images):
     return time_calls(config, f"balls:{autoencoder}", "stage1", 0, members, steps, calls)
 
 
+def bench_circuit_case(resolution, members, steps, calls):
+    """CausalCircuit stage-1 image VAE (`configs/causalcircuit_reduce_dim.py`, batch 32,
+    pretraining: the whole reduce-dim run) at `resolution` pixels, on random uint8 batches
+    handed to the step as the Grain pipeline hands them (the pipeline itself not timed); the
+    method needs a built dataset, so a toy one of one batch is written to a temporary dir."""
+    from wscrl_jax.data.causalcircuit.builder import build
+    from wscrl_jax.data.causalcircuit.toy import write_toy_dataset
+    config = load_config(os.path.join(CONFIGS, f"causalcircuit_reduce_dim.py:{resolution}"))
+    batch = config.training.batchsize
+    with tempfile.TemporaryDirectory() as tmp:
+        write_toy_dataset(os.path.join(tmp, "download"), batch, 1, 1, resolution=resolution)
+        build(os.path.join(tmp, "download"), os.path.join(tmp, "tfds"),
+              None if resolution == 512 else resolution)
+        config.data.tfds_dir = os.path.join(tmp, "tfds")
+        method = get_method(config)
+    rng = np.random.default_rng(0)
+    shape = (members, steps, batch, resolution, resolution, 3)
+    train_data = {"batch": {k: rng.integers(0, 256, shape, np.uint8) for k in ("x1", "x2")},
+                  "weights": np.ones(shape[:3], np.float32),
+                  "rows": np.zeros(shape[:3], np.int32)}
+    return time_calls(config, f"circuit:{resolution}px", "pretrain", 0, members, steps, calls,
+                      method=method, train_data=train_data)
+
+
 def apply_overrides(config, overrides, flag):
     """Sets each `key=value` (a dotted config key, a Python literal or else a string); an unknown
     key ends the run with one error line naming `flag`."""
@@ -90,24 +118,34 @@ def apply_overrides(config, overrides, flag):
             node[leaf] = value
 
 
-def time_calls(config, method_name, phase_name, epoch, members, steps, calls):
-    """Compiles and times `calls` calls of `steps` steps (None: one epoch) at `epoch`."""
-    method = get_method(config)
+def time_calls(config, method_name, phase_name, epoch, members, steps, calls, method=None,
+               train_data=None):
+    """Compiles and times `calls` calls of `steps` steps (None: one epoch) at `epoch`; given
+    `train_data` (a streamed call's batches, [members, steps, ...]) instead of the method's."""
+    method = method or get_method(config)
     total = padded_member_count(members, len(jax.local_devices()))  # as a run pads its sweep
     seeds = [(1000 + m, 2000 + m) for m in range(members)]
     seeds += [seeds[-1]] * (total - members)
     sharding = member_sharding(total)
-    data = make_member_data(method, seeds)
-    train_data = shard_members({k: data["train"][k] for k in method.train_inputs}, sharding)
+    streamed = train_data is not None
+    if streamed:
+        train_data = shard_members(pad_members(train_data, total), sharding)
+        spe = 10 ** 9  # the call never reaches an epoch's end
+    else:
+        data = make_member_data(method, seeds)
+        train_data = shard_members({k: data["train"][k] for k in method.train_inputs},
+                                   sharding)
     state = shard_members(init_states(method, [s for s, _ in seeds]), sharding)
     tr = config.training
-    spe = steps_per_epoch(int(jax.tree_util.tree_leaves(train_data)[0].shape[1]), tr.batchsize)
+    if not streamed:
+        spe = steps_per_epoch(int(jax.tree_util.tree_leaves(train_data)[0].shape[1]),
+                              tr.batchsize)
     steps = steps or spe
     state = shard_members(state.replace(step=jnp.full((total,), epoch * spe, jnp.int32)),
                           sharding)
     phase = method.phase_for_epoch(epoch)
     run_steps = make_run_steps(method, spe, tr.batchsize, float(tr.clip_grad_norm),
-                               int(tr.nan_limit))
+                               int(tr.nan_limit), streamed=streamed)
     num = jnp.asarray(steps, jnp.int32)
     start = time.perf_counter()
     state, stats = run_steps(state, train_data, num, phase)
@@ -151,6 +189,8 @@ def main():
                    help="MD-CRL balls stage-1 autoencoders to time at batch 256: resnet18,cnn")
     p.add_argument("--balls-images", type=int, default=2560,
                    help="training images of the balls cases (--steps is capped at an epoch)")
+    p.add_argument("--circuit", default="",
+                   help="CausalCircuit image-VAE resolutions to time at batch 32: 64,512")
     p.add_argument("--plot", default=None,
                    help="write a PNG of member-steps/s against members (needs matplotlib)")
     p.add_argument("--cpu_devices", type=int, default=None,
@@ -174,6 +214,13 @@ def main():
         for members in (int(m) for m in args.members.split(",")):
             result = bench_balls_case(autoencoder, members, min(args.steps,
                                       args.balls_images // 256), args.calls, args.balls_images)
+            results.append(result)
+            print(json.dumps(result), flush=True)
+    for resolution in (int(r) for r in filter(None, args.circuit.split(","))):
+        if resolution not in (64, 512):
+            raise SystemExit(f"error: --circuit {resolution}: the image VAE takes 64 or 512")
+        for members in (int(m) for m in args.members.split(",")):
+            result = bench_circuit_case(resolution, members, args.steps, args.calls)
             results.append(result)
             print(json.dumps(result), flush=True)
     for method_name in filter(None, args.methods.split(",")):

@@ -366,8 +366,8 @@ def evaluate_members(method, state, data, members, workdir, config,
         if untrained is not None:
             metrics.update(untrained[index])
         if headline == ("causal_disentanglement",):
-            log.info("Member %d (seed %d, data seed %d): causal disentanglement = %.2f", index,
-                     seed, data_seed, metrics["causal_disentanglement"])
+            log.info("Member %d (seed %d, data seed %d): causal disentanglement = %.2f%s", index,
+                     seed, data_seed, metrics["causal_disentanglement"], _noise_part(metrics))
         else:
             log.info("Member %d (seed %d, data seed %d): %s", index, seed, data_seed,
                      ", ".join(f"{k} = {metrics[k]:.4f}" for k in headline))
@@ -386,10 +386,22 @@ def evaluate_members(method, state, data, members, workdir, config,
         return rows
     values = [r["causal_disentanglement"] for r in rows]
     if len(values) == 1:
-        log.info("Final evaluation: causal disentanglement = %.2f", values[0])
+        log.info("Final evaluation: causal disentanglement = %.2f%s", values[0],
+                 _noise_part(rows[0]))
     else:
-        log.info("Final evaluation: causal disentanglement = %.2f (median of %d members)",
-                 float(np.nanmedian(values)), len(values))
+        noise = {"noise_disentanglement": float(np.nanmedian(
+            [r.get("noise_disentanglement", np.nan) for r in rows]))}
+        log.info("Final evaluation: causal disentanglement = %.2f%s (medians of %d members)",
+                 float(np.nanmedian(values)),
+                 _noise_part(noise) if "noise_disentanglement" in rows[0] else "", len(values))
     return rows
+
+
+def _noise_part(metrics: dict) -> str:
+    """", noise disentanglement = x.xx" where the run knows the true noise (CausalCircuit, the
+    reference's log line), else ""."""
+    if "noise_disentanglement" not in metrics:
+        return ""
+    return f", noise disentanglement = {metrics['noise_disentanglement']:.2f}"
 
 

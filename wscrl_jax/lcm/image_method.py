@@ -221,8 +221,9 @@ class ImageLCMMethod(LCMMethod):
         bar.update()
         bar.set_description(f"evaluation: DCI ({self.config.eval.dci_backend})")
         m = test["x1"].shape[0]
-        dci = compute_dci_members(train["x1"], np.broadcast_to(train["z1"], (m,) + train["z1"].shape),
-                                  test["x1"], np.broadcast_to(test["z1"], (m,) + test["z1"].shape),
+        per_member = lambda a: np.broadcast_to(a, (m,) + a.shape)  # noqa: E731
+        dci = compute_dci_members(train["x1"], per_member(train["z1"]),
+                                  test["x1"], per_member(test["z1"]),
                                   backend=self.config.eval.dci_backend,
                                   random_state=self.config.eval.dci_random_state)
         bar.update()

@@ -19,7 +19,8 @@ from wscrl_jax.causal.graphs import GRAPH_MODES
 from wscrl_jax.causal.gumbel import SAMPLING_MODES
 from wscrl_jax.causal.implicit_scm import SOLUTION_TRANSFORMS
 from wscrl_jax.causal.learned_graphs import GRAPH_KINDS
-from wscrl_jax.config_checks import (SEED_LIMIT, ConfigError, batch_fits, boolean, check_shared_training,
+from wscrl_jax.config_checks import (SEED_LIMIT, ConfigError, batch_fits, boolean,
+                                     check_shared_training,
                                      finite_number, is_int, one_of, optional_int, positive_int,
                                      require)
 from wscrl_jax.data.causalcircuit.codes import load_codes
