@@ -78,7 +78,9 @@ def get_config(arg=None):
     t.batchsize = 8 if fast else 32
     t.epochs = 10 if fast else 50
     t.clip_grad_norm = 10.0 if fast else 100.0
-    t.steps_per_call = 50  # convolutional: on CPU one compiled step per dispatch anyway
+    # a call's batches are host arrays first (at 512 px and batch 32, 50 MB a step; the
+    # pipeline reads two calls ahead); on CPU convolutional steps run one per dispatch anyway
+    t.steps_per_call = 10
     t.pretrain_epochs = 10 if fast else 60  # >= epochs: the whole run is pretraining
     t.pretrain_beta = 0.1
     t.model_interventions_after_epoch = placeholder(int)

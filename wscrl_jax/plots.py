@@ -111,7 +111,8 @@ def dci_importance(path: str, rows: Sequence[Dict[str, object]]) -> bool:
         ax.set_title(f"member {index} (seed {row.get('seed')}, data {row.get('data_seed')})\n"
                      f"D = {_float(row.get(prefix + 'disentanglement')):.2f}", fontsize=7)
         ax.set_xlabel("true factor", fontsize=7)
-        ax.set_ylabel(f"{prefix.replace('_', ' ')}code", fontsize=7)
+        ax.set_ylabel("code" if prefix == "code_" else f"{prefix.replace('_', ' ')}code",
+                      fontsize=7)
         ax.set_xticks(range(len(matrix[0])))
         ax.set_yticks(range(len(matrix)))
         ax.tick_params(labelsize=6)

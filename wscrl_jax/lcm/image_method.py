@@ -118,8 +118,10 @@ class ImageLCMMethod(LCMMethod):
         require(start_step == 0 or saved is not None,
                 f"the checkpoint at step {start_step} holds no data-pipeline state; resume "
                 "from a checkpoint written by this version or start a new --workdir")
-        return PairStream(self.sources["train"], data_seeds, self.config.training.batchsize,
-                          self.config.data.workers, start_step, saved)
+        tr = self.config.training
+        return PairStream(self.sources["train"], data_seeds, tr.batchsize,
+                          self.config.data.workers, start_step, saved,
+                          lookahead=2 * int(tr.steps_per_call))  # two calls' batches
 
     # ------------------------------------------------------------------ loss
     def loss(self, params, model_state, batch, weights, key, loss_weights, phase):
