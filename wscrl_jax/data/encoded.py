@@ -93,6 +93,26 @@ def read_encoded_meta(workdir: str) -> dict:
 CODE_RANGES = ("symmetric", "unit")
 
 
+def read_member_arrays(workdir: str, member_index: int, fields):
+    """(meta, {name: array}) of `member<i>.npz`, checked to hold `<field>_<split>` for every
+    field and split of the meta; `Stage1OutputMissing` (one line) otherwise."""
+    meta = read_encoded_meta(workdir)
+    path = encoded_member_path(workdir, member_index)
+    if not os.path.isfile(path):
+        raise Stage1OutputMissing(f"{path} is missing (stage 1 has {len(meta['members'])} "
+                                  "member(s); check data.stage1_member)")
+    try:
+        with np.load(path) as f:
+            arrays = dict(f)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise Stage1OutputMissing(f"{path} cannot be read ({e}); rerun stage 1") from None
+    missing = [f"{kind}_{split}" for split in meta["splits"] for kind in fields
+               if f"{kind}_{split}" not in arrays]
+    if missing:
+        raise Stage1OutputMissing(f"{path} lacks {', '.join(missing[:4])}; rerun stage 1")
+    return meta, arrays
+
+
 def load_encoded_splits(workdir: str, member_index: int, per_split: bool = True,
                         code_range: str = "symmetric"):
     """Stage-2 inputs from a stage-1 workdir: {split: {"x": [N, latent] scaled codes (f32),
@@ -108,20 +128,7 @@ def load_encoded_splits(workdir: str, member_index: int, per_split: bool = True,
     fitted train -> test regressions would see differently scaled inputs (held-out R^2 0.41
     instead of 0.80 on the poly pipeline).
     """
-    meta = read_encoded_meta(workdir)
-    path = encoded_member_path(workdir, member_index)
-    if not os.path.isfile(path):
-        raise Stage1OutputMissing(f"{path} is missing (stage 1 has {len(meta['members'])} "
-                                  "member(s); check data.stage1_member)")
-    try:
-        with np.load(path) as f:
-            arrays = dict(f)
-        missing = [f"{kind}_{split}" for split in meta["splits"]
-                   for kind in ("z_hat", "z", "domain") if f"{kind}_{split}" not in arrays]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise Stage1OutputMissing(f"{path} cannot be read ({e}); rerun stage 1") from None
-    if missing:
-        raise Stage1OutputMissing(f"{path} lacks {', '.join(missing)}; rerun stage 1")
+    meta, arrays = read_member_arrays(workdir, member_index, ("z_hat", "z", "domain"))
     lo_tr, hi_tr = arrays["z_hat_train"].min(), arrays["z_hat_train"].max()
     out = {}
     for split in meta["splits"]:

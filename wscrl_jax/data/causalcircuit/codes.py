@@ -12,14 +12,12 @@ unprojected), z1, z2 [N, 4] (true causal variables), e1, e2 [N, 4] (true noise),
 intervention_labels [N] (int32), true_interventions [N, 4] (int32 masks).
 """
 
-import os
-import zipfile
 from typing import Dict, Optional
 
 import jax.numpy as jnp
 import numpy as np
 
-from wscrl_jax.data.encoded import (Stage1OutputMissing, encoded_member_path, read_encoded_meta,
+from wscrl_jax.data.encoded import (Stage1OutputMissing, read_encoded_meta, read_member_arrays,
                                     write_encoded, write_encoded_meta)
 
 CODE_FIELDS = ("x1", "x2", "z1", "z2", "e1", "e2", "intervention_labels", "true_interventions")
@@ -47,24 +45,11 @@ def load_codes(workdir: str, member_index: int,
     falls back to `train`: ws-crl gotcha 28), plus {"truth": {"adjacency": [4, 4]}} where
     `true_graph` is known. Raises `Stage1OutputMissing` (one line) for a missing or partial
     stage 1."""
-    meta = read_encoded_meta(workdir)
-    if meta.get("source") != SOURCE:
+    if read_encoded_meta(workdir).get("source") != SOURCE:
         raise Stage1OutputMissing(
-            f"data.stage1_workdir={workdir!r} holds {meta.get('source', 'mixing')} codes, not "
-            "CausalCircuit codes; run configs/causalcircuit_reduce_dim.py there first")
-    path = encoded_member_path(workdir, member_index)
-    if not os.path.isfile(path):
-        raise Stage1OutputMissing(f"{path} is missing (stage 1 has {len(meta['members'])} "
-                                  "member(s); check data.stage1_member)")
-    try:
-        with np.load(path) as f:
-            arrays = dict(f)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise Stage1OutputMissing(f"{path} cannot be read ({e}); rerun stage 1") from None
-    missing = [f"{k}_{s}" for s in ("train", "val", "test") for k in CODE_FIELDS
-               if f"{k}_{s}" not in arrays]
-    if missing:
-        raise Stage1OutputMissing(f"{path} lacks {', '.join(missing[:4])}; rerun stage 1")
+            f"data.stage1_workdir={workdir!r} does not hold CausalCircuit codes; run "
+            "configs/causalcircuit_reduce_dim.py there first")
+    _, arrays = read_member_arrays(workdir, member_index, CODE_FIELDS)
     out = {}
     for split in ("train", "val", "test"):
         out[split] = {k: jnp.asarray(arrays[f"{k}_{split}"],
