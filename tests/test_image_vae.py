@@ -19,6 +19,7 @@ from wscrl_jax.nn.conv import (ResNetDown, ResNetUp, TorchConv2d, add_coords, to
 
 DIM_Z = 4
 BATCH = 2
+H, U = 8, 32  # hidden channels and MLP width of the 64 px nets under test (compile time)
 
 
 # ---------------------------------------------------------------- numpy transcription of torch
@@ -158,14 +159,14 @@ def images():
 @pytest.fixture(scope="module")
 def encoded(images):
     """(params, (mean, std)) of the 64 px reduce-dim encoder (one compilation)."""
-    enc = ImageEncoder(DIM_Z, 64)
+    enc = ImageEncoder(DIM_Z, 64, hidden_channels=H, mlp_hidden=U)
     (mean, std), params = jax.jit(enc.init_with_output)(jax.random.PRNGKey(2), images)
     return params, (mean, std)
 
 
 @pytest.fixture(scope="module")
 def decoded(encoded):
-    dec = ImageDecoder(64)
+    dec = ImageDecoder(64, hidden_channels=H, mlp_hidden=U)
     z = encoded[1][0]
     (mean, std), params = jax.jit(dec.init_with_output)(jax.random.PRNGKey(3), z)
     return params, z, (mean, std)
@@ -260,16 +261,17 @@ def test_decoder_learned_std_channel_split(decoded):
     extra_k = 0.1 * jax.random.normal(jax.random.PRNGKey(9), out["kernel"].shape)
     out["kernel"] = jnp.concatenate([out["kernel"], extra_k], axis=-1)
     out["bias"] = jnp.concatenate([out["bias"], jnp.full((3,), -2.0)])
-    mean, std = jax.jit(ImageDecoder(64, fix_std=False, min_std=0.01).apply)(params, z)
+    decoder = ImageDecoder(64, H, mlp_hidden=U, fix_std=False, min_std=0.01)
+    mean, std = jax.jit(decoder.apply)(params, z)
     np.testing.assert_allclose(np.asarray(mean), np.asarray(mean_fixed), atol=1e-5)
     assert std.shape == mean.shape and np.all(np.asarray(std) > 0.01)
     assert not np.allclose(np.asarray(std), np.asarray(std)[0, 0])
 
 
 def test_parameter_counts(encoded, decoded):
-    h, d = 32, DIM_Z
-    assert count(encoded[0]) == torch_encoder_count(encoder_blocks(64, h), h, d)
-    assert count(decoded[0]) == torch_decoder_count(decoder_blocks(64, h), h, d)
+    assert count(encoded[0]) == torch_encoder_count(encoder_blocks(64, H), H, DIM_Z, u=U)
+    assert count(decoded[0]) == torch_decoder_count(decoder_blocks(64, H, U), H, DIM_Z, u=U)
+    h, d = 32, DIM_Z  # the reduce-dim nets at 512 px, shapes only
     key = jax.random.PRNGKey(0)
     big_x = jax.ShapeDtypeStruct((1, 512 * 512 * 3), jnp.float32)
     big_z = jax.ShapeDtypeStruct((1, d), jnp.float32)
@@ -292,12 +294,13 @@ def test_permutation_reorders_latents(images, encoded, decoded):
     dec_params, _, (x_mean, _) = decoded
     index = 17
     perm = list(itertools.permutations(range(DIM_Z)))[index]
-    encode = jax.jit(ImageEncoder(DIM_Z, 64, permutation=index).apply)
+    encode = jax.jit(ImageEncoder(DIM_Z, 64, H, mlp_hidden=U, permutation=index).apply)
     mean_p, std_p = encode(enc_params, images)
     np.testing.assert_allclose(np.asarray(mean_p), np.asarray(mean)[:, perm], atol=1e-6)
     np.testing.assert_allclose(np.asarray(std_p), np.asarray(std)[:, perm], atol=1e-6)
     # the decoder undoes the encoder's permutation
-    x_mean_p, _ = jax.jit(ImageDecoder(64, permutation=index).apply)(dec_params, mean_p)
+    decoder = ImageDecoder(64, H, mlp_hidden=U, permutation=index)
+    x_mean_p, _ = jax.jit(decoder.apply)(dec_params, mean_p)
     np.testing.assert_allclose(np.asarray(x_mean_p), np.asarray(x_mean), atol=1e-5)
 
 
