@@ -19,6 +19,7 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
 
 from wscrl_jax.train.method import Method
 from wscrl_jax.train.optim import apply_learning_rate, clip_by_global_norm
@@ -101,12 +102,33 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
         return state, {"loss_sum": loss_sum, "finite_steps": finite_count,
                        "last_loss": last_loss}
 
-    @partial(jax.jit, static_argnames=("phase",), donate_argnums=(0,))
-    def run_steps(state, data, num_steps, phase):
-        traces[phase] += 1
+    def all_members(state, data, num_steps, phase):
         if sequential:
             return jax.lax.map(lambda sd: member_steps(*sd, num_steps, phase), (state, data))
         return jax.vmap(lambda s, d: member_steps(s, d, num_steps, phase))(state, data)
+
+    @partial(jax.jit, static_argnames=("phase", "mesh"), donate_argnums=(0,))
+    def run_steps_on(state, data, num_steps, phase, mesh):
+        traces[phase] += 1
+        if mesh is None:
+            return all_members(state, data, num_steps, phase)
+        spec = PartitionSpec(mesh.axis_names[0])
+        if num_steps is None:
+            local = lambda s, d: all_members(s, d, None, phase)  # noqa: E731
+            return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec), out_specs=spec,
+                                 check_vma=False)(state, data)
+        local = lambda s, d, n: all_members(s, d, n, phase)  # noqa: E731
+        return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, PartitionSpec()),
+                             out_specs=spec, check_vma=False)(state, data, num_steps)
+
+    def run_steps(state, data, num_steps, phase):
+        """`run_steps_on`; a convolutional method's members run per device under `shard_map`
+        (XLA's partitioner mis-splits the grouped convolutions that vmapped convolutions over
+        members become, e.g. 4 members on 2 CPU devices fail to compile)."""
+        sharding = state.step.sharding
+        mesh = (sharding.mesh if method.convolutional and isinstance(sharding, NamedSharding)
+                and sharding.mesh.size > 1 else None)
+        return run_steps_on(state, data, num_steps, phase=phase, mesh=mesh)
 
     if not per_dispatch:
         run_steps.traces = traces
