@@ -72,15 +72,15 @@ def bench_balls_case(autoencoder, members, steps, calls, train_images):
     return time_calls(config, f"balls:{autoencoder}", "stage1", 0, members, steps, calls)
 
 
-def bench_circuit_case(resolution, members, steps, calls):
-    """CausalCircuit stage-1 image VAE (`configs/causalcircuit_reduce_dim.py`, batch 32,
-    pretraining: the whole reduce-dim run) at `resolution` pixels, on random uint8 batches
+def bench_circuit_case(resolution, members, steps, calls, batch):
+    """CausalCircuit stage-1 image VAE (`configs/causalcircuit_reduce_dim.py`, batch `batch`,
+    the reference's 32 by default; pretraining: the whole reduce-dim run) at `resolution` pixels, on random uint8 batches
     handed to the step as the Grain pipeline hands them (the pipeline itself not timed); the
     method needs a built dataset, so a toy one of one batch is written to a temporary dir."""
     from wscrl_jax.data.causalcircuit.builder import build
     from wscrl_jax.data.causalcircuit.toy import write_toy_dataset
     config = load_config(os.path.join(CONFIGS, f"causalcircuit_reduce_dim.py:{resolution}"))
-    batch = config.training.batchsize
+    config.training.batchsize = batch
     with tempfile.TemporaryDirectory() as tmp:
         write_toy_dataset(os.path.join(tmp, "download"), batch, 1, 1, resolution=resolution)
         build(os.path.join(tmp, "download"), os.path.join(tmp, "tfds"),
@@ -190,7 +190,9 @@ def main():
     p.add_argument("--balls-images", type=int, default=2560,
                    help="training images of the balls cases (--steps is capped at an epoch)")
     p.add_argument("--circuit", default="",
-                   help="CausalCircuit image-VAE resolutions to time at batch 32: 64,512")
+                   help="CausalCircuit image-VAE resolutions to time: 64,512")
+    p.add_argument("--circuit-batch", type=int, default=32,
+                   help="batch of the --circuit cases (the reference's: 32)")
     p.add_argument("--plot", default=None,
                    help="write a PNG of member-steps/s against members (needs matplotlib)")
     p.add_argument("--cpu_devices", type=int, default=None,
@@ -220,7 +222,8 @@ def main():
         if resolution not in (64, 512):
             raise SystemExit(f"error: --circuit {resolution}: the image VAE takes 64 or 512")
         for members in (int(m) for m in args.members.split(",")):
-            result = bench_circuit_case(resolution, members, args.steps, args.calls)
+            result = bench_circuit_case(resolution, members, args.steps, args.calls,
+                                        args.circuit_batch)
             results.append(result)
             print(json.dumps(result), flush=True)
     for method_name in filter(None, args.methods.split(",")):
