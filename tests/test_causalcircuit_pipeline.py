@@ -111,7 +111,8 @@ def circuit_runs(tfds_dir, tmp_path_factory):
     c2.data.stage1_workdir = w1
     c2.data.true_graph = "toy"
     c2.training.batchsize = 8
-    c2.training.epochs = 3
+    c2.training.epochs = 2
+    c2.training.pretrain_epochs = None  # one phase: one compilation
     c2.checkpoint.async_save = False
     validate_config(c2)
     w2 = str(tmp_path_factory.mktemp("stage2"))

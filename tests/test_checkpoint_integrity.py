@@ -278,6 +278,7 @@ def test_rerun_after_garbled_bytes_falls_back(finished, template, workdir, caplo
                                 ["40-checksum", "60-unreadable"])
 
 
+@pytest.mark.slow  # the garbled-bytes rerun above covers the default run
 @pytest.mark.parametrize("damage", [truncate_largest, delete_state],
                          ids=["truncation", "partial_deletion"])
 def test_rerun_after_damage_falls_back(damage, finished, template, workdir, caplog):

@@ -151,6 +151,7 @@ def test_changed_config_on_resume_is_refused(trained, tmp_path):
         assert open(os.path.join(copy, name), "rb").read() == content
 
 
+@pytest.mark.slow
 def test_allowed_config_change_resumes_and_keeps_the_original_config(trained, tmp_path, caplog):
     config, workdir, _, _ = trained
     copy = str(tmp_path / "w")
@@ -182,6 +183,7 @@ def test_finished_workdir_is_not_evaluated_again(trained, tmp_path, caplog):
     assert experiment.run(config, copy, progress=False, reevaluate=True) == rows
 
 
+@pytest.mark.slow  # test_resume_after_interruption_matches covers resuming by default
 def test_stop_request_saves_a_checkpoint_and_resume_matches(trained, tmp_path):
     """A stop request (what SIGTERM/SIGINT set) after the second call: a checkpoint at that
     call boundary, `Interrupted`; the rerun resumes there and ends with the same metrics."""
