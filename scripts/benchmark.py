@@ -73,10 +73,11 @@ def bench_balls_case(autoencoder, members, steps, calls, train_images):
 
 
 def bench_circuit_case(resolution, members, steps, calls, batch):
-    """CausalCircuit stage-1 image VAE (`configs/causalcircuit_reduce_dim.py`, batch `batch`,
-    the reference's 32 by default; pretraining: the whole reduce-dim run) at `resolution` pixels, on random uint8 batches
-    handed to the step as the Grain pipeline hands them (the pipeline itself not timed); the
-    method needs a built dataset, so a toy one of one batch is written to a temporary dir."""
+    """CausalCircuit stage-1 image VAE (`configs/causalcircuit_reduce_dim.py`, pretraining: the
+    whole reduce-dim run) at `resolution` pixels and batch `batch` (the reference's: 32), on
+    random uint8 batches handed to the step as the Grain pipeline hands them (the pipeline is
+    not timed); the method needs a built dataset, so a toy one of one batch is written to a
+    temporary dir."""
     from wscrl_jax.data.causalcircuit.builder import build
     from wscrl_jax.data.causalcircuit.toy import write_toy_dataset
     config = load_config(os.path.join(CONFIGS, f"causalcircuit_reduce_dim.py:{resolution}"))
