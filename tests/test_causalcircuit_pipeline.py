@@ -140,6 +140,13 @@ def test_stage1_writes_codes_figures_and_pipeline_state(circuit_runs, tfds_dir):
     assert meta["step"] == 6 and set(meta["data_iterators"]) == {"42"}
 
 
+def test_stage1_evaluation_from_the_checkpoint_reproduces_the_metrics(circuit_runs):
+    w1, rows1, _, _ = circuit_runs
+    again = experiment.evaluate_workdir(w1, progress=False)[0]
+    for key in ("reconstruction_mse", "code_disentanglement", "code_informativeness_test"):
+        assert again[key] == pytest.approx(rows1[0][key], rel=1e-5, abs=1e-6), key
+
+
 def test_stage2_trains_on_the_codes_with_causal_and_noise_dci(circuit_runs):
     _, _, _, rows2 = circuit_runs
     row = rows2[0]

@@ -389,11 +389,12 @@ def evaluate_members(method, state, data, members, workdir, config,
         log.info("Final evaluation: causal disentanglement = %.2f%s", values[0],
                  _noise_part(rows[0]))
     else:
-        noise = {"noise_disentanglement": float(np.nanmedian(
-            [r.get("noise_disentanglement", np.nan) for r in rows]))}
-        log.info("Final evaluation: causal disentanglement = %.2f%s (medians of %d members)",
-                 float(np.nanmedian(values)),
-                 _noise_part(noise) if "noise_disentanglement" in rows[0] else "", len(values))
+        noise = ({"noise_disentanglement": float(np.nanmedian(
+            [r["noise_disentanglement"] for r in rows]))} if "noise_disentanglement" in rows[0]
+            else {})
+        log.info("Final evaluation: causal disentanglement = %.2f%s (median%s of %d members)",
+                 float(np.nanmedian(values)), _noise_part(noise), "s" if noise else "",
+                 len(values))
     return rows
 
 

@@ -208,17 +208,23 @@ class ImageLCMMethod(LCMMethod):
     def evaluate_members(self, params, model_state, data, keys, bar) -> List[Dict[str, float]]:
         """Per member: `reconstruction_mse` (test images through the encoder and decoder means,
         per pixel, images in [0, 1]) and the DCI of the codes (encoder means of the before
-        images, fit on the first `eval.dci_train_pairs` training pairs) against the true
-        causal variables (`code_*`)."""
+        images, fit on the `eval.dci_train_pairs` training pairs stored first in the TFDS
+        dataset, a fixed subset) against the true causal variables (`code_*`). Uses the codes
+        `write_outputs` just wrote where it ran on these parameters, else encodes."""
         del model_state, data, keys
         bar.reset(total=2)
         bar.set_description("evaluation: encoding")
         codes = self._written_codes
         limit = int(self.config.eval.dci_train_pairs)
         if codes is None or codes["test"]["x1"].shape[0] != params_members(params):
-            codes = self.encode_splits(params, ("train", "test"), None)
-        train = {k: v[:, :limit] if k in _MEMBER_FIELDS else v[:limit]
-                 for k, v in codes["train"].items()}
+            codes = {**self.encode_splits(params, ("train",), limit),
+                     **self.encode_splits(params, ("test",))}
+            train = codes["train"]
+        else:  # the same pairs, picked out of the whole split (download order)
+            source = self.sources["train"]
+            rows = np.sort([int(source[i]["index"]) for i in range(min(limit, len(source)))])
+            train = {k: v[:, rows] if k in _MEMBER_FIELDS else v[rows]
+                     for k, v in codes["train"].items()}
         test = codes["test"]
         bar.update()
         bar.set_description(f"evaluation: DCI ({self.config.eval.dci_backend})")
