@@ -74,7 +74,6 @@ class PairStream:
         self.batch_size = batch_size
         self.steps_per_epoch = -(-self.num_samples // batch_size)
         self.data_seeds = [int(s) for s in data_seeds]
-        self._step = start_step
         self._iterators = {}
         for seed in dict.fromkeys(self.data_seeds):
             it = iter(_dataset(source, workers, shuffle_seed=seed))
@@ -117,7 +116,7 @@ class PairStream:
 
     def take(self, num: int):
         """The next `num` steps' batches of every member (host arrays; see the class)."""
-        if not self._thread.is_alive():
+        if self._thread.ident is None:
             self._thread.start()  # on the first take: a stream made and not used reads nothing
         steps = []
         for _ in range(num):
@@ -125,7 +124,6 @@ class PairStream:
             if isinstance(item, BaseException):
                 raise item
             steps.append(item)
-        self._step += num
         self._state = steps[-1][3]
         batch = {k: np.stack([np.stack([s[0][seed][k] for s in steps])
                               for seed in self.data_seeds]) for k in ("x1", "x2")}
