@@ -16,7 +16,7 @@ from wscrl_jax import experiment
 from wscrl_jax.config_checks import ConfigError
 from wscrl_jax.data.causalcircuit.builder import build, data_sources
 from wscrl_jax.data.causalcircuit.codes import CODE_FIELDS
-from wscrl_jax.data.causalcircuit.pipeline import PairStream, read_split
+from wscrl_jax.data.causalcircuit.pipeline import PairStream, iterate_split
 from wscrl_jax.data.causalcircuit.toy import write_toy_dataset
 from wscrl_jax.methods import validate_config
 from wscrl_jax.train import checkpoint
@@ -40,7 +40,10 @@ def _index_of(images, split_images):
 
 def test_stream_epochs_cover_the_split_once_per_member(tfds_dir):
     source = data_sources(tfds_dir, 64)["train"]
-    split = read_split(source, batch_size=8)
+    parts = list(iterate_split(source, batch_size=8))
+    split = {k: np.concatenate([p[k] for p in parts]) for k in ("x1", "x2", "index")}
+    order = np.argsort(split["index"])
+    split = {k: v[order] for k, v in split.items()}
     assert np.array_equal(split["index"], np.arange(TRAIN))  # download order restored
     stream = PairStream(source, data_seeds=[1, 2, 1], batch_size=8)  # 3 steps an epoch
     try:

@@ -27,13 +27,15 @@ from tqdm.auto import tqdm
 from wscrl_jax.config_checks import (ConfigError, batch_fits, boolean, finite_number, one_of,
                                      positive_int, require)
 from wscrl_jax.data.causalcircuit.builder import data_sources
-from wscrl_jax.data.causalcircuit.codes import write_codes, write_codes_meta
+from wscrl_jax.data.causalcircuit.codes import write_codes_meta
 from wscrl_jax.data.causalcircuit.files import CausalCircuitFormatError
 from wscrl_jax.data.causalcircuit.pipeline import PairStream, iterate_split
+from wscrl_jax.data.encoded import write_encoded
 from wscrl_jax.eval.dci import compute_dci_members
 from wscrl_jax.lcm.image_vae import RESOLUTIONS
 from wscrl_jax.lcm.method import LCMMethod
 from wscrl_jax.plots import image_grid
+from wscrl_jax.train.checkpoint import CheckpointError
 
 log = logging.getLogger("wscrl_jax")
 SPLITS = ("train", "val", "test")
@@ -115,9 +117,10 @@ class ImageLCMMethod(LCMMethod):
         return {}
 
     def make_stream(self, data_seeds, start_step, saved):
-        require(start_step == 0 or saved is not None,
-                f"the checkpoint at step {start_step} holds no data-pipeline state; resume "
-                "from a checkpoint written by this version or start a new --workdir")
+        if start_step and (saved is None or any(str(d) not in saved for d in data_seeds)):
+            raise CheckpointError(
+                f"the checkpoint at step {start_step} holds no data-pipeline state for data "
+                f"seeds {sorted(set(data_seeds))}; start a new --workdir")
         tr = self.config.training
         return PairStream(self.sources["train"], data_seeds, tr.batchsize,
                           self.config.data.workers, start_step, saved,
@@ -164,11 +167,9 @@ class ImageLCMMethod(LCMMethod):
         """One batch of pairs through every member (padded to `bs` rows: one compilation)."""
         n = len(batch["index"])
         pad = lambda a: np.concatenate([a, np.repeat(a[-1:], bs - n, 0)])  # noqa: E731
-        mu1, rec1 = _reconstruct(self, params, jnp.asarray(pad(batch["x1"])))
-        mu2, _ = _reconstruct(self, params, jnp.asarray(pad(batch["x2"])))
-        x1 = to_flat_floats(np.asarray(batch["x1"]))
-        mse = np.mean((np.asarray(rec1)[:, :n] - x1[None]) ** 2, axis=-1)
-        return {"x1": np.asarray(mu1)[:, :n], "x2": np.asarray(mu2)[:, :n], "mse": mse,
+        mu1, mu2, mse = jax.device_get(_pair_codes(self, params, pad(batch["x1"]),
+                                                   pad(batch["x2"])))
+        return {"x1": mu1[:, :n], "x2": mu2[:, :n], "mse": mse[:, :n],
                 "z1": batch["z1"], "z2": batch["z2"], "e1": batch["e1"], "e2": batch["e2"],
                 "intervention_labels": batch["intervention_labels"].astype(np.int32),
                 "true_interventions": batch["intervention_masks"].astype(np.int32),
@@ -180,7 +181,7 @@ class ImageLCMMethod(LCMMethod):
         del data
         codes = self.encode_splits(state.params, progress=True)
         for i in range(len(members)):
-            write_codes(workdir, i, {
+            write_encoded(workdir, i, {
                 split: {k: (v[i] if k in _MEMBER_FIELDS else v) for k, v in named.items()
                         if k != "mse"} for split, named in codes.items()})
         write_codes_meta(workdir, members, {s: len(codes[s]["z1"]) for s in SPLITS},
@@ -244,6 +245,20 @@ _MEMBER_FIELDS = ("x1", "x2", "mse")  # fields with a leading member axis in `en
 
 def params_members(params) -> int:
     return int(jax.tree_util.tree_leaves(params)[0].shape[0])
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _pair_codes(method, params, x1, x2):
+    """Every member's encoder means of both images [M, B, dim_z] and the per-pixel
+    reconstruction MSE of x1 [M, B] (uint8 images [B, R, R, 3]; only the codes and the MSE
+    leave the device)."""
+    f1, f2 = to_flat_floats(x1), to_flat_floats(x2)
+
+    def one(p):
+        mu1, rec1 = method.module.apply({"params": p}, f1, method="reconstruct")
+        mu2 = method.module.apply({"params": p}, f2, method="encode_to_noise")
+        return mu1, mu2, jnp.mean(jnp.square(rec1 - f1), axis=-1)
+    return jax.vmap(one)(params)
 
 
 @functools.partial(jax.jit, static_argnums=(0,))

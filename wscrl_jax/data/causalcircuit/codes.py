@@ -5,7 +5,7 @@ of tensors per split, ws-crl.md 6.5) and `experiments/causalcircuit.py: get_data
 (reads it). Here a stage-1 run writes `WORKDIR/encoded/member<i>.npz` (`<field>_<split>` for
 the fields below, rows in the download's order) and `WORKDIR/encoded/meta.json` with
 `source: causalcircuit`, through the same atomic writers as MD-CRL's stage 1
-(`data/encoded.py`).
+(`data/encoded.py`: `write_encoded` per member).
 
 Fields per split (N pairs): x1, x2 [N, latent] (encoder means of the before / after image,
 unprojected), z1, z2 [N, 4] (true causal variables), e1, e2 [N, 4] (true noise),
@@ -18,15 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from wscrl_jax.data.encoded import (Stage1OutputMissing, read_encoded_meta, read_member_arrays,
-                                    write_encoded, write_encoded_meta)
+                                    write_encoded_meta)
 
 CODE_FIELDS = ("x1", "x2", "z1", "z2", "e1", "e2", "intervention_labels", "true_interventions")
 SOURCE = "causalcircuit"
-
-
-def write_codes(workdir: str, member_index: int, splits: Dict[str, Dict[str, np.ndarray]]):
-    """One member's codes, {split: {field: [N, ...]}} (numpy, download order), atomically."""
-    return write_encoded(workdir, member_index, splits)
 
 
 def write_codes_meta(workdir: str, members, splits: Dict[str, int], latent_dim: int,

@@ -158,14 +158,3 @@ def iterate_split(source, batch_size: int, workers: int = 0) -> Iterator[Dict[st
 
 def _stack(records: List[dict]) -> Dict[str, np.ndarray]:
     return {k: np.stack([r[k] for r in records]) for k in PAIR_FIELDS}
-
-
-def read_split(source, batch_size: int = 256, workers: int = 0,
-               fields: Sequence[str] = PAIR_FIELDS) -> Dict[str, np.ndarray]:
-    """A whole split in download order, {field: [N, ...]} (host memory: small splits only,
-    e.g. the toy circuit or 64-pixel images)."""
-    parts = list(iterate_split(source, batch_size, workers))
-    out = {k: np.concatenate([p[k] for p in parts]) for k in fields}
-    order = np.argsort(np.concatenate([p["index"] for p in parts]), kind="stable")
-    return {k: v[order] for k, v in out.items()}
-
