@@ -98,6 +98,49 @@ def use_cpu_devices(count: Optional[int]):
 def _define_device_flag(values: flags.FlagValues):
     flags.DEFINE_integer("cpu_devices", None, "CPU runs: host devices to split the cores into "
                          "(default: one a core; 1 keeps a single device).", flag_values=values)
+    flags.DEFINE_string("coordinator_address", os.environ.get("JAX_COORDINATOR_ADDRESS"),
+                        "Multi-process runs (jax.distributed): host:port of process 0 "
+                        "(default: $JAX_COORDINATOR_ADDRESS).", flag_values=values)
+    flags.DEFINE_integer("num_processes", _env_int("JAX_NUM_PROCESSES"), "Multi-process runs: "
+                         "how many processes run this same command (default: "
+                         "$JAX_NUM_PROCESSES, else 1).", flag_values=values)
+    flags.DEFINE_integer("process_id", _env_int("JAX_PROCESS_ID"), "Multi-process runs: this "
+                         "process's index, 0 to num_processes - 1 (default: $JAX_PROCESS_ID).",
+                         flag_values=values)
+    flags.DEFINE_bool("distributed", False, "Join a multi-process run whose size JAX detects "
+                      "itself (TPU VM pod slices, SLURM, Open MPI).", flag_values=values)
+
+
+def _env_int(name: str) -> Optional[int]:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    if not value.lstrip("-").isdigit():
+        fail(f"${name}={value!r} is not an integer")
+    return int(value)
+
+
+def start_processes(values: flags.FlagValues):
+    """Splits the CPU into devices (`use_cpu_devices`) and, for a multi-process run, joins the
+    other processes (`jax.distributed`); one error line for inconsistent flags or a
+    coordinator that cannot be reached."""
+    use_cpu_devices(values.cpu_devices)
+    n, pid, address = values.num_processes, values.process_id, values.coordinator_address
+    if n is not None and n < 1:
+        fail(f"--num_processes={n} must be >= 1")
+    if n is not None and n > 1 and not values.distributed:
+        if not address:
+            fail("--num_processes > 1 needs --coordinator_address=HOST:PORT (process 0's "
+                 "address, the same on every process)")
+        if pid is None or not 0 <= pid < n:
+            fail(f"--process_id={pid} must be in [0, {n}) for --num_processes={n}")
+    from wscrl_jax.train import distributed
+    try:
+        distributed.initialize(address, n, pid, auto_detect=values.distributed)
+    except Exception as e:  # the runtime's own errors (timeouts, unreachable coordinator)
+        first = " ".join(str(e).split())[:300]
+        fail(f"could not join the multi-process run ({type(e).__name__}: {first}); check "
+             "--coordinator_address, --num_processes and --process_id", 1)
 
 
 def _define_train_flags(values: flags.FlagValues):
@@ -138,7 +181,7 @@ def train_main(argv: Optional[List[str]] = None):
         fail("--config is required, e.g. --config configs/scaling.py:ilcm,fast")
     if not values.workdir:
         fail("--workdir is required")
-    use_cpu_devices(values.cpu_devices)
+    start_processes(values)
     from wscrl_jax.methods import validate_config
     try:
         validate_config(config)
@@ -168,14 +211,19 @@ def train_main(argv: Optional[List[str]] = None):
             _fail_logged(logger, str(e), 1)
         except TrackingError as e:
             _fail_logged(logger, str(e), 2)
+        except ConfigError as e:  # found only once the run is built (e.g. multi-process)
+            _fail_logged(logger, f"invalid config: {e}", 2)
 
 
 def _prepare_workdir(workdir: str):
-    """Creates WORKDIR/metrics and the log file; one error line if the path cannot hold them."""
+    """Creates WORKDIR/metrics and the log file (process 0 of a multi-process run; the others
+    log warnings to stderr only); one error line if the path cannot hold them."""
+    import jax
+
     from wscrl_jax.tracking import setup_logging
     try:
         os.makedirs(os.path.join(workdir, "metrics"), exist_ok=True)
-        return setup_logging(workdir)
+        return setup_logging(workdir, jax.process_index(), jax.process_count())
     except OSError as e:
         fail(f"cannot use --workdir {workdir}: {e.strerror or e} ({e.filename or workdir})")
 
@@ -211,7 +259,7 @@ def evaluate_main(argv: Optional[List[str]] = None):
         fail("--workdir is required")
     if not os.path.isdir(values.workdir):
         fail(f"workdir {values.workdir} does not exist")
-    use_cpu_devices(values.cpu_devices)
+    start_processes(values)
 
     from wscrl_jax import experiment
     from wscrl_jax.train.checkpoint import CheckpointError

@@ -15,14 +15,20 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from wscrl_jax.config_checks import ConfigError
 from wscrl_jax.methods import get_method
 from wscrl_jax.plots import write_run_figures
 from wscrl_jax.tracking import (RunTracker, TrainMetricsWriter, flat_config, read_csv,
                                 write_csv_atomic)
 from wscrl_jax.train import checkpoint
+from wscrl_jax.train.distributed import (gather_objects, global_arrays, is_main,
+                                         local_block, mesh_devices, multiprocess,
+                                         process_member_range, to_host)
 from wscrl_jax.train.loop import steps_per_epoch, train, train_size
+from wscrl_jax.train.method import Method
 from wscrl_jax.train.preemption import Interrupted
 from wscrl_jax.train.sharding import (member_sharding, pad_members, padded_member_count,
                                       shard_members, unpad_members)
@@ -40,25 +46,58 @@ def make_member_data(method, members):
 
 def build(config, members):
     """Method, sharded member data and freshly initialised sharded state, padded with inert
-    copies of the last member so that the members divide over the local devices
+    copies of the last member so that the members divide over the devices
     (`sharding.padded_member_count`): the padding trains alongside, and `checkpoint_template`,
-    `unpad_members` and `checkpoint.save` keep it out of checkpoints, metrics and evaluation."""
+    `unpad_members` and `checkpoint.save` keep it out of checkpoints, metrics and evaluation.
+    In a multi-process run each process builds only the members on its own devices."""
     method = get_method(config)
-    total = padded_member_count(len(members), len(jax.local_devices()))
+    devices = mesh_devices()
+    if multiprocess():
+        check_multiprocess(method)
+    total = padded_member_count(len(members), len(devices), fill=multiprocess())
     if total > len(members):
         log.info("%d members padded with %d inert copies of the last to divide over %d devices",
-                 len(members), total - len(members), len(jax.local_devices()))
+                 len(members), total - len(members), len(devices))
     padded = list(members) + [members[-1]] * (total - len(members))
     sharding = member_sharding(total)
-    data = shard_members(make_member_data(method, padded), sharding)
-    state = shard_members(init_states(method, [s for s, _ in padded]), sharding)
+    if not multiprocess():
+        data = shard_members(make_member_data(method, padded), sharding)
+        state = shard_members(init_states(method, [s for s, _ in padded]), sharding)
+        return method, data, state
+    first, stop = process_member_range(sharding, total)
+    local = padded[first:stop]
+    data = global_arrays(make_member_data(method, local), sharding, total)
+    state = global_arrays(init_states(method, [s for s, _ in local]), sharding, total)
     return method, data, state
 
 
+def check_multiprocess(method):
+    """Multi-process runs cover methods whose data live on the devices; a host pipeline or a
+    convolutional model is one ConfigError line."""
+    if type(method).make_stream is not Method.make_stream or method.convolutional:
+        raise ConfigError(
+            f"{config_name(method)} runs in one process only (its data come from a host "
+            "pipeline or its model is convolutional); run without --num_processes, one sweep "
+            "per host")
+
+
+def config_name(method) -> str:
+    """"method=X, data.dataset=Y" of a method's config, for messages."""
+    c = method.config
+    return f"method={c.method}" + (f", data.dataset={c.data.dataset}"
+                                   if "dataset" in c.data else "")
+
+
 def checkpoint_template(state, num_members: int):
-    """The stacked state of the real members (what checkpoints hold), sharded for them."""
+    """The stacked state of the real members (what checkpoints hold), sharded for them (in a
+    multi-process run: shapes replicated on every device, since the real members need not
+    divide over the processes)."""
     if state.step.shape[0] == num_members:
         return state
+    if multiprocess():
+        replicated = NamedSharding(state.step.sharding.mesh, PartitionSpec())
+        return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(
+            (num_members,) + a.shape[1:], a.dtype, sharding=replicated), state)
     return shard_members(unpad_members(state, num_members),
                          member_sharding(num_members, quiet=True))
 
@@ -68,7 +107,8 @@ def repad(restored, like):
     total = like.step.shape[0]
     if restored.step.shape[0] == total:
         return restored
-    return shard_members(pad_members(restored, total), like.step.sharding)
+    return jax.jit(lambda tree: pad_members(tree, total),
+                   out_shardings=like.step.sharding)(restored)
 
 
 def run_grid(config, workdir: str, progress: bool = True):
@@ -176,7 +216,7 @@ def _trained_out(method, state, train_data, config) -> bool:
     (e.g. every member early-stopped)."""
     n = train_size(train_data)
     total = config.training.epochs * steps_per_epoch(n, config.training.batchsize)
-    return int(np.asarray(state.step)[0]) >= total or method.finished(state)
+    return int(to_host(state.step)[0]) >= total or method.finished(state)
 
 
 def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
@@ -193,6 +233,7 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
     if config.get("sweep", {}).get("grid"):
         return run_grid(config, workdir, progress)
     members = sweep_members(config)
+    progress = progress and is_main()
     log.info("Members (model seed, data seed): %s on %s", members, jax.devices()[0].platform)
     start = time.time()
     method, data, state = build(config, members)
@@ -213,7 +254,8 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
     # the newest checkpoint that passes its checksums; corrupt ones are moved aside
     restored = checkpoint.restore_latest_intact(workdir, check_members_and_config)
     resumed = None if restored is None else restored[0]
-    write_config(workdir, config, resumed, changed[0])
+    if is_main():
+        write_config(workdir, config, resumed, changed[0])
     padded_seeds = [d for _, d in members] + [members[-1][1]] * (state.step.shape[0]
                                                                   - len(members))
     stream = method.make_stream(padded_seeds, resumed or 0,
@@ -232,11 +274,12 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
             return read_csv(metrics_path)
         log.info("Resuming from the checkpoint at step %d", resumed)
 
-    tracker = RunTracker(workdir, config, members)
+    main = is_main()  # the process that writes files
+    tracker = RunTracker(workdir, config, members) if main else None
     ck = config.checkpoint
     manager = checkpoint.make_manager(workdir, ck.max_to_keep, ck.async_save)
-    writer = TrainMetricsWriter(os.path.join(workdir, "metrics", "train_metrics.csv"),
-                                resumed or 0)
+    writer = (TrainMetricsWriter(os.path.join(workdir, "metrics", "train_metrics.csv"),
+                                 resumed or 0) if main else None)
     last_saved = [resumed or 0]
 
     def save(step, state, force=False):
@@ -244,8 +287,9 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
         checkpoint.save(manager, step, state, config, members, force=force, extra=extra)
 
     def on_call_end(state, info):
-        writer.write(info["step"], info["epoch"], info["loss"])
-        tracker.log_train(info["step"], info["epoch"], info["loss"])
+        if main:
+            writer.write(info["step"], info["epoch"], info["loss"])
+            tracker.log_train(info["step"], info["epoch"], info["loss"])
         if ck.every_n_steps and info["step"] - last_saved[0] >= ck.every_n_steps:
             save(info["step"], state)
             last_saved[0] = info["step"]
@@ -265,24 +309,37 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
             raise
         jax.block_until_ready(state)
         elapsed = time.time() - start
-        final_step = int(np.asarray(state.step)[0])
+        final_step = int(to_host(state.step)[0])
         trained_steps = final_step - (resumed or 0)
         log.info("Training finished in %.1f s (%d steps, %.1f steps/s)", elapsed, trained_steps,
                  trained_steps / max(elapsed, 1e-9))
         if final_step not in manager.all_steps():
             save(final_step, state, force=True)
         manager.wait_until_finished()
-        method.write_outputs(workdir, *unpad_members((state, data), len(members)), members)
+        write_outputs(method, workdir, state, data, members)
         rows = evaluate_members(method, state, data, members, workdir, config,
                                 untrained=initial, progress=progress)
-        tracker.log_final(final_step, rows)
+        if main:
+            tracker.log_final(final_step, rows)
         return rows
     finally:
         if stream is not None:
             stream.close()
         manager.close()
-        writer.close()
-        tracker.close()
+        if main:
+            writer.close()
+            tracker.close()
+
+
+def write_outputs(method, workdir, state, data, members):
+    """The method's files of the real members (`Method.write_outputs`), written by process 0
+    from the gathered members in a multi-process run."""
+    if not multiprocess():
+        method.write_outputs(workdir, *unpad_members((state, data), len(members)), members)
+        return
+    gathered = unpad_members(to_host((state, data)), len(members))
+    if is_main():
+        method.write_outputs(workdir, *gathered, members)
 
 
 def evaluate_workdir(workdir: str, only: Optional[int] = None, step: Optional[int] = None,
@@ -324,9 +381,12 @@ def evaluate_workdir(workdir: str, only: Optional[int] = None, step: Optional[in
 def start_metrics(method, initial_params, data, num_members: int) -> List[dict]:
     """Per member, the method's metrics of the untrained model (hook `start_metrics`, e.g.
     MD-CRL's `*_linreg_start`; none by default). Call before training,
-    which donates the parameter buffers."""
-    return [method.start_metrics(member(initial_params, i), member(data, i))
-            for i in range(num_members)]
+    which donates the parameter buffers. Each process computes its own members'."""
+    (params, data), first = local_block((initial_params, data))
+    size = jax.tree_util.tree_leaves(params)[0].shape[0]
+    local = [method.start_metrics(member(params, i - first), member(data, i - first))
+             for i in range(first, min(first + size, num_members))]
+    return [row for rows in gather_objects(local) for row in rows]
 
 
 def evaluate_members(method, state, data, members, workdir, config,
@@ -337,24 +397,34 @@ def evaluate_members(method, state, data, members, workdir, config,
     (`start_metrics`) added to its row. State and data may carry inert padding members after
     the real ones (`build`): a method whose evaluation is vectorised evaluates them alongside,
     which keeps every device busy, and their rows are dropped (`Method.evaluates_padding`);
-    otherwise they are cut off first."""
-    indices = list(range(len(members))) if only is None else [only]
-    stacked = (state.params, state.model_state, data)
-    if only is not None:
-        stacked = jax.tree_util.tree_map(lambda a: a[only:only + 1], stacked)
+    otherwise they are cut off first. In a multi-process run each process evaluates the
+    members on its devices and process 0 writes all rows (and returns them; the others
+    return [])."""
+    nan_counts = to_host(state.nan_count)
+    stacked, first = local_block((state.params, state.model_state, data))
+    size = int(jax.tree_util.tree_leaves(stacked[0])[0].shape[0])
+    indices = [i for i in range(first, min(first + size, len(members)))
+               if only is None or i == only]
+    if only is not None and indices:
+        stacked = jax.tree_util.tree_map(lambda a: a[only - first:only - first + 1], stacked)
     elif not method.evaluates_padding:
-        stacked = unpad_members(stacked, len(members))
-    keys = [jax.random.fold_in(jax.random.PRNGKey(members[i][0]), 2) for i in indices]
-    total = int(jax.tree_util.tree_leaves(stacked[0])[0].shape[0])
-    keys = jnp.stack(keys + keys[-1:] * (total - len(keys)))  # the padding's: the last's
-    start = time.time()
-    with tqdm(total=len(indices), disable=not progress, unit="stage", dynamic_ncols=True,
-              leave=False) as bar:
-        results = method.evaluate_members(*stacked, keys, bar)[:len(indices)]
-    log.info("Evaluated %d member(s) in %.1f s", len(indices), time.time() - start)
+        stacked = unpad_members(stacked, len(indices))
+    results = []
+    if indices:
+        keys = [jax.random.fold_in(jax.random.PRNGKey(members[i][0]), 2) for i in indices]
+        total = int(jax.tree_util.tree_leaves(stacked[0])[0].shape[0])
+        keys = jnp.stack(keys + keys[-1:] * (total - len(keys)))  # the padding's: the last's
+        start = time.time()
+        with tqdm(total=len(indices), disable=not progress, unit="stage", dynamic_ncols=True,
+                  leave=False) as bar:
+            results = method.evaluate_members(*stacked, keys, bar)[:len(indices)]
+        log.info("Evaluated %d member(s) in %.1f s", len(indices), time.time() - start)
+    indices = [i for part in gather_objects(indices) for i in part]
+    results = [r for part in gather_objects(results) for r in part]
+    if not is_main():
+        return []
     rows = []
     headline = method.headline_metrics
-    nan_counts = np.asarray(state.nan_count)
     for index, metrics in zip(indices, results):
         seed, data_seed = members[index]
         status = ("ok" if nan_counts[index] < config.training.nan_limit

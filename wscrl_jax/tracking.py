@@ -12,17 +12,23 @@ from typing import Dict, List
 LOG_FORMAT = "[%(asctime)-19.19s %(levelname)-1.1s] %(message)s"
 
 
-def setup_logging(workdir: str) -> logging.Logger:
-    """Logger 'wscrl_jax' writing to stderr and WORKDIR/output.log (appending)."""
+def setup_logging(workdir: str, process: int = 0, processes: int = 1) -> logging.Logger:
+    """Logger 'wscrl_jax' writing to stderr and WORKDIR/output.log (appending); in a
+    multi-process run, process 0 does so and the others write warnings to stderr only, each
+    line marked with the process."""
     logger = logging.getLogger("wscrl_jax")
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.INFO if process == 0 else logging.WARNING)
     logger.propagate = False
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
-    formatter = logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S")
-    for handler in (logging.StreamHandler(sys.stderr),
-                    logging.FileHandler(os.path.join(workdir, "output.log"))):
+    fmt = LOG_FORMAT if processes == 1 else LOG_FORMAT.replace(
+        "] ", f" process {process}/{processes}] ", 1)
+    formatter = logging.Formatter(fmt, datefmt="%Y-%m-%d %H:%M:%S")
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if process == 0:
+        handlers.append(logging.FileHandler(os.path.join(workdir, "output.log")))
+    for handler in handlers:
         handler.setFormatter(formatter)
         logger.addHandler(handler)
     return logger

@@ -11,7 +11,6 @@ from typing import Dict
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from tqdm.auto import tqdm
 
 from wscrl_jax.causal.flow_lcm import MECHANISMS, MIXINGS
@@ -35,6 +34,7 @@ from wscrl_jax.lcm.graphs import solution_orders
 from wscrl_jax.lcm.ilcm import AVERAGING_STRATEGIES, ILCM
 from wscrl_jax.lcm.objective import total_loss
 from wscrl_jax.lcm.phases import LossWeights, Phase
+from wscrl_jax.train.distributed import to_host
 from wscrl_jax.train.method import Method
 from wscrl_jax.train.optim import torch_adam
 from wscrl_jax.train.schedules import (LR_SCHEDULE_TYPES, STEP_SCHEDULE_TYPES,
@@ -360,7 +360,7 @@ class LCMMethod(Method):
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(state.key, epoch)
         orders = solution_orders(self, state.params, data["val"]["x1"], keys)
         log.info("Epoch %d: topological order fixed, per member: %s", epoch + 1,
-                 np.asarray(orders).tolist())
+                 to_host(orders).tolist())
         ms = dict(state.model_state, order=orders.astype(jnp.int32),
                   order_fixed=jnp.ones_like(state.model_state["order_fixed"]))
         return state.replace(model_state=ms)

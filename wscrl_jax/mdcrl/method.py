@@ -43,6 +43,7 @@ from wscrl_jax.mdcrl.penalties import (hinge_loss, penalty_terms,
 from wscrl_jax.nn.init import torch_uniform
 from wscrl_jax.train.callbacks import (early_stopping_state, early_stopping_update,
                                        plateau_state, plateau_update)
+from wscrl_jax.train.distributed import to_host
 from wscrl_jax.train.method import Method
 from wscrl_jax.train.optim import torch_adam
 from wscrl_jax.train.schedules import transformers_lr_multiplier
@@ -327,7 +328,7 @@ class MDCRLMethod(Method):
     def end_epoch(self, state, epoch: int, stats, data):
         """After each epoch: validation loss, ReduceLROnPlateau on the last training-step loss
         (`monitor: train_loss`, gotcha 22), early stopping on the validation loss."""
-        step = int(np.asarray(state.step)[0])
+        step = int(to_host(state.step)[0])
         # Validation reuses the last training step's penalty weight (gotcha 11).
         loss_weights = self.loss_weights((step - 1) / self.steps_per_epoch)
         if self.convolutional:
@@ -338,7 +339,7 @@ class MDCRLMethod(Method):
         ms = self._update_state(state.model_state, stats["last_loss"], val["loss"],
                                 jnp.asarray(epoch, jnp.int32))
         if self.count_mmd_overflow:
-            self._warn_mmd_overflow(np.asarray(ms["mmd_rows_beyond_capacity"]), epoch)
+            self._warn_mmd_overflow(to_host(ms["mmd_rows_beyond_capacity"]), epoch)
         return state.replace(model_state=ms)
 
     def _warn_mmd_overflow(self, beyond, epoch: int):
@@ -368,8 +369,8 @@ class MDCRLMethod(Method):
         return jax.vmap(one)(model_state, last_loss, val_loss)
 
     def finished(self, state) -> bool:
-        active = np.asarray(state.model_state["active"])
-        alive = np.asarray(state.nan_count) < int(self.config.training.nan_limit)
+        active, nan_count = to_host((state.model_state["active"], state.nan_count))
+        alive = nan_count < int(self.config.training.nan_limit)
         return not np.any(active & alive)
 
     # ------------------------------------------------------------------ encoding and outputs

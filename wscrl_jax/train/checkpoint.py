@@ -27,6 +27,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from wscrl_jax.train.distributed import to_host
+
 log = logging.getLogger("wscrl_jax")
 
 INTEGRITY_KEY = "integrity"  # meta field written by `save` since checksums were added
@@ -61,7 +63,7 @@ def save(manager: ocp.CheckpointManager, step: int, state, config, members, forc
     the same arrays are handed to Orbax, so an asynchronous save writes exactly what was
     hashed (and later buffer donation cannot touch it). Only the first len(members) members
     are saved: inert padding members (`sharding.padded_member_count`) are not."""
-    host = jax.tree_util.tree_map(lambda a: a[:len(members)], _host_values(state))
+    host = jax.tree_util.tree_map(lambda a: a[:len(members)], to_host(state))
     meta = {"step": int(step), "members": [list(m) for m in members],
             "config": json.loads(config.to_json_best_effort()), **(extra or {})}
     meta[INTEGRITY_KEY] = {"algorithm": "sha256", "leaves": _leaf_digests(host),
@@ -167,7 +169,7 @@ def restore_latest_intact(workdir: str, template: Union[Callable[[dict], object]
                             directory)
                 return candidate, state, meta
             problem = _compare(meta[INTEGRITY_KEY]["leaves"], _leaf_digests(
-                _host_values(state)))
+                to_host(state)))
             if problem:
                 rejected.append(_reject(workdir, candidate, "checksum", problem))
                 continue
@@ -193,20 +195,10 @@ def _read_state(manager, step, template):
     return restored["state"]
 
 
-def _host_values(state):
-    """The state as numpy arrays on this host (gathered over processes where sharded)."""
-    def to_host(x):
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            from jax.experimental import multihost_utils
-            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-        return np.asarray(jax.device_get(x))
-    return jax.tree_util.tree_map(to_host, state)
-
-
 def _leaf_signatures(tree) -> List[list]:
     """[[key path, dtype, shape], ...] in tree order."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return [[jax.tree_util.keystr(path), str(np.dtype(x.dtype)), list(np.shape(x))]
+    return [[jax.tree_util.keystr(path), str(np.dtype(x.dtype)), list(x.shape)]
             for path, x in leaves]
 
 

@@ -9,10 +9,10 @@ import math
 from typing import Callable, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from wscrl_jax.train.distributed import first_given, to_host
 from wscrl_jax.train.method import Method
 from wscrl_jax.train.preemption import Interrupted
 from wscrl_jax.train.state import TrainState
@@ -66,7 +66,7 @@ def train(method: Method, state: TrainState, train_data, config, *, progress: bo
     run_steps = make_run_steps(method, spe, tr.batchsize, float(tr.clip_grad_norm),
                                int(tr.nan_limit), streamed=streamed)
     resets = method.optimizer_reset_epochs()
-    step = int(np.asarray(state.step)[0])
+    step = int(to_host(state.step)[0])
     bar = tqdm(total=total, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
     previous_phase = None
     frozen_reported = set()
@@ -89,16 +89,15 @@ def train(method: Method, state: TrainState, train_data, config, *, progress: bo
             batch, weights, rows = train_data.take(num)
             call_data = jax.device_put({"batch": batch, "weights": weights, "rows": rows},
                                        state.step.sharding)
-        state, stats = run_steps(state, call_data, jnp.asarray(num, jnp.int32), phase)
+        state, stats = run_steps(state, call_data, np.int32(num), phase)
         step += num
         if step == (epoch + 1) * spe:
             state = method.end_epoch(state, epoch, stats, eval_data)
-        loss_sum, finite = (np.asarray(x)[:num_members]
-                            for x in (stats["loss_sum"], stats["finite_steps"]))
+        loss_sum, finite, nan_count = (x[:num_members] for x in to_host(
+            (stats["loss_sum"], stats["finite_steps"], state.nan_count)))
         mean_loss = loss_sum / np.maximum(finite, 1)
         bar.set_postfix_str(f"Loss = {np.mean(mean_loss):.2f}")
         bar.update(num)
-        nan_count = np.asarray(state.nan_count)[:num_members]
         for m in np.flatnonzero(nan_count >= tr.nan_limit):
             if m not in frozen_reported:
                 log.warning("Member %d had %d non-finite steps and is frozen from step %d on",
@@ -114,7 +113,8 @@ def train(method: Method, state: TrainState, train_data, config, *, progress: bo
                         "(counts per member: %s)", step, nan_count.tolist())
         if on_call_end is not None:
             on_call_end(state, {"step": step, "epoch": epoch, "loss": mean_loss})
-        stop = stop_requested() if stop_requested is not None else None
+        # every process stops at the same call when any of them was asked to
+        stop = first_given(stop_requested()) if stop_requested is not None else None
         if stop:
             bar.close()
             raise Interrupted(state, step, stop)

@@ -1,5 +1,6 @@
-"""Sharding of the member axis over the local devices (`jax.sharding`, no pmap), and the inert
-padding members that make a sweep divide over them."""
+"""Sharding of the member axis over the devices (`jax.sharding`, no pmap): the local ones, or
+every process's in a multi-process run (`distributed.mesh_devices`), and the inert padding
+members that make a sweep divide over them."""
 
 import logging
 import math
@@ -8,14 +9,17 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from wscrl_jax.train.distributed import mesh_devices
+
 log = logging.getLogger("wscrl_jax")
 
 
-def padded_member_count(num_members: int, num_devices: int) -> int:
+def padded_member_count(num_members: int, num_devices: int, fill: bool = False) -> int:
     """Members plus inert padding so that they divide over the devices: at most one member a
     device needs none (3 members on 8 devices use 3), more are padded to the next multiple of
-    the device count (9 members on 2 devices: 10)."""
-    if num_members <= num_devices:
+    the device count (9 members on 2 devices: 10). fill: every device gets members (3 on 8:
+    8), as a multi-process run needs (each process must hold some)."""
+    if num_members <= num_devices and not fill:
         return num_members
     return -(-num_members // num_devices) * num_devices
 
@@ -37,13 +41,13 @@ def unpad_members(tree, num_members: int):
 
 
 def member_sharding(num_members: int, quiet: bool = False) -> NamedSharding:
-    """Leading-axis sharding over the local devices: one member a device when there are no
+    """Leading-axis sharding over the devices (`mesh_devices`): one member a device when there are no
     more members than devices, else over as many devices as divide the member count.
 
     gcd(members, devices) devices are used (9 members on 4 devices: 1; 8 on 4: 4) and a log
     line says when some are left idle (`padded_member_count` avoids that).
     """
-    devices = jax.local_devices()
+    devices = mesh_devices()
     if num_members <= len(devices):
         return NamedSharding(Mesh(devices[:num_members], ("members",)),
                              PartitionSpec("members"))
