@@ -25,7 +25,7 @@ from wscrl_jax.tracking import (RunTracker, TrainMetricsWriter, flat_config, rea
                                 write_csv_atomic)
 from wscrl_jax.train import checkpoint
 from wscrl_jax.train.distributed import (gather_objects, global_arrays, is_main,
-                                         local_block, mesh_devices, multiprocess,
+                                         local_block, main_value, mesh_devices, multiprocess,
                                          process_member_range, to_host)
 from wscrl_jax.train.loop import steps_per_epoch, train, train_size
 from wscrl_jax.train.method import Method
@@ -107,6 +107,9 @@ def repad(restored, like):
     total = like.step.shape[0]
     if restored.step.shape[0] == total:
         return restored
+    if not multiprocess():
+        return shard_members(pad_members(restored, total), like.step.sharding)
+    # restored replicated over the global mesh (`checkpoint_template`): pad and reshard there
     return jax.jit(lambda tree: pad_members(tree, total),
                    out_shardings=like.step.sharding)(restored)
 
@@ -122,7 +125,8 @@ def run_grid(config, workdir: str, progress: bool = True):
         log.info("Grid point %s", ", ".join(parts))
         rows.extend({**point, **r} for r in run(sub, os.path.join(workdir, "_".join(parts)),
                                                   progress))
-    write_csv_atomic(os.path.join(workdir, "metrics", "test_metrics.csv"), rows)
+    if is_main():
+        write_csv_atomic(os.path.join(workdir, "metrics", "test_metrics.csv"), rows)
     return rows
 
 
@@ -265,7 +269,7 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
     if restored is not None:
         state = repad(restored[1], state)
         metrics_path = os.path.join(workdir, "metrics", "test_metrics.csv")
-        if not reevaluate and os.path.exists(metrics_path) and _trained_out(
+        if not reevaluate and main_value(os.path.exists(metrics_path)) and _trained_out(
                 method, state, train_data, config):
             log.info("This workdir finished training at step %d and its metrics are in %s; "
                      "pass --reevaluate to evaluate it again", resumed, metrics_path)
@@ -349,6 +353,7 @@ def evaluate_workdir(workdir: str, only: Optional[int] = None, step: Optional[in
     Writes metrics/test_metrics.csv for all members at the latest step, otherwise
     metrics/test_metrics_member<K>[_step<S>].csv, so earlier files are never overwritten.
     """
+    progress = progress and is_main()
     latest = checkpoint.latest_step(workdir)  # before corrupt steps are moved aside
     built = {}  # method, data and template for the config of the step being tried
 

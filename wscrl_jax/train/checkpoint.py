@@ -27,7 +27,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from wscrl_jax.train.distributed import to_host
+from wscrl_jax.train.distributed import main_value, to_host
 
 log = logging.getLogger("wscrl_jax")
 
@@ -73,7 +73,7 @@ def save(manager: ocp.CheckpointManager, step: int, state, config, members, forc
 
 
 def latest_step(workdir: str) -> Optional[int]:
-    if not os.path.isdir(checkpoint_dir(workdir)):
+    if not main_value(os.path.isdir(checkpoint_dir(workdir))):
         return None
     manager = make_manager(workdir, create=False)
     try:
@@ -125,7 +125,8 @@ def restore_latest_intact(workdir: str, template: Union[Callable[[dict], object]
     intact, or when a readable checkpoint does not fit `template` (another model or config:
     that is not corruption, so nothing is moved)."""
     directory = checkpoint_dir(workdir)
-    if not os.path.isdir(directory):
+    # one view of the disk for all processes: process 0 may create the directory right after
+    if not main_value(os.path.isdir(directory)):
         if step is not None or required:
             raise CheckpointError(_missing(workdir, step, []))
         _refuse_if_all_rejected(workdir)
@@ -270,6 +271,7 @@ def _reject(workdir, step, reason, problem) -> str:
     while os.path.exists(target):
         n += 1
         target = os.path.join(rejected_dir(workdir), f"{step}-{reason}-{n}")
+    target = main_value(target)  # the name process 0 moves it to
     if jax.process_index() == 0:
         os.makedirs(rejected_dir(workdir), exist_ok=True)
         os.rename(os.path.join(checkpoint_dir(workdir), str(step)), target)

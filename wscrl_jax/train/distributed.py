@@ -143,3 +143,11 @@ def first_given(value):
     if not multiprocess():
         return value
     return next((v for v in gather_objects(value) if v is not None), None)
+
+
+def main_value(value):
+    """Process 0's `value` on every process (e.g. what it saw on the shared file system, before
+    any process changes it); in one process: `value`."""
+    if not multiprocess():
+        return value
+    return gather_objects(value)[0]
