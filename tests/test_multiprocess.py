@@ -87,6 +87,7 @@ def _read(workdir, name):
     return open(os.path.join(workdir, "metrics", name)).read()
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(config_file, one_process, tmp_path):
     outputs = _finish(_start_both(config_file, tmp_path))
     for name in ("train_metrics.csv", "test_metrics.csv"):
