@@ -43,3 +43,16 @@ def one_phase(config):
 @pytest.fixture
 def tiny_config():
     return tiny_scaling_config
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_compilation_cache(tmp_path_factory):
+    """One persistent XLA cache for the whole test session (in-process runs and the scripts the
+    tests start): runs of the same tiny configs compile their programs once. Fresh each
+    session, so the test run does not depend on what an earlier one left behind."""
+    import jax
+    path = str(tmp_path_factory.mktemp("xla_cache"))
+    os.environ["WSCRL_JAX_CACHE"] = path
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    yield
