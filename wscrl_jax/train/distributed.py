@@ -10,7 +10,6 @@ every process taking part. With one process every function here is the plain loc
 """
 
 import itertools
-import logging
 import pickle
 from typing import Any, List, Optional, Tuple
 
@@ -18,8 +17,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
-
-log = logging.getLogger("wscrl_jax")
 
 # How long a process waits for the others at a gather or barrier: one may be writing files,
 # saving or evaluating meanwhile. (JAX's CPU collectives give up after 30 s, so every
@@ -105,8 +102,8 @@ def local_block(tree) -> Tuple[Any, int]:
     member). In one process: (tree, 0).
 
     One device, not a mesh of the local ones: a computation over several devices of one
-    process, launched while the other processes run theirs, intermittently hangs in JAX's CPU
-    collectives (jax 0.10, seen in the two-process test); single-device work never does."""
+    process, launched while the other process ran its own, hung once in JAX 0.10's CPU
+    collectives in the two-process test; single-device work needs no collectives."""
     leaves = jax.tree_util.tree_leaves(tree)
     if not leaves or all(not isinstance(x, jax.Array) or x.is_fully_addressable
                          for x in leaves):

@@ -41,8 +41,8 @@ def unpad_members(tree, num_members: int):
 
 
 def member_sharding(num_members: int, quiet: bool = False) -> NamedSharding:
-    """Leading-axis sharding over the devices (`mesh_devices`): one member a device when there are no
-    more members than devices, else over as many devices as divide the member count.
+    """Leading-axis sharding over the devices (`mesh_devices`): one member a device when there
+    are no more members than devices, else over as many devices as divide the member count.
 
     gcd(members, devices) devices are used (9 members on 4 devices: 1; 8 on 4: 4) and a log
     line says when some are left idle (`padded_member_count` avoids that).
