@@ -271,3 +271,5 @@ def evaluate_main(argv: Optional[List[str]] = None):
             experiment.evaluate_workdir(values.workdir, values.member, values.step)
         except CheckpointError as e:
             _fail_logged(logger, str(e), 2)
+        except ConfigError as e:  # e.g. an image workdir under --num_processes
+            _fail_logged(logger, f"invalid config: {e}", 2)

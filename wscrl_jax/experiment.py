@@ -75,17 +75,11 @@ def check_multiprocess(method):
     """Multi-process runs cover methods whose data live on the devices; a host pipeline or a
     convolutional model is one ConfigError line."""
     if type(method).make_stream is not Method.make_stream or method.convolutional:
+        c = method.config
         raise ConfigError(
-            f"{config_name(method)} runs in one process only (its data come from a host "
-            "pipeline or its model is convolutional); run without --num_processes, one sweep "
-            "per host")
-
-
-def config_name(method) -> str:
-    """"method=X, data.dataset=Y" of a method's config, for messages."""
-    c = method.config
-    return f"method={c.method}" + (f", data.dataset={c.data.dataset}"
-                                   if "dataset" in c.data else "")
+            f"method={c.method}, data.dataset={c.data.get('dataset')} runs in one process only "
+            "(its data come from a host pipeline or its model is convolutional); run without "
+            "--num_processes, one sweep per host")
 
 
 def checkpoint_template(state, num_members: int):
@@ -424,8 +418,9 @@ def evaluate_members(method, state, data, members, workdir, config,
                   leave=False) as bar:
             results = method.evaluate_members(*stacked, keys, bar)[:len(indices)]
         log.info("Evaluated %d member(s) in %.1f s", len(indices), time.time() - start)
-    indices = [i for part in gather_objects(indices) for i in part]
-    results = [r for part in gather_objects(results) for r in part]
+    parts = gather_objects((indices, results))  # every process's, in member order
+    indices = [i for part, _ in parts for i in part]
+    results = [r for _, part in parts for r in part]
     if not is_main():
         return []
     rows = []
