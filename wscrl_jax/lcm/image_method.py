@@ -26,10 +26,8 @@ from tqdm.auto import tqdm
 
 from wscrl_jax.config_checks import (ConfigError, batch_fits, boolean, finite_number, one_of,
                                      positive_int, require)
-from wscrl_jax.data.causalcircuit.builder import data_sources
 from wscrl_jax.data.causalcircuit.codes import write_codes_meta
 from wscrl_jax.data.causalcircuit.files import CausalCircuitFormatError
-from wscrl_jax.data.causalcircuit.pipeline import PairStream, iterate_split
 from wscrl_jax.data.encoded import write_encoded
 from wscrl_jax.eval.dci import compute_dci_members
 from wscrl_jax.lcm.image_vae import RESOLUTIONS
@@ -56,7 +54,7 @@ class ImageLCMMethod(LCMMethod):
     def __init__(self, config):
         super().__init__(config)
         self.resolution = int(config.data.resolution)
-        self.sources = data_sources(config.data.tfds_dir, _tfds_resolution(config.data))
+        self.sources = _data_sources(config.data)
         self._written_codes = None  # codes of the state `write_outputs` saw, for `evaluate`
 
     @staticmethod
@@ -77,7 +75,7 @@ class ImageLCMMethod(LCMMethod):
         positive_int(d.workers, "data.workers", 0)
         positive_int(d.eval_batchsize, "data.eval_batchsize")
         try:
-            sources = data_sources(d.tfds_dir, _tfds_resolution(d))
+            sources = _data_sources(d)
         except CausalCircuitFormatError as e:
             raise ConfigError(str(e)) from None
         batch_fits(c.training.batchsize, len(sources["train"]), "the training split")
@@ -122,7 +120,7 @@ class ImageLCMMethod(LCMMethod):
                 f"the checkpoint at step {start_step} holds no data-pipeline state for data "
                 f"seeds {sorted(set(data_seeds))}; start a new --workdir")
         tr = self.config.training
-        return PairStream(self.sources["train"], data_seeds, tr.batchsize,
+        return _pipeline().PairStream(self.sources["train"], data_seeds, tr.batchsize,
                           self.config.data.workers, start_step, saved,
                           lookahead=2 * int(tr.steps_per_call))  # two calls' batches
 
@@ -151,7 +149,7 @@ class ImageLCMMethod(LCMMethod):
             parts = []
             with tqdm(total=total, disable=not progress, unit="pair", leave=False,
                       desc=f"encoding {split}") as bar:
-                for batch in iterate_split(source, bs, int(self.config.data.workers)):
+                for batch in _pipeline().iterate_split(source, bs, int(self.config.data.workers)):
                     parts.append(self._encode_batch(params, batch, bs))
                     bar.update(len(batch["index"]))
                     if sum(len(p["index"]) for p in parts) >= total:
@@ -192,7 +190,7 @@ class ImageLCMMethod(LCMMethod):
         self._write_figure(workdir, state.params, len(members))
 
     def _write_figure(self, workdir: str, params, num_members: int, count: int = 8):
-        batch = next(iterate_split(self.sources["test"], count))
+        batch = next(_pipeline().iterate_split(self.sources["test"], count))
         x = batch["x1"]
         _, recon = _reconstruct(self, params, jnp.asarray(x))
         r = self.resolution
@@ -268,6 +266,18 @@ def _reconstruct(method, params, x):
     flat = to_flat_floats(x)
     return jax.vmap(lambda p: method.module.apply({"params": p}, flat,
                                                   method="reconstruct"))(params)
+
+
+def _data_sources(data_cfg):
+    """The built dataset's TFDS sources. TFDS and Grain (`_pipeline`) are imported on first
+    use, so the other methods run where neither is installed (the GPU image has neither)."""
+    from wscrl_jax.data.causalcircuit.builder import data_sources
+    return data_sources(data_cfg.tfds_dir, _tfds_resolution(data_cfg))
+
+
+def _pipeline():
+    from wscrl_jax.data.causalcircuit import pipeline
+    return pipeline
 
 
 def _tfds_resolution(data_cfg):
