@@ -18,7 +18,14 @@ assert use_unrolled_threefry() and use_unrolled_threefry()
 after_jit = jax.jit(draws)
 hlo = jax.jit(lambda k: jax.random.normal(k, (9,))).lower(key).as_text()
 after = [np.asarray(a) for a in after_jit(key)]
-np.savez(sys.argv[1], *before, *after, rolled=np.asarray("while" in hlo))
+from wscrl_jax.train.prng import rolled_threefry
+with rolled_threefry():
+    inside = jax.jit(lambda k: jax.random.normal(k, (10,))).lower(key).as_text()
+    rolled_again = [np.asarray(a) for a in jax.jit(lambda k: draws(k))(key)]
+restored = jax.jit(lambda k: jax.random.normal(k, (11,))).lower(key).as_text()
+np.savez(sys.argv[1], *before, *after, *rolled_again, rolled=np.asarray("while" in hlo),
+         rolled_inside=np.asarray("while" in inside),
+         rolled_restored=np.asarray("while" in restored))
 
 """
 
@@ -32,3 +39,6 @@ def test_unrolled_threefry_gives_the_same_bits(tmp_path):
     for b, a in zip(before, after):
         np.testing.assert_array_equal(a, b)
     assert not bool(arrays["rolled"])  # the hash of a normal draw is no longer a loop
+    for b, a in zip(before, [arrays[f"arr_{i}"] for i in range(6, 9)]):
+        np.testing.assert_array_equal(a, b)  # rolled_threefry: JAX's own loop, the same bits
+    assert bool(arrays["rolled_inside"]) and not bool(arrays["rolled_restored"])

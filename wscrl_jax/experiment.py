@@ -30,6 +30,7 @@ from wscrl_jax.train.distributed import (gather_objects, global_arrays, is_main,
 from wscrl_jax.train.loop import steps_per_epoch, train, train_size
 from wscrl_jax.train.method import Method
 from wscrl_jax.train.preemption import Interrupted
+from wscrl_jax.train.prng import rolled_threefry
 from wscrl_jax.train.sharding import (member_sharding, pad_members, padded_member_count,
                                       shard_members, unpad_members)
 from wscrl_jax.train.state import init_states, member, stack_members
@@ -40,7 +41,8 @@ log = logging.getLogger("wscrl_jax")
 
 def make_member_data(method, members):
     """{split: {name: [members, N, ...]}}, each member's data from its data seed."""
-    per_seed = {s: method.make_data(s) for s in dict.fromkeys(d for _, d in members)}
+    with rolled_threefry():  # compiles faster here (train/prng.py)
+        per_seed = {s: method.make_data(s) for s in dict.fromkeys(d for _, d in members)}
     return stack_members([per_seed[d] for _, d in members])
 
 

@@ -6,6 +6,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from wscrl_jax.train.prng import use_unrolled_threefry
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -36,7 +38,9 @@ def init_member_state(method, seed: int) -> TrainState:
 
 def init_states(method, seeds) -> TrainState:
     """States of all members ([members, ...]) in one compiled, vmapped init; member m equals
-    `init_member_state(method, seeds[m])`."""
+    `init_member_state(method, seeds[m])`. Draws through the unrolled threefry hash (the same
+    bits; a shorter compilation, `train/prng.py`)."""
+    use_unrolled_threefry()
     seeds = jnp.asarray(seeds, jnp.uint32)
     return jax.jit(jax.vmap(lambda s: init_member_state(method, s)))(seeds)
 
