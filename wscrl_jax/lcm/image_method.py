@@ -121,8 +121,8 @@ class ImageLCMMethod(LCMMethod):
                 f"seeds {sorted(set(data_seeds))}; start a new --workdir")
         tr = self.config.training
         return _pipeline().PairStream(self.sources["train"], data_seeds, tr.batchsize,
-                          self.config.data.workers, start_step, saved,
-                          lookahead=2 * int(tr.steps_per_call))  # two calls' batches
+                                      self.config.data.workers, start_step, saved,
+                                      lookahead=2 * int(tr.steps_per_call))  # two calls' batches
 
     # ------------------------------------------------------------------ loss
     def loss(self, params, model_state, batch, weights, key, loss_weights, phase):

@@ -10,7 +10,7 @@ the same (tests/test_prng.py), and fused into one kernel per draw. The compiled 
 parameter init register it (`make_run_steps`, `init_states`): the CausalCircuit image VAE's
 init (93 parameter arrays, one draw each) compiles in 6 s unrolled against 14 s rolled. The
 data generation lowers inside `rolled_threefry`: its few large draws compile faster rolled
-(2.6 s against 4.4 s for the scaling data).
+(2.5 s against 4.4-6.3 s for the scaling data).
 """
 
 import contextlib
