@@ -212,3 +212,11 @@ def test_kill_during_stage1_resumes_with_the_same_batches(tfds_dir, tmp_path):
     assert whole["data_iterators"] == resumed["data_iterators"]
     assert (open(tmp_path / "whole" / "metrics" / "test_metrics.csv").read()
             == open(killed / "metrics" / "test_metrics.csv").read())
+
+
+def test_missing_tfds_is_a_config_error(tfds_dir, monkeypatch):
+    """Where TFDS (or Grain) does not import, a CausalCircuit config is one ConfigError line, and
+    the other methods never import either (`lcm/image_method.py`)."""
+    monkeypatch.setitem(sys.modules, "wscrl_jax.data.causalcircuit.builder", None)
+    with pytest.raises(ConfigError, match="need tensorflow-datasets and grain"):
+        validate_config(tiny_stage1(tfds_dir))

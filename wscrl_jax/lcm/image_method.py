@@ -14,6 +14,7 @@ member, the test reconstruction MSE and the DCI of the codes against the true va
 """
 
 import functools
+import importlib
 import logging
 import math
 import os
@@ -269,15 +270,24 @@ def _reconstruct(method, params, x):
 
 
 def _data_sources(data_cfg):
-    """The built dataset's TFDS sources. TFDS and Grain (`_pipeline`) are imported on first
-    use, so the other methods run where neither is installed (the GPU image has neither)."""
-    from wscrl_jax.data.causalcircuit.builder import data_sources
-    return data_sources(data_cfg.tfds_dir, _tfds_resolution(data_cfg))
+    """The built dataset's TFDS sources."""
+    return _causalcircuit("builder").data_sources(data_cfg.tfds_dir, _tfds_resolution(data_cfg))
 
 
 def _pipeline():
-    from wscrl_jax.data.causalcircuit import pipeline
-    return pipeline
+    return _causalcircuit("pipeline")
+
+
+def _causalcircuit(name: str):
+    """`data.causalcircuit.builder` (TFDS) or `.pipeline` (Grain), imported on first use, so
+    the other methods run where neither package is installed (the GPU image has neither); a
+    missing one is a ConfigError line."""
+    try:
+        return importlib.import_module(f"wscrl_jax.data.causalcircuit.{name}")
+    except ModuleNotFoundError as e:
+        raise ConfigError(f"CausalCircuit data need tensorflow-datasets and grain ({e}); "
+                          "install them: pip install tensorflow-datasets grain "
+                          "importlib_resources") from None
 
 
 def _tfds_resolution(data_cfg):

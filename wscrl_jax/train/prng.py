@@ -15,6 +15,7 @@ data generation lowers inside `rolled_threefry`: its few large draws compile fas
 
 import contextlib
 import logging
+from typing import Any, NamedTuple, Optional
 
 log = logging.getLogger("wscrl_jax")
 _registered = False
@@ -27,14 +28,11 @@ def use_unrolled_threefry() -> bool:
     global _registered
     if _registered:
         return True
-    try:
-        from jax._src.random import threefry2x32 as impl
-        from jax.interpreters import mlir
-        primitive, rule = impl.threefry2x32_p, impl._threefry2x32_lowering_rule
-    except (ImportError, AttributeError):
+    rules = _lowering_rules()
+    if rules is None:
         log.debug("unrolled threefry lowering not found in this JAX version; keeping JAX's own")
         return False
-    mlir.register_lowering(primitive, rule, platform="cpu")
+    _register(rules.primitive, rules.unrolled)
     _registered = True
     return True
 
@@ -43,18 +41,32 @@ def use_unrolled_threefry() -> bool:
 def rolled_threefry():
     """Programs first called inside the block lower with JAX's own rolled CPU hash (the same
     bits); the unrolled lowering, where registered, is restored after."""
-    try:
-        from jax._src.random import threefry2x32 as impl
-        from jax.interpreters import mlir
-        rolled = impl._threefry2x32_cpu_lowering_rule
-    except (ImportError, AttributeError):
-        rolled = None
-    if not _registered or rolled is None:
+    rules = _lowering_rules()
+    if not _registered or rules is None or rules.rolled is None:
         yield
         return
-    mlir.register_lowering(impl.threefry2x32_p, rolled, platform="cpu")
+    _register(rules.primitive, rules.rolled)
     try:
         yield
     finally:
-        mlir.register_lowering(impl.threefry2x32_p, impl._threefry2x32_lowering_rule,
-                               platform="cpu")
+        _register(rules.primitive, rules.unrolled)
+
+
+class _Rules(NamedTuple):
+    primitive: Any
+    unrolled: Any
+    rolled: Any  # JAX's CPU rule; None where this JAX version has none under that name
+
+
+def _lowering_rules() -> Optional[_Rules]:
+    try:
+        from jax._src.random import threefry2x32 as impl
+        return _Rules(impl.threefry2x32_p, impl._threefry2x32_lowering_rule,
+                      getattr(impl, "_threefry2x32_cpu_lowering_rule", None))
+    except (ImportError, AttributeError):
+        return None
+
+
+def _register(primitive, rule):
+    from jax.interpreters import mlir
+    mlir.register_lowering(primitive, rule, platform="cpu")
