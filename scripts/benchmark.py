@@ -9,7 +9,10 @@
 
 Each case compiles one multi-step call (reported as compile_s: the first call, compile
 included), then times `--calls` further calls of `--steps` steps and reports steady-state
-steps/s (each step advances every member) and member-steps/s. MD-CRL cases
+steps/s (each step advances every member) and member-steps/s. `--floor` adds, per case, the
+steps/s of the method's loss and gradient alone (`floor_steps_per_s`: one member, batches read
+in order, a plain gradient step; no shuffling, optimizer, clipping or bookkeeping), the
+arithmetic a faithful step cannot avoid. MD-CRL cases
 (`configs/md_mixing.py` variants, `+` for `,`) time one epoch per call, as its training loop
 does (a call never crosses an epoch: validation and early stopping run between epochs).
 """
@@ -38,7 +41,8 @@ CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "config
 PHASE_EPOCHS = {"pretrain": 0, "main": 1, "deterministic": 2}  # epochs of the fast config
 
 
-def bench_case(method_name, phase_name, dim_z, members, steps, calls, train_samples):
+def bench_case(method_name, phase_name, dim_z, members, steps, calls, train_samples,
+               floor=False):
     """method_name: a `configs/scaling.py` method, optionally with `@key=value` overrides, e.g.
     `ilcm@model.scm.transform=rq_spline`."""
     base, *overrides = method_name.split("@")
@@ -47,17 +51,18 @@ def bench_case(method_name, phase_name, dim_z, members, steps, calls, train_samp
     config.data.dim_z = dim_z
     config.data.samples.train = train_samples
     phase = PHASE_EPOCHS[phase_name]
-    return time_calls(config, method_name, phase_name, phase, members, steps, calls)
+    return time_calls(config, method_name, phase_name, phase, members, steps, calls, floor=floor)
 
 
-def bench_md_case(variant, z_dim, num_domains, members, calls):
+def bench_md_case(variant, z_dim, num_domains, members, calls, floor=False):
     """variant: `configs/md_mixing.py` options with `+` for `,`, and optionally `@key=value`
     overrides, e.g. `linear+mmd@model.mmd.fix_sigma=1.0` (the fixed-bandwidth MMD)."""
     options, *overrides = variant.split("@")
     config = load_config(os.path.join(CONFIGS, "md_mixing.py:" + options.replace("+", ",")))
     config.data.z_dim, config.data.num_domains = z_dim, num_domains
     apply_overrides(config, overrides, "--md-variants")
-    result = time_calls(config, f"mdcrl:{variant}", "train", 0, members, None, calls)
+    result = time_calls(config, f"mdcrl:{variant}", "train", 0, members, None, calls,
+                        floor=floor)
     return {**result, "num_domains": num_domains}
 
 
@@ -119,8 +124,39 @@ def apply_overrides(config, overrides, flag):
             node[leaf] = value
 
 
+def time_floor(method, data, state, epoch, spe, steps, calls, batch_size):
+    """steps/s of one member's loss and gradient alone (see the module docstring): batch i is
+    rows [i B, (i + 1) B) of the member's training split, the key folded with the step, and the
+    parameters move by a tiny multiple of the gradient (so no step can be skipped).
+
+    data: {name: [N, ...]} and state: one member's (no member axis)."""
+    phase = method.phase_for_epoch(epoch)
+    loss_weights = method.loss_weights(float(epoch))
+    weights = jnp.ones(batch_size, jnp.float32)
+
+    @jax.jit
+    def run(params, num):
+        def one_step(i, params):
+            pos = (i % spe) * batch_size
+            batch = jax.tree_util.tree_map(
+                lambda a: jax.lax.dynamic_slice_in_dim(a, pos, batch_size), data)
+            grads = jax.grad(lambda p: method.loss(
+                p, state.model_state, batch, weights, jax.random.fold_in(state.key, i),
+                loss_weights, phase)[0])(params)
+            return jax.tree_util.tree_map(lambda p, g: p - 1e-9 * g, params, grads)
+        return jax.lax.fori_loop(0, num, one_step, params)
+
+    num = jnp.asarray(steps, jnp.int32)
+    params = jax.block_until_ready(run(state.params, num))
+    start = time.perf_counter()
+    for _ in range(calls):
+        params = run(params, num)
+    jax.block_until_ready(params)
+    return round(steps * calls / (time.perf_counter() - start), 1)
+
+
 def time_calls(config, method_name, phase_name, epoch, members, steps, calls, method=None,
-               train_data=None):
+               train_data=None, floor=False):
     """Compiles and times `calls` calls of `steps` steps (None: one epoch) at `epoch`; given
     `train_data` (a streamed call's batches, [members, steps, ...]) instead of the method's."""
     method = method or get_method(config)
@@ -158,6 +194,14 @@ def time_calls(config, method_name, phase_name, epoch, members, steps, calls, me
         state, stats = run_steps(state, train_data, num, phase)
     jax.block_until_ready(stats)
     elapsed = time.perf_counter() - start
+    extra = {}
+    if floor and not streamed:
+        first = lambda tree: jax.tree_util.tree_map(lambda a: a[0], tree)  # noqa: E731
+        member_data = {k: data["train"][k][0] for k in method.train_inputs}
+        member_state = first(init_states(method, [seeds[0][0]]))
+        n = int(jax.tree_util.tree_leaves(member_data)[0].shape[0])
+        extra["floor_steps_per_s"] = time_floor(method, member_data, member_state, epoch,
+                                                n // tr.batchsize, steps, calls, tr.batchsize)
     device = jax.devices()[0]
     # latent size: dim_z (WS-CRL), data.z_dim (MD-CRL mixing), model.z_dim (balls codes)
     dim = config.data.get("dim_z") or config.data.get("z_dim") or config.model.z_dim
@@ -169,7 +213,7 @@ def time_calls(config, method_name, phase_name, epoch, members, steps, calls, me
             "compile_s": round(compile_s, 3),
             "call_s": round(elapsed / calls, 4),
             "steps_per_s": round(steps * calls / elapsed, 1),
-            "member_steps_per_s": round(members * steps * calls / elapsed, 1)}
+            "member_steps_per_s": round(members * steps * calls / elapsed, 1), **extra}
 
 
 def main():
@@ -194,6 +238,8 @@ def main():
                    help="CausalCircuit image-VAE resolutions to time: 64,512")
     p.add_argument("--circuit-batch", type=int, default=32,
                    help="batch of the --circuit cases (the reference's: 32)")
+    p.add_argument("--floor", action="store_true",
+                   help="also time each case's loss and gradient alone (floor_steps_per_s)")
     p.add_argument("--plot", default=None,
                    help="write a PNG of member-steps/s against members (needs matplotlib)")
     p.add_argument("--cpu_devices", type=int, default=None,
@@ -205,7 +251,7 @@ def main():
     for variant in filter(None, args.md_variants.split(",")):
         for members in (int(m) for m in args.members.split(",")):
             result = bench_md_case(variant, args.md_z_dim, args.md_domains, members,
-                                   args.calls)
+                                   args.calls, args.floor)
             results.append(result)
             print(json.dumps(result), flush=True)
     balls = [a for a in args.balls.split(",") if a]
@@ -235,7 +281,7 @@ def main():
             for members in (int(m) for m in args.members.split(",")):
                 for phase_name in phases:
                     result = bench_case(method_name, phase_name, dim_z, members, args.steps,
-                                        args.calls, args.train_samples)
+                                        args.calls, args.train_samples, args.floor)
                     results.append(result)
                     print(json.dumps(result), flush=True)
     if args.plot:

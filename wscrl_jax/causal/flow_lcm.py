@@ -2,20 +2,25 @@
 (`ws_crl/lcm/flow_lcm.py: FlowLCM`, ws-crl.md 1.5 and 7.2): an additive-noise SCM on the causal
 variables z, atomic-or-none perfect interventions, and an invertible mixing x = F(z).
 
-* Mechanisms (`MECHANISMS`): `linear`, the reference's z_i = sum_j w_ji z_j + eps_i; or
-  `nonlinear` (not in the reference), z_i = g_i(sum_j w_ji z_j) + eps_i with g_i a random monotone
-  rational-quadratic spline on [-MECHANISM_BOUND, MECHANISM_BOUND] (identity outside).
+* Mechanisms (`MECHANISMS`): `linear`, the reference's z_i = sum_j w_ji z_j + eps_i; or, not in
+  the reference, with g_i a random monotone rational-quadratic spline on
+  [-MECHANISM_BOUND, MECHANISM_BOUND] (identity outside): `nonlinear`,
+  z_i = g_i(sum_j w_ji z_j) + eps_i (still additive noise: an affine solution function of the
+  noise is exact), or `post_nonlinear`, z_i = g_i(sum_j w_ji z_j + eps_i) (the noise passes
+  through g_i: no affine solution function is exact, a spline one can be).
 * Mixing (`MIXINGS`): `so_n`, the reference's rotation x = R^T z; or `flow` (not in the
   reference), a random affine coupling flow after the rotation, x = F(R^T z). (Random
   rational-quadratic couplings invert badly in float32: distrax's spline with O(1) random
   parameters loses up to O(1) in x on some inputs; affine couplings invert to ~1e-5.)
 * Sampling pairs (before / after an intervention) is `data/scaling.py: sample_pairs`.
 * `log_prob_pairs`: the exact log p(x1, x2), marginalised over the intervention targets, which
-  the reference declares but never implemented. With e = the noise of z (e_i = z_i - g_i(pa_i);
-  the map z -> e has a unit-triangular Jacobian), targets I uniform over {none, 1, .., d}:
+  the reference declares but never implemented. With e = the noise of z (the map z -> e is
+  triangular with diagonal J_i = de_i/dz_i: 1 for additive noise, 1 / g_i'(g_i^-1(z_i)) post-
+  nonlinear), targets I uniform over {none, 1, .., d}:
 
-      log p(x1, x2) = sum_i log N(e1_i) + log sum_I p(I) [ sum_{i in I} log N(z2_i)
-                      + sum_{i not in I} log N(e2_i; e1_i, t^2) ] + log|det dz/dx| (x1) + (x2)
+      log p(x1, x2) = sum_i [log N(e1_i) + log J1_i] + log sum_I p(I) [ sum_{i in I} log N(z2_i)
+                      + sum_{i not in I} (log N(e2_i; e1_i, t^2) + log J2_i) ]
+                      + log|det dz/dx| (x1) + (x2)
 
   (an intervened variable is redrawn from N(0, 1); the others keep their noise up to the
   counterfactual noise of std t, `data.nature.manifold_thickness`).
@@ -26,43 +31,77 @@ Shapes: n samples, d causal variables; effects [d, d] = adjacency * weights, [pa
 from typing import Optional
 
 import distrax
+import flax.struct
 import jax
 import jax.numpy as jnp
 
 from wscrl_jax.causal.interventions import intervention_masks
 from wscrl_jax.flows.stack import CouplingStack
 
-MECHANISMS = ("linear", "nonlinear")
+MECHANISMS = ("linear", "nonlinear", "post_nonlinear")
 MIXINGS = ("so_n", "flow")
 MECHANISM_BINS = 8
 MECHANISM_BOUND = 3.0
 MECHANISM_PARAM_STD = 1.5  # spread of the random spline parameters (bends of the mechanisms)
+# post-nonlinear: milder, since the noise passes through the splines; at 1.5 they flatten whole
+# ranges of the noise to slopes below 0.03 (z_i nearly discrete), at 0.5 the slopes of a spline
+# span about 0.2 to 3.6 (medians over random draws)
+POST_NONLINEAR_PARAM_STD = 0.5
 MIXING_PARAM_STD = 0.3  # spread added to the mixing flow's initial parameters
 
 
-def random_mechanisms(key, dim: int):
-    """Spline parameters [d, 3 bins + 1] of d random monotone mechanisms."""
-    return MECHANISM_PARAM_STD * jax.random.normal(key, (dim, 3 * MECHANISM_BINS + 1))
+@flax.struct.dataclass
+class Mechanisms:
+    """Random monotone spline mechanisms g_i of d variables.
+
+    params: [d, 3 bins + 1] the splines' parameters; post_nonlinear (static): False for
+    z_i = g_i(pre_i) + eps_i, True for z_i = g_i(pre_i + eps_i) (pre_i = sum_j w_ji z_j).
+    """
+    params: jax.Array
+    post_nonlinear: bool = flax.struct.field(pytree_node=False, default=False)
 
 
-def _mechanism(pre, spline_params):
-    """g(pre) for one variable: pre [n], spline_params [3 bins + 1] or None (linear)."""
-    if spline_params is None:
-        return pre
-    return distrax.RationalQuadraticSpline(spline_params, -MECHANISM_BOUND, MECHANISM_BOUND,
-                                           boundary_slopes="identity").forward(pre)
+def random_mechanisms(key, dim: int, post_nonlinear: bool = False) -> Mechanisms:
+    """d random monotone mechanisms (for one key, the same draws for both placements of the
+    noise, scaled by their own spread)."""
+    spread = POST_NONLINEAR_PARAM_STD if post_nonlinear else MECHANISM_PARAM_STD
+    return Mechanisms(spread * jax.random.normal(key, (dim, 3 * MECHANISM_BINS + 1)),
+                      post_nonlinear)
 
 
-def causal_value(i: int, eps_i, z, effects, mechanisms: Optional[jax.Array]):
-    """z_i = g_i(z @ effects[:, i]) + eps_i [n] (z [n, d] holds the parents' values)."""
-    spline = None if mechanisms is None else mechanisms[i]
-    return eps_i + _mechanism(z @ effects[:, i], spline)
+def _spline(mechanisms: Mechanisms, i: int):
+    return distrax.RationalQuadraticSpline(mechanisms.params[i], -MECHANISM_BOUND,
+                                           MECHANISM_BOUND, boundary_slopes="identity")
 
 
-def noise_of(z, effects, mechanisms: Optional[jax.Array]):
-    """The noise e [n, d] of causal variables z [n, d] (exact inverse of solving the SCM)."""
-    return jnp.stack([z[:, i] - causal_value(i, 0.0, z, effects, mechanisms)
-                      for i in range(z.shape[1])], axis=1)
+def causal_value(i: int, eps_i, z, effects, mechanisms: Optional[Mechanisms],
+                 counterfactual=0.0):
+    """z_i [n] from its noise eps_i [n] and its parents' values in z [n, d]: pre_i + eps_i
+    (linear), g_i(pre_i) + eps_i or g_i(pre_i + eps_i), with pre_i = z @ effects[:, i].
+    `counterfactual` [n] (the counterfactual noise) is added to the noise."""
+    pre = z @ effects[:, i]
+    if mechanisms is None:
+        return eps_i + pre + counterfactual
+    if mechanisms.post_nonlinear:
+        return _spline(mechanisms, i).forward(pre + (eps_i + counterfactual))
+    return eps_i + _spline(mechanisms, i).forward(pre) + counterfactual
+
+
+def noise_and_log_jacobian(z, effects, mechanisms: Optional[Mechanisms]):
+    """The noise e [n, d] of causal variables z [n, d] (exact inverse of solving the SCM) and
+    log|de_i/dz_i| [n, d] (zeros for additive noise)."""
+    if mechanisms is None or not mechanisms.post_nonlinear:
+        noise = jnp.stack([z[:, i] - causal_value(i, 0.0, z, effects, mechanisms)
+                           for i in range(z.shape[1])], axis=1)
+        return noise, jnp.zeros_like(noise)
+    inverse = [_spline(mechanisms, i).inverse_and_log_det(z[:, i]) for i in range(z.shape[1])]
+    noise = jnp.stack([u for u, _ in inverse], axis=1) - z @ effects
+    return noise, jnp.stack([log_det for _, log_det in inverse], axis=1)
+
+
+def noise_of(z, effects, mechanisms: Optional[Mechanisms]):
+    """The noise e [n, d] of causal variables z [n, d]."""
+    return noise_and_log_jacobian(z, effects, mechanisms)[0]
 
 
 def mixing_flow_module(dim: int) -> CouplingStack:
@@ -111,11 +150,12 @@ def log_prob_pairs(x1, x2, effects, rotation, mechanisms=None, mixing_flow=None,
     d = x1.shape[1]
     z1, log_det1 = unmix(x1, rotation, mixing_flow)
     z2, log_det2 = unmix(x2, rotation, mixing_flow)
-    e1, e2 = noise_of(z1, effects, mechanisms), noise_of(z2, effects, mechanisms)
+    e1, log_jacobian1 = noise_and_log_jacobian(z1, effects, mechanisms)
+    e2, log_jacobian2 = noise_and_log_jacobian(z2, effects, mechanisms)
     masks = jnp.asarray(intervention_masks(d), x1.dtype)  # [d + 1, d]: targets of each label
     intervened = _log_normal(z2)  # [n, d]
-    kept = _log_normal(e2 - e1, manifold_thickness)
+    kept = _log_normal(e2 - e1, manifold_thickness) + log_jacobian2
     per_target = intervened @ masks.T + kept @ (1.0 - masks).T  # [n, d + 1]
-    log_prior = (jnp.sum(_log_normal(e1), axis=1)
+    log_prior = (jnp.sum(_log_normal(e1) + log_jacobian1, axis=1)
                  + jax.scipy.special.logsumexp(per_target, axis=1) - jnp.log(d + 1.0))
     return log_prior + log_det1 + log_det2

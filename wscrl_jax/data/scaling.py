@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wscrl_jax.causal.flow_lcm import (MECHANISMS, MIXINGS, causal_value, log_prob_pairs, mix,
-                                       random_mechanisms, random_mixing_flow)
+from wscrl_jax.causal.flow_lcm import (MECHANISMS, MIXINGS, Mechanisms, causal_value,
+                                       log_prob_pairs, mix, random_mechanisms, random_mixing_flow)
 from wscrl_jax.causal.graphs import create_graph, topological_sort
 from wscrl_jax.causal.interventions import intervention_masks
 from wscrl_jax.data.torch_rng import reference_scaling_nature
@@ -40,13 +40,13 @@ NATURE_RNGS = ("reference", "jax")
 
 class Nature(NamedTuple):
     """Ground truth: adjacency [d, d], weights [d, d] (w[j, i] for edge j -> i), rotation [d, d];
-    for nonlinear mechanisms their spline parameters [d, 3 bins + 1], for a flow mixing its
+    for nonlinear mechanisms their splines (`flow_lcm.Mechanisms`), for a flow mixing its
     parameters (`causal/flow_lcm.py`; None: linear mechanisms, rotation only)."""
 
     adjacency: jnp.ndarray
     weights: jnp.ndarray
     rotation: jnp.ndarray
-    mechanisms: Optional[jnp.ndarray] = None
+    mechanisms: Optional[Mechanisms] = None
     mixing_flow: Optional[dict] = None
 
 
@@ -73,7 +73,8 @@ def create_nature(dim_z: int, mode: str, seed: int, causal_effects: str = "bimod
     key = jax.random.PRNGKey(seed)
     return Nature(
         jnp.asarray(adjacency, jnp.float32), weights, so_n_rotation(coeffs, dim_z),
-        random_mechanisms(jax.random.fold_in(key, 2), dim_z) if mechanisms == "nonlinear" else None,
+        None if mechanisms == "linear" else random_mechanisms(
+            jax.random.fold_in(key, 2), dim_z, post_nonlinear=mechanisms == "post_nonlinear"),
         random_mixing_flow(jax.random.fold_in(key, 3), dim_z) if mixing == "flow" else None)
 
 
@@ -109,7 +110,7 @@ def sample_pairs(key, nature: Nature, n: int, order: tuple, manifold_thickness: 
     z2 = jnp.zeros((n, d))
     for i in order:
         z1 = z1.at[:, i].set(causal_value(i, eps[:, i], z1, effects, nature.mechanisms))
-        observational = causal_value(i, eps[:, i], z2, effects, nature.mechanisms) + cf[:, i]
+        observational = causal_value(i, eps[:, i], z2, effects, nature.mechanisms, cf[:, i])
         z2 = z2.at[:, i].set(masks[:, i] * eps_int[:, i] + (1 - masks[:, i]) * observational)
     x1, x2 = (mix(z, nature.rotation, nature.mixing_flow) for z in (z1, z2))  # x = F(R^T z)
     if observation_noise:
