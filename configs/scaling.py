@@ -75,9 +75,9 @@ def get_config(arg=None):
     # weights and rotation of a seed: "reference" (the reference's numbers for that seed, from
     # torch's generator emulated in numpy) or "jax" (PRNGKey(seed); this package before)
     c.data.nature.rng = "reference"
-    # "linear" (the reference), "nonlinear": z_i = g_i(sum_j w_ji z_j) + eps_i with random
-    # monotone spline g_i, or "post_nonlinear": z_i = g_i(sum_j w_ji z_j + eps_i) (both not in
-    # the reference; causal/flow_lcm.py)
+    # "linear" (the reference); not in the reference, with random monotone splines g_i and
+    # pre_i = sum_j w_ji z_j (causal/flow_lcm.py): "nonlinear" z_i = g_i(pre_i) + eps_i,
+    # "post_nonlinear" z_i = g_i(pre_i + eps_i), "noise_spline" z_i = pre_i + g_i(eps_i; pre_i)
     c.data.nature.mechanisms = "linear"
     c.data.nature.manifold_thickness = 1e-9  # std of the true SCM's counterfactual noise
     c.data.nature.observation_noise = 0.0  # std of noise added to x; reference: null (none)

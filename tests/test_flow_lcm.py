@@ -32,26 +32,28 @@ def test_pair_density_integrates_to_one_in_one_dimension(x64):
     assert total == pytest.approx(1.0, abs=1e-6)
 
 
-def test_post_nonlinear_pair_density_integrates_to_one_in_one_dimension(x64):
-    """z = g(e): the density of z1 and of the kept z2 carry g's inverse slope (a 4-d grid
-    cannot resolve the post-nonlinear slopes; `test_post_nonlinear_noise_jacobian` covers d > 1)."""
-    mechanisms = flow_lcm.random_mechanisms(jax.random.PRNGKey(0), 1, post_nonlinear=True)
+@pytest.mark.parametrize("kind", ["post_nonlinear", "noise_spline"])
+def test_noise_through_a_spline_pair_density_integrates_to_one_in_one_dimension(kind, x64):
+    """z = g(e) (no parents): the density of z1 and of the kept z2 carry g's inverse slope (a
+    4-d grid cannot resolve these slopes; `test_noise_jacobian` covers d > 1)."""
+    mechanisms = flow_lcm.random_mechanisms(jax.random.PRNGKey(0), 1, kind)
     total = _integral(1, jnp.zeros((1, 1)), jnp.eye(1), mechanisms, None, 1001, 9.0)
     assert total == pytest.approx(1.0, abs=1e-4)
 
 
-def test_post_nonlinear_noise_jacobian(x64):
+@pytest.mark.parametrize("kind", ["nonlinear", "post_nonlinear", "noise_spline"])
+def test_noise_jacobian(kind, x64):
     """log|det de/dz| of the whole map z -> e (jax.jacfwd) is the sum of the per-variable terms
     that `log_prob_pairs` adds (the map is triangular)."""
-    nature = create_nature(3, "full", 5, mechanisms="post_nonlinear")
+    nature = create_nature(3, "full", 5, mechanisms=kind)
     effects = nature.adjacency * nature.weights
     z = 2.0 * jax.random.normal(jax.random.PRNGKey(1), (16, 3), jnp.float64)
     _, log_jacobian = flow_lcm.noise_and_log_jacobian(z, effects, nature.mechanisms)
     jacobians = jax.vmap(jax.jacfwd(
         lambda v: flow_lcm.noise_of(v[None], effects, nature.mechanisms)[0]))(z)
-    np.testing.assert_allclose(np.linalg.slogdet(np.asarray(jacobians))[1],
-                               np.asarray(jnp.sum(log_jacobian, axis=1)), atol=1e-8)
-    assert np.ptp(np.asarray(jnp.sum(log_jacobian, axis=1))) > 0.5
+    total = np.asarray(jnp.sum(log_jacobian, axis=1))
+    np.testing.assert_allclose(np.linalg.slogdet(np.asarray(jacobians))[1], total, atol=1e-8)
+    assert np.ptp(total) > 0.5 if kind != "nonlinear" else np.all(total == 0.0)
 
 
 @pytest.mark.parametrize("part", ["linear", "spline_mechanism", "mixing_flow"])
@@ -98,29 +100,35 @@ def test_nonlinear_ground_truth_is_deterministic_in_the_seed(nonlinear_pairs):
     assert linear.mechanisms is None and linear.mixing_flow is None
 
 
-def test_post_nonlinear_noise_passes_through_the_mechanism():
-    """z_i = g_i(pre_i + eps_i): the noise recovered from z1 is the sampled N(0, 1) noise (the
-    same splines as `nonlinear` for the seed), and z1 is not additive in it."""
-    nature = create_nature(3, "full", 5, mechanisms="post_nonlinear")
+@pytest.mark.parametrize("kind", ["post_nonlinear", "noise_spline"])
+def test_noise_passes_through_the_mechanism(kind):
+    """z_i = g_i(pre_i + eps_i) or pre_i + g_i(eps_i; pre_i): the noise recovered from z1 is the
+    sampled N(0, 1) noise, and z1 is not additive in it; unintervened pairs keep their noise."""
+    nature = create_nature(3, "full", 5, mechanisms=kind)
     additive = create_nature(3, "full", 5, mechanisms="nonlinear")
-    assert nature.mechanisms.post_nonlinear and not additive.mechanisms.post_nonlinear
-    np.testing.assert_allclose(nature.mechanisms.params / flow_lcm.POST_NONLINEAR_PARAM_STD,
-                               additive.mechanisms.params / flow_lcm.MECHANISM_PARAM_STD,
-                               rtol=1e-6)
+    assert nature.mechanisms.kind == kind and additive.mechanisms.kind == "nonlinear"
     order = tuple(topological_sort(np.asarray(nature.adjacency)))
     pairs = sample_pairs(jax.random.PRNGKey(0), nature, 4000, order, 1e-9)
     effects = nature.adjacency * nature.weights
     noise, log_jacobian = flow_lcm.noise_and_log_jacobian(pairs["z1"], effects, nature.mechanisms)
     np.testing.assert_allclose(np.asarray(noise).std(0), 1.0, atol=0.06)
     assert np.std(np.asarray(log_jacobian)) > 0.1  # de/dz varies: the noise enters nonlinearly
-    # the additive reading of the same z1 (z - g(pre)) is a different, non-normal noise
     additive_noise = np.asarray(flow_lcm.noise_of(pairs["z1"], effects, additive.mechanisms))
     assert np.abs(additive_noise - np.asarray(noise)).max() > 0.3
-    # unintervened pairs keep their noise (root variables: z2 = z1 exactly)
     unchanged = np.asarray(pairs["intervention_labels"]) == 0
     noise2 = flow_lcm.noise_of(pairs["z2"], effects, nature.mechanisms)
     np.testing.assert_allclose(np.asarray(noise2)[unchanged], np.asarray(noise)[unchanged],
                                atol=1e-4)
+
+
+def test_noise_spline_shape_moves_with_the_parents():
+    """In `noise_spline` the spline of a child's noise differs between parent values."""
+    mechanisms = flow_lcm.random_mechanisms(jax.random.PRNGKey(0), 2, "noise_spline")
+    eps = jnp.linspace(-2.0, 2.0, 9)
+    low, high = (flow_lcm.causal_value(1, eps, jnp.stack([jnp.full(9, v), eps], 1),
+                                       jnp.array([[0.0, 1.0], [0.0, 0.0]]), mechanisms) - v
+                 for v in (-2.0, 2.0))  # the noise part, g(eps; pre) for pre = -2 and 2
+    assert np.abs(np.asarray(low - high)).max() > 0.1
 
 
 def test_log_prob_pairs_prefers_the_true_counterfactuals(nonlinear_pairs):

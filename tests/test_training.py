@@ -22,7 +22,8 @@ from wscrl_jax.train.preemption import Interrupted, StopRequest
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One tiny 6-epoch ILCM run (2 variables, 3 phases of 2 epochs, 3 calls an epoch), shared
-    by the tests of this module; also returns the traces of each phase's compiled call."""
+    by the tests of this module; also returns {"traces": the traces of each phase's compiled
+    call, "orders": the step of each epoch permutation made}."""
     config = tiny_scaling_config("ilcm")
     config.training.epochs = 6
     config.training.pretrain_epochs = 2
@@ -36,8 +37,17 @@ def trained(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("run"))
     compiled = []
 
+    orders = []
+
     def make_run_steps(*args, **kwargs):
         compiled.append(loop_make_run_steps(*args, **kwargs))
+        epoch_orders = compiled[-1].epoch_orders
+
+        def counted(state, data):
+            orders.append(int(state.step[0]))
+            return epoch_orders(state, data)
+
+        compiled[-1].epoch_orders = counted
         return compiled[-1]
 
     loop_make_run_steps = loop.make_run_steps
@@ -45,7 +55,7 @@ def trained(tmp_path_factory):
         patch.setattr(loop, "make_run_steps", make_run_steps)
         rows = experiment.run(config, workdir, progress=False)
     assert len(compiled) == 1
-    return config, workdir, rows, dict(compiled[0].traces)
+    return config, workdir, rows, {"traces": dict(compiled[0].traces), "orders": orders}
 
 
 def untrained_disentanglement(config):
@@ -75,10 +85,15 @@ def test_run_learns_and_writes_metrics(trained):
     assert rows[0]["causal_disentanglement"] > before + 0.2, (before, rows[0])
 
 
+def test_each_epoch_is_shuffled_once(trained):
+    """The epoch's permutation is made at its first call and reused by its other two."""
+    assert trained[3]["orders"] == [0, 200, 400, 600, 800, 1000]
+
+
 def test_each_phase_compiles_once(trained):
     """Pretraining, main phase and deterministic encoder: 3 phases, each traced once over
     its 6 calls of two different lengths."""
-    *_, traces = trained
+    traces = trained[3]["traces"]
     assert sorted(traces.values()) == [1, 1, 1], traces
     assert [phase.pretrain for phase in traces] == [True, False, False]
 

@@ -2,12 +2,17 @@
 (`ws_crl/lcm/flow_lcm.py: FlowLCM`, ws-crl.md 1.5 and 7.2): an additive-noise SCM on the causal
 variables z, atomic-or-none perfect interventions, and an invertible mixing x = F(z).
 
-* Mechanisms (`MECHANISMS`): `linear`, the reference's z_i = sum_j w_ji z_j + eps_i; or, not in
-  the reference, with g_i a random monotone rational-quadratic spline on
-  [-MECHANISM_BOUND, MECHANISM_BOUND] (identity outside): `nonlinear`,
-  z_i = g_i(sum_j w_ji z_j) + eps_i (still additive noise: an affine solution function of the
-  noise is exact), or `post_nonlinear`, z_i = g_i(sum_j w_ji z_j + eps_i) (the noise passes
-  through g_i: no affine solution function is exact, a spline one can be).
+* Mechanisms (`MECHANISMS`): `linear`, the reference's z_i = pre_i + eps_i with
+  pre_i = sum_j w_ji z_j; or, not in the reference, with g_i random monotone rational-quadratic
+  splines on [-MECHANISM_BOUND, MECHANISM_BOUND] (identity outside):
+  - `nonlinear`: z_i = g_i(pre_i) + eps_i;
+  - `post_nonlinear`: z_i = g_i(pre_i + eps_i);
+  - `noise_spline`: z_i = pre_i + g_i(eps_i; pre_i), a spline of the noise whose knots move with
+    the parents (parameters a + tanh(pre_i) b).
+  In the first two the noise is additive in some coordinate of z_i (z_i itself, or
+  g_i^-1(z_i)), so an affine solution function z_i = a(ctx) e_i + b(ctx) is exact up to the
+  elementwise reparametrisation that identifiability allows anyway; in `noise_spline` the shape
+  of p(z_i | parents) changes with the parents, which no such affine family represents.
 * Mixing (`MIXINGS`): `so_n`, the reference's rotation x = R^T z; or `flow` (not in the
   reference), a random affine coupling flow after the rotation, x = F(R^T z). (Random
   rational-quadratic couplings invert badly in float32: distrax's spline with O(1) random
@@ -15,8 +20,8 @@ variables z, atomic-or-none perfect interventions, and an invertible mixing x = 
 * Sampling pairs (before / after an intervention) is `data/scaling.py: sample_pairs`.
 * `log_prob_pairs`: the exact log p(x1, x2), marginalised over the intervention targets, which
   the reference declares but never implemented. With e = the noise of z (the map z -> e is
-  triangular with diagonal J_i = de_i/dz_i: 1 for additive noise, 1 / g_i'(g_i^-1(z_i)) post-
-  nonlinear), targets I uniform over {none, 1, .., d}:
+  triangular with diagonal J_i = de_i/dz_i: 1 for additive noise, the inverse spline's slope
+  otherwise), targets I uniform over {none, 1, .., d}:
 
       log p(x1, x2) = sum_i [log N(e1_i) + log J1_i] + log sum_I p(I) [ sum_{i in I} log N(z2_i)
                       + sum_{i not in I} (log N(e2_i; e1_i, t^2) + log J2_i) ]
@@ -38,64 +43,82 @@ import jax.numpy as jnp
 from wscrl_jax.causal.interventions import intervention_masks
 from wscrl_jax.flows.stack import CouplingStack
 
-MECHANISMS = ("linear", "nonlinear", "post_nonlinear")
+MECHANISMS = ("linear", "nonlinear", "post_nonlinear", "noise_spline")
 MIXINGS = ("so_n", "flow")
 MECHANISM_BINS = 8
 MECHANISM_BOUND = 3.0
 MECHANISM_PARAM_STD = 1.5  # spread of the random spline parameters (bends of the mechanisms)
-# post-nonlinear: milder, since the noise passes through the splines; at 1.5 they flatten whole
-# ranges of the noise to slopes below 0.03 (z_i nearly discrete), at 0.5 the slopes of a spline
-# span about 0.2 to 3.6 (medians over random draws)
-POST_NONLINEAR_PARAM_STD = 0.5
+# where the noise passes through the splines (post_nonlinear, noise_spline): milder; at 1.5 they
+# flatten whole ranges of the noise to slopes below 0.03 (z_i nearly discrete), at 0.5 the
+# slopes of a spline span about 0.2 to 3.6 (medians over random draws)
+NOISE_SPLINE_PARAM_STD = 0.5
 MIXING_PARAM_STD = 0.3  # spread added to the mixing flow's initial parameters
 
 
 @flax.struct.dataclass
 class Mechanisms:
-    """Random monotone spline mechanisms g_i of d variables.
+    """Random monotone spline mechanisms of d variables (see the module docstring).
 
-    params: [d, 3 bins + 1] the splines' parameters; post_nonlinear (static): False for
-    z_i = g_i(pre_i) + eps_i, True for z_i = g_i(pre_i + eps_i) (pre_i = sum_j w_ji z_j).
+    params: [d, 3 bins + 1] the splines' parameters, or for `noise_spline` [d, 2, 3 bins + 1]
+    (a and b of a + tanh(pre_i) b); kind (static): one of `MECHANISMS` other than `linear`.
     """
     params: jax.Array
-    post_nonlinear: bool = flax.struct.field(pytree_node=False, default=False)
+    kind: str = flax.struct.field(pytree_node=False, default="nonlinear")
 
 
-def random_mechanisms(key, dim: int, post_nonlinear: bool = False) -> Mechanisms:
-    """d random monotone mechanisms (for one key, the same draws for both placements of the
-    noise, scaled by their own spread)."""
-    spread = POST_NONLINEAR_PARAM_STD if post_nonlinear else MECHANISM_PARAM_STD
-    return Mechanisms(spread * jax.random.normal(key, (dim, 3 * MECHANISM_BINS + 1)),
-                      post_nonlinear)
+def random_mechanisms(key, dim: int, kind: str = "nonlinear") -> Mechanisms:
+    """d random monotone mechanisms of `kind` (for one key the same normal draws, each kind
+    scaled by its own spread; `noise_spline` draws b from the key folded with 1)."""
+    shape = (dim, 3 * MECHANISM_BINS + 1)
+    if kind == "nonlinear":
+        return Mechanisms(MECHANISM_PARAM_STD * jax.random.normal(key, shape), kind)
+    params = NOISE_SPLINE_PARAM_STD * jax.random.normal(key, shape)
+    if kind == "noise_spline":
+        slopes = NOISE_SPLINE_PARAM_STD * jax.random.normal(jax.random.fold_in(key, 1), shape)
+        params = jnp.stack([params, slopes], axis=1)
+    return Mechanisms(params, kind)
 
 
-def _spline(mechanisms: Mechanisms, i: int):
-    return distrax.RationalQuadraticSpline(mechanisms.params[i], -MECHANISM_BOUND,
-                                           MECHANISM_BOUND, boundary_slopes="identity")
+def _spline(mechanisms: Mechanisms, i: int, pre=None):
+    """g_i; for `noise_spline` the batch of splines g_i(.; pre) of pre [n]."""
+    params = mechanisms.params[i]
+    if mechanisms.kind == "noise_spline":
+        params = params[0] + jnp.tanh(pre)[:, None] * params[1]  # [n, 3 bins + 1]
+    return distrax.RationalQuadraticSpline(params, -MECHANISM_BOUND, MECHANISM_BOUND,
+                                           boundary_slopes="identity")
 
 
 def causal_value(i: int, eps_i, z, effects, mechanisms: Optional[Mechanisms],
                  counterfactual=0.0):
-    """z_i [n] from its noise eps_i [n] and its parents' values in z [n, d]: pre_i + eps_i
-    (linear), g_i(pre_i) + eps_i or g_i(pre_i + eps_i), with pre_i = z @ effects[:, i].
-    `counterfactual` [n] (the counterfactual noise) is added to the noise."""
+    """z_i [n] from its noise eps_i [n] and its parents' values in z [n, d] (pre_i =
+    z @ effects[:, i]; the formula of `mechanisms.kind`). `counterfactual` [n] (the
+    counterfactual noise) is added to the noise."""
     pre = z @ effects[:, i]
     if mechanisms is None:
         return eps_i + pre + counterfactual
-    if mechanisms.post_nonlinear:
+    if mechanisms.kind == "post_nonlinear":
         return _spline(mechanisms, i).forward(pre + (eps_i + counterfactual))
+    if mechanisms.kind == "noise_spline":
+        return pre + _spline(mechanisms, i, pre).forward(eps_i + counterfactual)
     return eps_i + _spline(mechanisms, i).forward(pre) + counterfactual
 
 
 def noise_and_log_jacobian(z, effects, mechanisms: Optional[Mechanisms]):
     """The noise e [n, d] of causal variables z [n, d] (exact inverse of solving the SCM) and
     log|de_i/dz_i| [n, d] (zeros for additive noise)."""
-    if mechanisms is None or not mechanisms.post_nonlinear:
+    if mechanisms is None or mechanisms.kind == "nonlinear":
         noise = jnp.stack([z[:, i] - causal_value(i, 0.0, z, effects, mechanisms)
                            for i in range(z.shape[1])], axis=1)
         return noise, jnp.zeros_like(noise)
-    inverse = [_spline(mechanisms, i).inverse_and_log_det(z[:, i]) for i in range(z.shape[1])]
-    noise = jnp.stack([u for u, _ in inverse], axis=1) - z @ effects
+    pre = z @ effects  # [n, d]
+    if mechanisms.kind == "post_nonlinear":
+        inverse = [_spline(mechanisms, i).inverse_and_log_det(z[:, i])
+                   for i in range(z.shape[1])]
+        noise = jnp.stack([u for u, _ in inverse], axis=1) - pre
+    else:  # noise_spline
+        inverse = [_spline(mechanisms, i, pre[:, i]).inverse_and_log_det(z[:, i] - pre[:, i])
+                   for i in range(z.shape[1])]
+        noise = jnp.stack([u for u, _ in inverse], axis=1)
     return noise, jnp.stack([log_det for _, log_det in inverse], axis=1)
 
 

@@ -74,7 +74,7 @@ def create_nature(dim_z: int, mode: str, seed: int, causal_effects: str = "bimod
     return Nature(
         jnp.asarray(adjacency, jnp.float32), weights, so_n_rotation(coeffs, dim_z),
         None if mechanisms == "linear" else random_mechanisms(
-            jax.random.fold_in(key, 2), dim_z, post_nonlinear=mechanisms == "post_nonlinear"),
+            jax.random.fold_in(key, 2), dim_z, mechanisms),
         random_mixing_flow(jax.random.fold_in(key, 3), dim_z) if mixing == "flow" else None)
 
 

@@ -70,6 +70,7 @@ def train(method: Method, state: TrainState, train_data, config, *, progress: bo
     bar = tqdm(total=total, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
     previous_phase = None
     frozen_reported = set()
+    order, order_epoch = None, None  # the epoch's batch rows, made once per epoch
     while step < total:
         if method.finished(state):
             log.info("Stopping at step %d (epoch %d): no member is still training", step,
@@ -89,7 +90,9 @@ def train(method: Method, state: TrainState, train_data, config, *, progress: bo
             batch, weights, rows = train_data.take(num)
             call_data = jax.device_put({"batch": batch, "weights": weights, "rows": rows},
                                        state.step.sharding)
-        state, stats = run_steps(state, call_data, np.int32(num), phase)
+        elif order_epoch != epoch:
+            order, order_epoch = run_steps.epoch_orders(state, train_data), epoch
+        state, stats = run_steps(state, call_data, np.int32(num), phase, order)
         step += num
         if step == (epoch + 1) * spe:
             state = method.end_epoch(state, epoch, stats, eval_data)

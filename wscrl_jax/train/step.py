@@ -5,8 +5,10 @@
 CPU where a vmapped step's working set no longer fits in cache, e.g. MD-CRL's adaptive MMD).
 Each member shuffles its own on-device training split once per epoch (permutation keyed by
 epoch, so a run resumed at any call boundary draws the same batches) and reads batches by
-dynamic slicing. The last batch of an epoch is padded and its padded rows get zero weight (the
-reference's `drop_last=False`).
+dynamic slicing. The permutation is its own compiled call (`run_steps.epoch_orders`), which
+the loop makes once per epoch and hands to every call of that epoch: sorting 100k rows costs
+as much as a hundred small training steps on a CPU. The last batch of an epoch is padded and
+its padded rows get zero weight (the reference's `drop_last=False`).
 
 A `convolutional` method on CPU runs one compiled step per dispatch instead (`Method.
 convolutional`): XLA's CPU backend runs convolutions inside a loop ~25x slower, while one
@@ -29,14 +31,16 @@ from wscrl_jax.train.state import TrainState
 
 def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_grad_norm: float,
                    nan_limit: int, streamed: bool = False):
-    """Returns run_steps(state, data, num_steps, phase) -> (state, stats).
+    """Returns run_steps(state, data, num_steps, phase, order=None) -> (state, stats).
 
     state: TrainState stacked over members; data: {name: [members, N, ...]} training arrays,
     or with `streamed` the call's batches from a host pipeline, {"batch": {name: [members,
     num_steps, B, ...]}, "weights": [members, num_steps, B], "rows": [members, num_steps, B]}
     (`loop.train`); num_steps: traced int (no recompilation per call; the call must not cross
     an epoch); phase: static. stats: per-member sums of loss, the count of finite steps and the
-    loss of the last step. `run_steps.traces[phase]` counts the traces (compilations) of each
+    loss of the last step. order: [members, N + B] int32, the rows of the epoch's batches,
+    `run_steps.epoch_orders(state, data)` at any step of that epoch (None: made for this call;
+    unused when streamed). `run_steps.traces[phase]` counts the traces (compilations) of each
     phase.
     """
     use_unrolled_threefry()
@@ -45,7 +49,23 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
     sequential = method.member_loop == "sequential" and not per_dispatch
     traces = collections.Counter()
 
-    def member_steps(state: TrainState, data, num_steps, phase):
+    def epoch_order(key, step, n: int):
+        """One member's batch rows for the epoch of `step`: its permutation of the N rows (the
+        identity without shuffling), then the first B again for the last batch's padding."""
+        if method.shuffle:
+            epoch = step // steps_per_epoch
+            perm = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, 0), epoch),
+                                          n)
+        else:
+            perm = jnp.arange(n)
+        return jnp.concatenate([perm, perm[:batch_size]])
+
+    @jax.jit
+    def epoch_orders(state, data):
+        n = jax.tree_util.tree_leaves(data)[0].shape[1]
+        return jax.vmap(lambda key, step: epoch_order(key, step, n))(state.key, state.step)
+
+    def member_steps(state: TrainState, data, order, num_steps, phase):
         """num_steps: traced, or None for exactly one step outside any loop."""
         epoch = state.step // steps_per_epoch
         if streamed:
@@ -54,16 +74,10 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
                         data["weights"][i])
         else:
             n = jax.tree_util.tree_leaves(data)[0].shape[0]
-            if method.shuffle:
-                shuffle_key = jax.random.fold_in(jax.random.fold_in(state.key, 0), epoch)
-                perm = jax.random.permutation(shuffle_key, n)
-            else:
-                perm = jnp.arange(n)
-            perm = jnp.concatenate([perm, perm[:batch_size]])
 
             def read_batch(_, state):
                 pos = (state.step - epoch * steps_per_epoch) * batch_size
-                idx = jax.lax.dynamic_slice(perm, (pos,), (batch_size,))
+                idx = jax.lax.dynamic_slice(order, (pos,), (batch_size,))
                 weights = ((pos + jnp.arange(batch_size)) < n).astype(jnp.float32)
                 return jax.tree_util.tree_map(lambda a: a[idx], data), idx, weights
 
@@ -102,46 +116,53 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
         return state, {"loss_sum": loss_sum, "finite_steps": finite_count,
                        "last_loss": last_loss}
 
-    def all_members(state, data, num_steps, phase):
+    def all_members(state, data, order, num_steps, phase):
         if sequential:
-            return jax.lax.map(lambda sd: member_steps(*sd, num_steps, phase), (state, data))
-        return jax.vmap(lambda s, d: member_steps(s, d, num_steps, phase))(state, data)
+            return jax.lax.map(lambda sdo: member_steps(*sdo, num_steps, phase),
+                               (state, data, order))
+        return jax.vmap(lambda s, d, o: member_steps(s, d, o, num_steps, phase))(
+            state, data, order)
 
     @partial(jax.jit, static_argnames=("phase", "mesh"), donate_argnums=(0,))
-    def run_steps_on(state, data, num_steps, phase, mesh):
+    def run_steps_on(state, data, order, num_steps, phase, mesh):
         traces[phase] += 1
         if mesh is None:
-            return all_members(state, data, num_steps, phase)
+            return all_members(state, data, order, num_steps, phase)
         spec = PartitionSpec(mesh.axis_names[0])
         if num_steps is None:
-            local = lambda s, d: all_members(s, d, None, phase)  # noqa: E731
-            return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec), out_specs=spec,
-                                 check_vma=False)(state, data)
-        local = lambda s, d, n: all_members(s, d, n, phase)  # noqa: E731
-        return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, PartitionSpec()),
-                             out_specs=spec, check_vma=False)(state, data, num_steps)
+            local = lambda s, d, o: all_members(s, d, o, None, phase)  # noqa: E731
+            return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec,
+                                 check_vma=False)(state, data, order)
+        local = lambda s, d, o, n: all_members(s, d, o, n, phase)  # noqa: E731
+        return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec, PartitionSpec()),
+                             out_specs=spec, check_vma=False)(state, data, order, num_steps)
 
-    def run_steps(state, data, num_steps, phase):
+    def run_steps(state, data, num_steps, phase, order=None):
         """`run_steps_on`; a convolutional method's members run per device under `shard_map`
         (XLA's partitioner mis-splits the grouped convolutions that vmapped convolutions over
         members become, e.g. 4 members on 2 CPU devices fail to compile)."""
         sharding = state.step.sharding
         mesh = (sharding.mesh if method.convolutional and isinstance(sharding, NamedSharding)
                 and sharding.mesh.size > 1 else None)
-        return run_steps_on(state, data, num_steps, phase=phase, mesh=mesh)
+        if order is None and not streamed:
+            order = epoch_orders(state, data)
+        return run_steps_on(state, data, order, num_steps, phase=phase, mesh=mesh)
 
     if not per_dispatch:
         run_steps.traces = traces
+        run_steps.epoch_orders = epoch_orders
         return run_steps
 
-    def run_steps_per_dispatch(state, data, num_steps, phase):
+    def run_steps_per_dispatch(state, data, num_steps, phase, order=None):
         """The same steps, one compiled step (`run_steps` with num_steps=None) per dispatch;
         the call's stats summed on the device."""
+        if order is None and not streamed:
+            order = epoch_orders(state, data)
         total = None
         for i in range(int(num_steps)):
             step_data = (jax.tree_util.tree_map(lambda a: a[:, i:i + 1], data) if streamed
                          else data)
-            state, stats = run_steps(state, step_data, None, phase)
+            state, stats = run_steps(state, step_data, None, phase, order)
             total = stats if total is None else {
                 "loss_sum": total["loss_sum"] + stats["loss_sum"],
                 "finite_steps": total["finite_steps"] + stats["finite_steps"],
@@ -149,4 +170,5 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
         return state, total
 
     run_steps_per_dispatch.traces = traces
+    run_steps_per_dispatch.epoch_orders = epoch_orders
     return run_steps_per_dispatch
