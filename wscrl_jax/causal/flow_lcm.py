@@ -1,6 +1,7 @@
 """The ground-truth latent causal model of the scaling data as a flow model
-(`ws_crl/lcm/flow_lcm.py: FlowLCM`, ws-crl.md 1.5 and 7.2): an additive-noise SCM on the causal
-variables z, atomic-or-none perfect interventions, and an invertible mixing x = F(z).
+(`ws_crl/lcm/flow_lcm.py: FlowLCM`, ws-crl.md 1.5 and 7.2): an SCM on the causal variables z
+(additive noise in the reference), atomic-or-none perfect interventions, and an invertible
+mixing x = F(z).
 
 * Mechanisms (`MECHANISMS`): `linear`, the reference's z_i = pre_i + eps_i with
   pre_i = sum_j w_ji z_j; or, not in the reference, with g_i random monotone rational-quadratic
@@ -69,6 +70,8 @@ class Mechanisms:
 def random_mechanisms(key, dim: int, kind: str = "nonlinear") -> Mechanisms:
     """d random monotone mechanisms of `kind` (for one key the same normal draws, each kind
     scaled by its own spread; `noise_spline` draws b from the key folded with 1)."""
+    if kind not in MECHANISMS[1:]:
+        raise ValueError(f"random mechanisms of kind {kind!r}: expected one of {MECHANISMS[1:]}")
     shape = (dim, 3 * MECHANISM_BINS + 1)
     if kind == "nonlinear":
         return Mechanisms(MECHANISM_PARAM_STD * jax.random.normal(key, shape), kind)
