@@ -40,8 +40,9 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
     an epoch); phase: static. stats: per-member sums of loss, the count of finite steps and the
     loss of the last step. order: [members, N + B] int32, the rows of the epoch's batches,
     `run_steps.epoch_orders(state, data)` at any step of that epoch (None: made for this call;
-    unused when streamed). `run_steps.traces[phase]` counts the traces (compilations) of each
-    phase.
+    unused when streamed; always None for a method that does not shuffle, whose rows are read
+    in order inside the call). `run_steps.traces[phase]` counts the traces (compilations) of
+    each phase.
     """
     use_unrolled_threefry()
     optimizer = method.optimizer
@@ -61,9 +62,13 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
         return jnp.concatenate([perm, perm[:batch_size]])
 
     @jax.jit
-    def epoch_orders(state, data):
+    def shuffled_orders(state, data):
         n = jax.tree_util.tree_leaves(data)[0].shape[1]
         return jax.vmap(lambda key, step: epoch_order(key, step, n))(state.key, state.step)
+
+    def epoch_orders(state, data):
+        """[members, N + B] for a shuffling method (one compiled call); None otherwise."""
+        return shuffled_orders(state, data) if method.shuffle else None
 
     def member_steps(state: TrainState, data, order, num_steps, phase):
         """num_steps: traced, or None for exactly one step outside any loop."""
@@ -74,6 +79,8 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
                         data["weights"][i])
         else:
             n = jax.tree_util.tree_leaves(data)[0].shape[0]
+            if order is None:  # rows in order: cheaper made here than by another dispatch
+                order = epoch_order(state.key, state.step, n)
 
             def read_batch(_, state):
                 pos = (state.step - epoch * steps_per_epoch) * batch_size
