@@ -187,6 +187,28 @@ def test_per_dispatch_steps_match_the_multi_step_call():
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
 
+def test_a_phase_compiled_ahead_takes_the_same_steps():
+    """`run_steps.compile_ahead`: a later phase compiled in the background while the first
+    runs gives the steps that compiling it at its first call gives, bit for bit (MD-CRL's
+    loss ignores the phase's name, so "later" is the same program under another key)."""
+    c = tiny_md_config()
+    out = []
+    for ahead in (False, True):
+        method, data, state = experiment.build(c, experiment.sweep_members(c))
+        run_steps = make_run_steps(method, method.steps_per_epoch, c.training.batchsize, 0.1, 10)
+        if ahead:
+            run_steps.compile_ahead(["stage1", "later"])
+        train = {k: data["train"][k] for k in method.train_inputs}
+        state, _ = run_steps(state, train, np.int32(3), "stage1")
+        state, stats = run_steps(state, train, np.int32(4), "later")
+        out.append((state, stats, dict(run_steps.traces), set(run_steps.used_ahead)))
+    (a, sa, ta, ua), (b, sb, tb, ub) = out
+    assert ta == tb == {"stage1": 1, "later": 1}
+    assert ua == set() and ub == {"later"}
+    for x, y in zip(jax.tree_util.tree_leaves((a, sa)), jax.tree_util.tree_leaves((b, sb))):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_sequential_members_match_vmapped_members():
     """`training.member_loop`: members one after the other give the vmapped members' numbers;
     "auto" picks sequential only for an MMD penalty on one CPU device."""

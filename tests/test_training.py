@@ -55,7 +55,8 @@ def trained(tmp_path_factory):
         patch.setattr(loop, "make_run_steps", make_run_steps)
         rows = experiment.run(config, workdir, progress=False)
     assert len(compiled) == 1
-    return config, workdir, rows, {"traces": dict(compiled[0].traces), "orders": orders}
+    return config, workdir, rows, {"traces": dict(compiled[0].traces), "orders": orders,
+                                   "used_ahead": set(compiled[0].used_ahead)}
 
 
 def untrained_disentanglement(config):
@@ -92,10 +93,12 @@ def test_each_epoch_is_shuffled_once(trained):
 
 def test_each_phase_compiles_once(trained):
     """Pretraining, main phase and deterministic encoder: 3 phases, each traced once over
-    its 6 calls of two different lengths."""
+    its 6 calls of two different lengths; the two later phases compiled in the background
+    (`compile_ahead`) while pretraining ran, and their calls ran those compilations."""
     traces = trained[3]["traces"]
     assert sorted(traces.values()) == [1, 1, 1], traces
-    assert [phase.pretrain for phase in traces] == [True, False, False]
+    assert sorted(phase.pretrain for phase in traces) == [False, False, True]
+    assert trained[3]["used_ahead"] == {phase for phase in traces if not phase.pretrain}
 
 
 @pytest.mark.slow

@@ -418,7 +418,8 @@ def evaluate_members(method, state, data, members, workdir, config,
         start = time.time()
         with tqdm(total=len(indices), disable=not progress, unit="stage", dynamic_ncols=True,
                   leave=False) as bar:
-            results = method.evaluate_members(*stacked, keys, bar)[:len(indices)]
+            results = method.evaluate_members(*stacked, keys, bar,
+                                              real=len(indices))[:len(indices)]
         log.info("Evaluated %d member(s) in %.1f s", len(indices), time.time() - start)
     parts = gather_objects((indices, results))  # every process's, in member order
     indices = [i for part, _ in parts for i in part]

@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from functools import partial
-from typing import Dict, List, Union
+from typing import Dict, List, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -72,17 +72,19 @@ def _iwae_log_likelihood(method, params, model_state, batch, key, n_samples):
     return jax.vmap(one)(params, model_state, batch, key)
 
 
-def evaluate_lcm_members(method, params, model_state, data, keys,
-                         bar) -> List[Union[Dict[str, float], str]]:
+def evaluate_lcm_members(method, params, model_state, data, keys, bar,
+                         real: Optional[int] = None) -> List[Union[Dict[str, float], str]]:
     """Metrics of every member ([M, ...] arrays, keys [M, 2]), in the reference's CSV column
     order (DCI first, nll last); a member whose codes are not finite gets one line instead.
+    real: the first `real` members are the sweep's, the others inert padding (None: none).
 
     Every stage is one compiled call for all members: causal codes, DCI
-    (`eval.dci_backend`), the graphs (`lcm/graphs.py`, `eval.graphs`: post-hoc ENCO and the
-    implicit graph of models with solution functions, the graph a model trained with, their
-    distances to the truth), the test-set loss terms on the whole split as one batch, the IWAE
-    NLL. Only the intervention
-    metrics (permutations of d <= 5 labels) run on the host."""
+    (`eval.dci_backend`; the real members only, since its fits are shared out over threads
+    where padding would only add fits: the padding's rows are the last real member's, whose
+    copy it is), the graphs (`lcm/graphs.py`, `eval.graphs`: post-hoc ENCO and the implicit
+    graph of models with solution functions, the graph a model trained with, their distances
+    to the truth), the test-set loss terms on the whole split as one batch, the IWAE NLL. Only
+    the intervention metrics (permutations of d <= 5 labels) run on the host."""
     cfg = method.config
     split = data[cfg.eval.eval_partition]
     num_members = keys.shape[0]
@@ -100,21 +102,25 @@ def evaluate_lcm_members(method, params, model_state, data, keys,
 
     bar.set_description(f"evaluation: DCI ({cfg.eval.dci_backend})")
     start = time.time()
-    ok = finite[:, None, None]  # members with non-finite codes: fit on zeros, then dropped
-    dci = compute_dci_members(jnp.where(ok, codes_train, 0.0), data["dci_train"]["z1"],
-                              jnp.where(ok, codes_test, 0.0), split["z1"],
+    real = num_members if real is None else real
+    ok = finite[:real, None, None]  # members with non-finite codes: fit on zeros, then dropped
+    dci = compute_dci_members(jnp.where(ok, codes_train[:real], 0.0),
+                              data["dci_train"]["z1"][:real],
+                              jnp.where(ok, codes_test[:real], 0.0), split["z1"][:real],
                               backend=cfg.eval.dci_backend,
                               random_state=cfg.eval.dci_random_state)
+    dci += dci[-1:] * (num_members - real)
     if "e1" in split:  # true noise known (CausalCircuit): DCI of the encoder means too
         noise = _encode_noise(method, params, jnp.concatenate([data["dci_train"]["x1"],
-                                                               split["x1"]], axis=1))
+                                                               split["x1"]], axis=1))[:real]
         ok = jnp.all(jnp.isfinite(noise), axis=(1, 2))[:, None, None]
         noise = jnp.where(ok, noise, 0.0)
-        noise_dci = compute_dci_members(noise[:, :n_train], data["dci_train"]["e1"],
-                                        noise[:, n_train:], split["e1"],
+        noise_dci = compute_dci_members(noise[:, :n_train], data["dci_train"]["e1"][:real],
+                                        noise[:, n_train:], split["e1"][:real],
                                         backend=cfg.eval.dci_backend,
                                         random_state=cfg.eval.dci_random_state)
-    log.info("DCI of %d member(s) (%d training codes each, %s) in %.1f s", num_members,
+        noise_dci += noise_dci[-1:] * (num_members - real)
+    log.info("DCI of %d member(s) (%d training codes each, %s) in %.1f s", real,
              codes_train.shape[1], cfg.eval.dci_backend, time.time() - start)
     bar.update()
 

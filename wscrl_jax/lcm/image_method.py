@@ -205,13 +205,14 @@ class ImageLCMMethod(LCMMethod):
                    "reconstructions from the encoder means", row_names=names)
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate_members(self, params, model_state, data, keys, bar) -> List[Dict[str, float]]:
+    def evaluate_members(self, params, model_state, data, keys, bar,
+                         real=None) -> List[Dict[str, float]]:
         """Per member: `reconstruction_mse` (test images through the encoder and decoder means,
         per pixel, images in [0, 1]) and the DCI of the codes (encoder means of the before
         images, fit on the `eval.dci_train_pairs` training pairs stored first in the TFDS
         dataset, a fixed subset) against the true causal variables (`code_*`). Uses the codes
         `write_outputs` just wrote where it ran on these parameters, else encodes."""
-        del model_state, data, keys
+        del model_state, data, keys, real  # no padding: `evaluates_padding` is False
         bar.reset(total=2)
         bar.set_description("evaluation: encoding")
         codes = self._written_codes

@@ -264,5 +264,5 @@ class LCMMethod(Method):
             raise ValueError(result)
         return result
 
-    def evaluate_members(self, params, model_state, data, keys, bar):
-        return evaluate_lcm_members(self, params, model_state, data, keys, bar)
+    def evaluate_members(self, params, model_state, data, keys, bar, real=None):
+        return evaluate_lcm_members(self, params, model_state, data, keys, bar, real)

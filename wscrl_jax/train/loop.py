@@ -71,6 +71,7 @@ def train(method: Method, state: TrainState, train_data, config, *, progress: bo
     previous_phase = None
     frozen_reported = set()
     order, order_epoch = None, None  # the epoch's batch rows, made once per epoch
+    run_steps.compile_ahead([method.phase_for_epoch(e) for e in range(step // spe, tr.epochs)])
     while step < total:
         if method.finished(state):
             log.info("Stopping at step %d (epoch %d): no member is still training", step,

@@ -14,7 +14,7 @@ between compiled calls and see the whole stacked `TrainState` ([members, ...] on
 import abc
 import difflib
 import functools
-from typing import Any, Dict, FrozenSet, Hashable, List, Tuple, Union
+from typing import Any, Dict, FrozenSet, Hashable, List, Optional, Tuple, Union
 
 import jax
 import optax
@@ -183,15 +183,19 @@ class Method(abc.ABC):
     def evaluate(self, params, model_state, data: Data, key: Array) -> Dict[str, float]:
         """Final metrics of one member, headline metrics first (host, one member's arrays)."""
 
-    def evaluate_members(self, params, model_state, data: Data, keys: Array,
-                         bar) -> List[Union[Dict[str, float], str]]:
+    def evaluate_members(self, params, model_state, data: Data, keys: Array, bar,
+                         real: Optional[int] = None) -> List[Union[Dict[str, float], str]]:
         """Final metrics of every member of a (sub)stack (host, [members, ...] arrays; keys
         [members, 2]); per member the metric dict or, where it could not be evaluated, one line
-        saying why. `bar` is a tqdm bar to advance over the evaluation's stages.
+        saying why. `bar` is a tqdm bar to advance over the evaluation's stages. real: how many
+        leading members are the sweep's (None: all); the others are inert padding
+        (`evaluates_padding`) whose results the caller drops, so a stage that gains nothing
+        from evaluating them alongside may skip them.
         Default: `evaluate` member by member (a ValueError marks a member not evaluated)."""
         results = []
-        bar.reset(total=keys.shape[0])
-        for index in range(keys.shape[0]):
+        count = keys.shape[0] if real is None else real
+        bar.reset(total=count)
+        for index in range(count):
             bar.set_description(f"evaluating member {index}")
             pick = functools.partial(jax.tree_util.tree_map, lambda a: a[index])
             try:

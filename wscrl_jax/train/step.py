@@ -10,6 +10,10 @@ the loop makes once per epoch and hands to every call of that epoch: sorting 100
 as much as a hundred small training steps on a CPU. The last batch of an epoch is padded and
 its padded rows get zero weight (the reference's `drop_last=False`).
 
+Each phase compiles its own call (several seconds on CPU, more than a smoke run's training):
+`run_steps.compile_ahead(phases)` compiles the run's later phases in a background thread while
+the first phase compiles and trains, and a phase's first call waits for its compilation.
+
 A `convolutional` method on CPU runs one compiled step per dispatch instead (`Method.
 convolutional`): XLA's CPU backend runs convolutions inside a loop ~25x slower, while one
 dispatch per step costs microseconds next to a convolutional step's tenths of a second. The
@@ -17,6 +21,9 @@ steps are the same; dispatches are asynchronous, so the host still does not wait
 """
 
 import collections
+import concurrent.futures
+import logging
+import threading
 from functools import partial
 
 import jax
@@ -27,6 +34,8 @@ from wscrl_jax.train.method import Method
 from wscrl_jax.train.optim import apply_learning_rate, clip_by_global_norm
 from wscrl_jax.train.prng import use_unrolled_threefry
 from wscrl_jax.train.state import TrainState
+
+log = logging.getLogger("wscrl_jax")
 
 
 def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_grad_norm: float,
@@ -42,7 +51,8 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
     `run_steps.epoch_orders(state, data)` at any step of that epoch (None: made for this call;
     unused when streamed; always None for a method that does not shuffle, whose rows are read
     in order inside the call). `run_steps.traces[phase]` counts the traces (compilations) of
-    each phase.
+    each phase; `run_steps.compile_ahead(phases)` compiles later phases in the background, and
+    `run_steps.used_ahead` holds the phases whose calls ran those compilations.
     """
     use_unrolled_threefry()
     optimizer = method.optimizer
@@ -144,6 +154,10 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
         return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec, PartitionSpec()),
                              out_specs=spec, check_vma=False)(state, data, order, num_steps)
 
+    ahead = {}  # phase -> Future of its compiled call (`compile_ahead`)
+    pending = []  # the phases `compile_ahead` was given, until the first call starts them
+    used_ahead = set()  # the phases whose calls ran what `compile_ahead` compiled
+
     def run_steps(state, data, num_steps, phase, order=None):
         """`run_steps_on`; a convolutional method's members run per device under `shard_map`
         (XLA's partitioner mis-splits the grouped convolutions that vmapped convolutions over
@@ -153,11 +167,53 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
                 and sharding.mesh.size > 1 else None)
         if order is None and not streamed:
             order = epoch_orders(state, data)
-        return run_steps_on(state, data, order, num_steps, phase=phase, mesh=mesh)
+        args = (state, data, order, num_steps)
+        if pending:
+            start_compiling([p for p in pending if p != phase], args, mesh)
+            pending.clear()
+        compiled = ahead[phase].result() if phase in ahead else None  # waits for it
+        if compiled is not None:
+            try:
+                out = compiled(*args)
+                used_ahead.add(phase)
+                return out
+            except (TypeError, ValueError) as e:  # arguments it was not compiled for
+                log.debug("phase %s: compiled ahead for other arguments (%s)", phase, e)
+                del ahead[phase]
+        return run_steps_on(*args, phase=phase, mesh=mesh)
+
+    def compile_ahead(phases):
+        """Compiles the calls of `phases` (the run's later phases) in a background thread,
+        starting at the next call, with that call's argument shapes, while it and the calls
+        after it run; a call of such a phase waits for its compilation instead of starting
+        its own. Only for calls of an unchanging shape (not with `streamed` batches)."""
+        if not streamed:
+            pending[:] = list(dict.fromkeys(phases))
+
+    def start_compiling(phases, args, mesh):
+        if not phases:
+            return
+        specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(
+            a.shape, a.dtype, sharding=getattr(a, "sharding", None),
+            weak_type=getattr(a, "weak_type", False)), args)
+        futures = {phase: concurrent.futures.Future() for phase in phases}
+        ahead.update(futures)
+
+        def compile_all():
+            for phase, future in futures.items():
+                try:
+                    future.set_result(run_steps_on.lower(*specs, phase=phase, mesh=mesh)
+                                      .compile())
+                except Exception:  # noqa: BLE001  the call compiles it again and reports
+                    future.set_result(None)
+
+        threading.Thread(target=compile_all, name="compile-ahead", daemon=True).start()
 
     if not per_dispatch:
         run_steps.traces = traces
         run_steps.epoch_orders = epoch_orders
+        run_steps.compile_ahead = compile_ahead
+        run_steps.used_ahead = used_ahead
         return run_steps
 
     def run_steps_per_dispatch(state, data, num_steps, phase, order=None):
@@ -178,4 +234,6 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
 
     run_steps_per_dispatch.traces = traces
     run_steps_per_dispatch.epoch_orders = epoch_orders
+    run_steps_per_dispatch.compile_ahead = lambda phases: None  # compiles one step per phase
+    run_steps_per_dispatch.used_ahead = set()
     return run_steps_per_dispatch
