@@ -14,6 +14,7 @@ import pytest
 from conftest import tiny_scaling_config
 from wscrl_jax import experiment
 from wscrl_jax.cli import load_config
+from wscrl_jax.lcm import evaluate as lcm_evaluate
 from wscrl_jax.tracking import read_csv
 from wscrl_jax.train import checkpoint, loop
 from wscrl_jax.train.preemption import Interrupted, StopRequest
@@ -258,6 +259,28 @@ def test_members_are_evaluated_together_and_a_non_finite_member_is_reported(trai
     assert np.isnan(rows[1]["causal_disentanglement"])
     assert read_csv(os.path.join(str(tmp_path), "metrics", "test_metrics.csv"))[1]["status"] == (
         "ok; not evaluated")
+
+
+def test_padding_members_are_left_out_of_the_dci(trained, tmp_path, monkeypatch):
+    """A sweep padded with an inert copy of its last member (`build` for more devices than
+    members): its DCI regressors are fit for the real member only, and its row is the real
+    member's untrained score."""
+    config, *_ = trained
+    member = (config.seed, config.data.nature.seed)
+    method, data, state = experiment.build(config, [member] * 2)  # 1 real + 1 padding
+    fitted = []
+    compute = lcm_evaluate.compute_dci_members
+
+    def counted(train_codes, *args, **kwargs):
+        fitted.append(train_codes.shape[0])
+        return compute(train_codes, *args, **kwargs)
+
+    monkeypatch.setattr(lcm_evaluate, "compute_dci_members", counted)
+    rows = experiment.evaluate_members(method, state, data, [member], str(tmp_path), config,
+                                       progress=False)
+    assert fitted == [1] and len(rows) == 1
+    assert rows[0]["causal_disentanglement"] == pytest.approx(untrained_disentanglement(config),
+                                                              abs=1e-12)
 
 
 def test_keys_added_later_resume_at_the_value_that_reproduces_old_runs():
