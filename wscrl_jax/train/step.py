@@ -207,7 +207,9 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
                 except Exception:  # noqa: BLE001  the call compiles it again and reports
                     future.set_result(None)
 
-        threading.Thread(target=compile_all, name="compile-ahead", daemon=True).start()
+        # not a daemon: a run that stops early exits once its compilations end, rather than
+        # tearing the backend down under them
+        threading.Thread(target=compile_all, name="compile-ahead").start()
 
     if not per_dispatch:
         run_steps.traces = traces
