@@ -11,7 +11,9 @@ import sys
 import time
 
 import jax
+import ml_collections
 import numpy as np
+import optax
 import pytest
 import tensorstore as ts
 
@@ -212,6 +214,23 @@ def test_checkpoint_without_checksums_is_restored_with_a_warning(workdir, templa
     assert step == 60 and steps_in(workdir) == STEPS and not rejected(workdir)
     [record] = [r for r in caplog.records if r.name == "wscrl_jax"]
     assert "step 60" in record.getMessage() and "not verifiable" in record.getMessage()
+
+
+def test_checkpoint_with_one_adam_count_resumes_with_it_on_every_array(workdir, template,
+                                                                       tmp_path):
+    """A checkpoint saved before Adam counted steps per parameter array (one
+    `optax.ScaleByAdamState` count) restores into today's state, that count on every array."""
+    _, state, meta = checkpoint.restore_latest_intact(workdir, template)
+    adam = state.opt_state
+    old = state.replace(opt_state=optax.ScaleByAdamState(
+        jax.tree_util.tree_leaves(adam.count)[0], adam.mu, adam.nu))
+    manager = checkpoint.make_manager(str(tmp_path / "old"), async_save=False)
+    config = ml_collections.ConfigDict(meta["config"])
+    checkpoint.save(manager, 60, old, config, meta["members"])
+    manager.close()
+    step, restored, _ = checkpoint.restore_latest_intact(str(tmp_path / "old"), template)
+    assert step == 60 and leaves_equal(restored, state)
+    assert jax.tree_util.tree_structure(restored) == jax.tree_util.tree_structure(state)
 
 
 def test_checkpoint_of_another_model_is_an_error_not_damage(workdir, template):

@@ -102,6 +102,19 @@ def test_each_phase_compiles_once(trained):
     assert trained[3]["used_ahead"] == {phase for phase in traces if not phase.pretrain}
 
 
+def test_adam_starts_the_scm_when_pretraining_ends(trained):
+    """torch skips the parameters pretraining does not reach (gradient None): the SCM's and
+    the intervention encoder's Adam counts start at the main phase (800 of the 1200 steps),
+    the autoencoder's at the first step."""
+    config, workdir, _, _ = trained
+    template = experiment.build(config, experiment.sweep_members(config))[2]
+    step, state, _ = checkpoint.restore_latest_intact(workdir, template)
+    counts = {jax.tree_util.keystr(path)[2:].split("'")[0]: int(c[0]) for path, c in
+              jax.tree_util.tree_flatten_with_path(state.opt_state.count)[0]}
+    assert step == 1200 and int(state.nan_count[0]) == 0
+    assert counts == {"encoder": 1200, "decoder": 1200, "scm": 800, "int_encoder": 800}, counts
+
+
 @pytest.mark.slow
 def test_same_config_gives_same_numbers(trained, tmp_path):
     config, workdir, rows, _ = trained

@@ -25,9 +25,11 @@ from typing import Callable, List, Optional, Tuple, Union
 
 import jax
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 
 from wscrl_jax.train.distributed import main_value, to_host
+from wscrl_jax.train.optim import TorchAdamState, upgrade_global_count
 
 log = logging.getLogger("wscrl_jax")
 
@@ -157,6 +159,7 @@ def restore_latest_intact(workdir: str, template: Union[Callable[[dict], object]
                 rejected.append(_reject(workdir, candidate, "checksum", problem))
                 continue
             target = template(meta) if callable(template) else template
+            target, upgrade = _saved_form(meta, target)
             _check_fits(workdir, candidate, meta, target)
             try:
                 state = _read_state(manager, candidate, target)
@@ -168,13 +171,13 @@ def restore_latest_intact(workdir: str, template: Union[Callable[[dict], object]
                 log.warning("Checkpoint at step %d in %s is not verifiable (written before "
                             "checksums were recorded); restoring it unchecked", candidate,
                             directory)
-                return candidate, state, meta
+                return candidate, upgrade(state), meta
             problem = _compare(meta[INTEGRITY_KEY]["leaves"], _leaf_digests(
                 to_host(state)))
             if problem:
                 rejected.append(_reject(workdir, candidate, "checksum", problem))
                 continue
-            return candidate, state, meta
+            return candidate, upgrade(state), meta
     finally:
         manager.close()
     if step is not None:
@@ -233,6 +236,28 @@ def _check_meta(meta, step) -> Optional[str]:
     if recorded != _meta_digest(meta):
         return "its meta does not match its checksum"
     return None
+
+
+def _saved_form(meta, template):
+    """(the template to read the checkpoint into, a function turning what is read into the
+    template's form): a checkpoint saved before Adam counted steps per parameter array
+    (`optax.ScaleByAdamState`, one count) is read as such and upgraded
+    (`optim.upgrade_global_count`); any other is read as it is."""
+    same = (template, lambda state: state)
+    is_adam = lambda node: isinstance(node, TorchAdamState)  # noqa: E731
+    if INTEGRITY_KEY not in meta or not any(
+            is_adam(n) for n in jax.tree_util.tree_leaves(template, is_leaf=is_adam)):
+        return same
+    old = jax.tree_util.tree_map(
+        lambda n: optax.ScaleByAdamState(jax.tree_util.tree_leaves(n.count)[0], n.mu, n.nu)
+        if is_adam(n) else n, template, is_leaf=is_adam)
+    saved = [leaf[:3] for leaf in meta[INTEGRITY_KEY]["leaves"]]
+    if saved == _leaf_signatures(template) or saved != _leaf_signatures(old):
+        return same
+    log.info("Checkpoint saved with one Adam step count: each parameter array continues it")
+    was_adam = lambda node: isinstance(node, optax.ScaleByAdamState)  # noqa: E731
+    return old, lambda state: jax.tree_util.tree_map(
+        lambda n: upgrade_global_count(n) if was_adam(n) else n, state, is_leaf=was_adam)
 
 
 def _check_fits(workdir, step, meta, template):

@@ -92,7 +92,9 @@ class Method(abc.ABC):
     @abc.abstractmethod
     def make_optimizer(self) -> optax.GradientTransformation:
         """The update direction without the learning rate (e.g. torch-style Adam). Built once
-        per method (`optimizer`); state init, warm restarts and every update use that object."""
+        per method (`optimizer`); state init, warm restarts and every update use that object.
+        An `optax.GradientTransformationExtraArgs` is also given `reached=` (the parameter
+        arrays the phase's loss reaches, `train/reach.py`), as `train/optim.torch_adam` uses."""
 
     @functools.cached_property
     def optimizer(self) -> optax.GradientTransformation:

@@ -1,35 +1,92 @@
 """PyTorch-style optimisers and gradient clipping on optax.
 
-The reference trains with `torch.optim.Adam` / `AdamW` and `clip_grad_norm_`; optax's
-`scale_by_adam` is the same Adam moment update, and the two small pieces below reproduce what
-differs in torch: where weight decay enters, and clipping's `1e-6` in the denominator. The
-learning rate is not part of the transformation: methods schedule it per member (it may live
+The reference trains with `torch.optim.Adam` / `AdamW` and `clip_grad_norm_`. optax's
+`scale_by_adam` is the same moment update; what differs in torch is reproduced here:
+
+* **A step count per parameter array.** torch keeps Adam's step (and its bias correction) per
+  parameter, and skips a parameter whose gradient is `None`, i.e. one the backward pass has never
+  reached. The reference (torch 1.13, whose `zero_grad` keeps a reached parameter's gradient as
+  zeros) thus starts the SCM's and intervention encoder's Adam only when ILCM pretraining ends,
+  with a bias correction of a first step. `torch_adam` takes the step's `reached` mask (which
+  arrays the loss reaches in this phase, `train/reach.py`): an unreached array whose count is still
+  0 is left alone; one reached before takes a step with a zero gradient, as in torch.
+* Where weight decay enters (L2 into the gradient for `Adam`, into the update for `AdamW`), and
+  clipping's `1e-6` in the denominator.
+
+The learning rate is not part of the transformation: methods schedule it per member (it may live
 in the model state, e.g. ReduceLROnPlateau), and the step applies it with `apply_learning_rate`.
 """
+
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 
+class TorchAdamState(NamedTuple):
+    """count: int32 scalar per parameter array (the steps it has taken); mu, nu: the moments,
+    shaped as the parameters."""
+    count: Any
+    mu: Any
+    nu: Any
+
+
 def torch_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-               weight_decay: float = 0.0, decoupled: bool = False) -> optax.GradientTransformation:
+               weight_decay: float = 0.0, decoupled: bool = False
+               ) -> optax.GradientTransformationExtraArgs:
     """torch `Adam` (weight decay added to the gradient, L2) or, with `decoupled`, `AdamW`
-    (decay added to the update), without the learning rate. State: `optax.scale_by_adam`'s."""
-    base = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
+    (decay added to the update), without the learning rate; steps counted per parameter array.
+
+    update(grads, state, params, reached=None): reached, a pytree of Python bools shaped as the
+    parameters (None: all reached); see the module docstring."""
+    adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)  # applied per array, with its own count
     wd = float(weight_decay)
-    if not wd:
-        return base
 
-    def update(grads, state, params=None):
-        if not decoupled:
-            grads = jax.tree_util.tree_map(lambda g, p: g + wd * p, grads, params)
-        updates, state = base.update(grads, state, params)
-        if decoupled:
-            updates = jax.tree_util.tree_map(lambda u, p: u + wd * p, updates, params)
-        return updates, state
+    def init(params):
+        return TorchAdamState(
+            count=jax.tree_util.tree_map(lambda _: jnp.zeros([], jnp.int32), params),
+            mu=optax.tree.zeros_like(params), nu=optax.tree.zeros_like(params))
 
-    return optax.GradientTransformation(base.init, update)
+    def leaf_update(grad, count, mu, nu, param, reached):
+        if not reached:
+            grad = jnp.zeros_like(param)
+        if wd and not decoupled:
+            grad = grad + wd * param
+        update, new = adam.update(grad, optax.ScaleByAdamState(count, mu, nu))
+        if wd and decoupled:
+            update = update + wd * param
+        if reached:
+            return update, (new.count, new.mu, new.nu)
+        started = count > 0  # reached in an earlier phase: torch steps it with a zero gradient
+        return jnp.where(started, update, 0.0), tuple(
+            jnp.where(started, a, b) for a, b in zip((new.count, new.mu, new.nu),
+                                                    (count, mu, nu)))
+
+    def update(grads, state, params=None, reached=None, **extra):
+        del extra
+        if params is None and wd:
+            raise ValueError("torch_adam with weight decay needs the parameters")
+        treedef = jax.tree_util.tree_structure(grads)
+        leaves = [jax.tree_util.tree_leaves(t) for t in (grads, state.count, state.mu, state.nu)]
+        param_leaves = (jax.tree_util.tree_leaves(params) if params is not None
+                        else leaves[0])
+        reached_leaves = ([True] * len(leaves[0]) if reached is None
+                          else jax.tree_util.tree_leaves(reached))
+        out = [leaf_update(*args) for args in zip(*leaves, param_leaves, reached_leaves)]
+        updates = treedef.unflatten([u for u, _ in out])
+        count, mu, nu = (treedef.unflatten([s[i] for _, s in out]) for i in range(3))
+        return updates, TorchAdamState(count, mu, nu)
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def upgrade_global_count(state):
+    """An optimizer state saved before per-array counts (`optax.ScaleByAdamState` with one count,
+    possibly with a leading member axis) as a `TorchAdamState`: every array gets that count, so
+    a run resumed from it goes on exactly as it would have."""
+    count = jax.tree_util.tree_map(lambda _: state.count, state.mu)
+    return TorchAdamState(count, state.mu, state.nu)
 
 
 def clip_by_global_norm(grads, max_norm: float):

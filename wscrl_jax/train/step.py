@@ -28,11 +28,13 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from wscrl_jax.train.method import Method
 from wscrl_jax.train.optim import apply_learning_rate, clip_by_global_norm
 from wscrl_jax.train.prng import use_unrolled_threefry
+from wscrl_jax.train.reach import reached_params
 from wscrl_jax.train.state import TrainState
 
 log = logging.getLogger("wscrl_jax")
@@ -59,6 +61,15 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
     per_dispatch = method.convolutional and jax.default_backend() == "cpu"
     sequential = method.member_loop == "sequential" and not per_dispatch
     traces = collections.Counter()
+
+    def reach_args(state, batch, weights, key, loss_weights, phase):
+        """{"reached": the arrays this phase's loss reaches} for an optimizer that takes it
+        (`train/reach.py`, `optim.torch_adam`); traced once per compilation."""
+        if not isinstance(optimizer, optax.GradientTransformationExtraArgs):
+            return {}
+        return {"reached": reached_params(
+            lambda p, *a: method.loss(p, *a, phase), state.params, state.model_state, batch,
+            weights, key, loss_weights)}
 
     def epoch_order(key, step, n: int):
         """One member's batch rows for the epoch of `step`: its permutation of the N rows (the
@@ -109,7 +120,9 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
             model_state = method.record_step(state.params, state.model_state, batch, idx,
                                              weights)
             grads, norm = clip_by_global_norm(grads, clip_grad_norm)
-            updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
+            updates, new_opt = optimizer.update(grads, state.opt_state, state.params,
+                                                **reach_args(state, batch, weights, key,
+                                                             loss_weights, phase))
             lr = method.learning_rate(state.model_state, state.step, epoch)
             new_params = apply_learning_rate(state.params, updates, lr)
             finite = jnp.isfinite(loss) & jnp.isfinite(norm)
