@@ -187,7 +187,8 @@ def time_calls(config, method_name, phase_name, epoch, members, steps, calls, me
                           sharding)
     phase = method.phase_for_epoch(epoch)
     run_steps = make_run_steps(method, spe, tr.batchsize, float(tr.clip_grad_norm),
-                               int(tr.nan_limit), streamed=streamed)
+                               int(tr.nan_limit), streamed=streamed,
+                               run_phases=[method.phase_for_epoch(e) for e in range(tr.epochs)])
     num = jnp.asarray(steps, jnp.int32)
     # the epoch's batch order, made once per epoch as the training loop does (not timed)
     order = None if streamed else run_steps.epoch_orders(state, train_data)

@@ -8,6 +8,7 @@ import optax
 
 from wscrl_jax.train.optim import TorchAdamState, torch_adam, upgrade_global_count
 from wscrl_jax.train.reach import reached_params
+from wscrl_jax.train.step import phases_before
 
 
 def torch_adam_step(p, g, m, v, t, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
@@ -53,6 +54,33 @@ def test_unreached_array_is_left_exactly_alone_until_its_first_gradient():
     assert np.all(np.asarray(updates["b"]) == 0) and int(new.count["b"]) == 0
     assert np.all(np.asarray(new.mu["b"]) == 0) and np.all(np.asarray(new.nu["b"]) == 0)
     assert int(new.count["a"]) == 1 and np.all(np.asarray(updates["a"]) != 0)
+
+
+def test_array_that_cannot_have_started_is_passed_through_untouched():
+    """`started=False` (the step knows from the run's phases that the array has never been
+    reached): the same state arrays come back, no arithmetic on them, and the same values as the
+    dynamic check (`count > 0`) gives."""
+    params = {"a": jnp.ones(2), "b": jnp.full(3, 0.5)}
+    adam = torch_adam()
+    state = adam.init(params)
+    grads = {"a": jnp.ones(2), "b": jnp.zeros(3)}
+    reached = {"a": True, "b": False}
+    updates, new = adam.update(grads, state, params, reached=reached,
+                               started={"a": True, "b": False})
+    assert all(getattr(new, f)["b"] is getattr(state, f)["b"] for f in ("count", "mu", "nu"))
+    dynamic_updates, dynamic = adam.update(grads, state, params, reached=reached)
+    for tree, other in ((updates, dynamic_updates), (new, dynamic)):
+        for x, y in zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(other)):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_phases_before_are_those_that_can_precede_a_phase():
+    run = ["pre", "pre", "main", "main", "det"]
+    assert phases_before("pre", run) == []
+    assert phases_before("main", run) == ["pre"]
+    assert phases_before("det", run) == ["pre", "main"]
+    assert phases_before("a", ["a", "b", "a"]) == ["b"]  # a phase that comes back
+    assert phases_before("x", run) is None and phases_before("pre", None) is None
 
 
 def test_all_reached_is_optax_adam():

@@ -63,15 +63,16 @@ def train(method: Method, state: TrainState, train_data, config, *, progress: bo
     streamed = is_stream(train_data)
     spe = steps_per_epoch(train_size(train_data), tr.batchsize)
     total = tr.epochs * spe
+    phases = [method.phase_for_epoch(e) for e in range(tr.epochs)]
     run_steps = make_run_steps(method, spe, tr.batchsize, float(tr.clip_grad_norm),
-                               int(tr.nan_limit), streamed=streamed)
+                               int(tr.nan_limit), streamed=streamed, run_phases=phases)
     resets = method.optimizer_reset_epochs()
     step = int(to_host(state.step)[0])
     bar = tqdm(total=total, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
     previous_phase = None
     frozen_reported = set()
     order, order_epoch = None, None  # the epoch's batch rows, made once per epoch
-    run_steps.compile_ahead([method.phase_for_epoch(e) for e in range(step // spe, tr.epochs)])
+    run_steps.compile_ahead(phases[step // spe:])
     while step < total:
         if method.finished(state):
             log.info("Stopping at step %d (epoch %d): no member is still training", step,

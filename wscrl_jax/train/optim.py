@@ -9,7 +9,10 @@ The reference trains with `torch.optim.Adam` / `AdamW` and `clip_grad_norm_`. op
   zeros) thus starts the SCM's and intervention encoder's Adam only when ILCM pretraining ends,
   with a bias correction of a first step. `torch_adam` takes the step's `reached` mask (which
   arrays the loss reaches in this phase, `train/reach.py`): an unreached array whose count is still
-  0 is left alone; one reached before takes a step with a zero gradient, as in torch.
+  0 is left alone; one reached before takes a step with a zero gradient, as in torch. Where the
+  step knows from the run's phase order that an unreached array cannot have started yet
+  (`started`, e.g. the SCM all through ILCM pretraining), that array is left alone without any
+  arithmetic: the same values, and no per-array Adam kernels for XLA to run.
 * Where weight decay enters (L2 into the gradient for `Adam`, into the update for `AdamW`), and
   clipping's `1e-6` in the denominator.
 
@@ -38,8 +41,9 @@ def torch_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     """torch `Adam` (weight decay added to the gradient, L2) or, with `decoupled`, `AdamW`
     (decay added to the update), without the learning rate; steps counted per parameter array.
 
-    update(grads, state, params, reached=None): reached, a pytree of Python bools shaped as the
-    parameters (None: all reached); see the module docstring."""
+    update(grads, state, params, reached=None, started=None): reached, a pytree of Python bools
+    shaped as the parameters (None: all reached); started, likewise, False where an array cannot
+    have taken a step yet (None: any may have); see the module docstring."""
     adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)  # applied per array, with its own count
     wd = float(weight_decay)
 
@@ -48,7 +52,9 @@ def torch_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
             count=jax.tree_util.tree_map(lambda _: jnp.zeros([], jnp.int32), params),
             mu=optax.tree.zeros_like(params), nu=optax.tree.zeros_like(params))
 
-    def leaf_update(grad, count, mu, nu, param, reached):
+    def leaf_update(grad, count, mu, nu, param, reached, started):
+        if not reached and not started:  # count is 0 by construction: nothing to do
+            return jnp.zeros_like(param), (count, mu, nu)
         if not reached:
             grad = jnp.zeros_like(param)
         if wd and not decoupled:
@@ -63,7 +69,7 @@ def torch_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
             jnp.where(started, a, b) for a, b in zip((new.count, new.mu, new.nu),
                                                     (count, mu, nu)))
 
-    def update(grads, state, params=None, reached=None, **extra):
+    def update(grads, state, params=None, reached=None, started=None, **extra):
         del extra
         if params is None and wd:
             raise ValueError("torch_adam with weight decay needs the parameters")
@@ -71,9 +77,9 @@ def torch_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
         leaves = [jax.tree_util.tree_leaves(t) for t in (grads, state.count, state.mu, state.nu)]
         param_leaves = (jax.tree_util.tree_leaves(params) if params is not None
                         else leaves[0])
-        reached_leaves = ([True] * len(leaves[0]) if reached is None
-                          else jax.tree_util.tree_leaves(reached))
-        out = [leaf_update(*args) for args in zip(*leaves, param_leaves, reached_leaves)]
+        flags = [[default] * len(leaves[0]) if tree is None else jax.tree_util.tree_leaves(tree)
+                 for tree, default in ((reached, True), (started, True))]
+        out = [leaf_update(*args) for args in zip(*leaves, param_leaves, *flags)]
         updates = treedef.unflatten([u for u, _ in out])
         count, mu, nu = (treedef.unflatten([s[i] for _, s in out]) for i in range(3))
         return updates, TorchAdamState(count, mu, nu)

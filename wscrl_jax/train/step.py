@@ -25,6 +25,7 @@ import concurrent.futures
 import logging
 import threading
 from functools import partial
+from typing import Hashable, List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -40,8 +41,20 @@ from wscrl_jax.train.state import TrainState
 log = logging.getLogger("wscrl_jax")
 
 
+def phases_before(phase: Hashable, run_phases: Optional[Sequence[Hashable]]
+                  ) -> Optional[List[Hashable]]:
+    """The other phases that run at an epoch before the last epoch of `phase`, in order of
+    first appearance: every phase whose steps may precede one of `phase`'s (None where the run's
+    phases are unknown or do not include `phase`)."""
+    if run_phases is None or phase not in run_phases:
+        return None
+    last = max(e for e, p in enumerate(run_phases) if p == phase)
+    return list(dict.fromkeys(p for p in run_phases[:last] if p != phase))
+
+
 def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_grad_norm: float,
-                   nan_limit: int, streamed: bool = False):
+                   nan_limit: int, streamed: bool = False,
+                   run_phases: Optional[Sequence[Hashable]] = None):
     """Returns run_steps(state, data, num_steps, phase, order=None) -> (state, stats).
 
     state: TrainState stacked over members; data: {name: [members, N, ...]} training arrays,
@@ -54,7 +67,10 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
     unused when streamed; always None for a method that does not shuffle, whose rows are read
     in order inside the call). `run_steps.traces[phase]` counts the traces (compilations) of
     each phase; `run_steps.compile_ahead(phases)` compiles later phases in the background, and
-    `run_steps.used_ahead` holds the phases whose calls ran those compilations.
+    `run_steps.used_ahead` holds the phases whose calls ran those compilations. run_phases: the
+    phase of every epoch of the run, in order (None: unknown); from it a phase's step knows
+    which parameter arrays cannot have taken an optimizer step yet (`optim.torch_adam`'s
+    `started`) and leaves them alone without arithmetic.
     """
     use_unrolled_threefry()
     optimizer = method.optimizer
@@ -63,13 +79,23 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
     traces = collections.Counter()
 
     def reach_args(state, batch, weights, key, loss_weights, phase):
-        """{"reached": the arrays this phase's loss reaches} for an optimizer that takes it
-        (`train/reach.py`, `optim.torch_adam`); traced once per compilation."""
+        """For an optimizer that takes them (`optim.torch_adam`): {"reached": the arrays this
+        phase's loss reaches (`train/reach.py`), "started": those reached by this phase or by
+        any phase that runs before its last epoch (absent without `run_phases`)}; traced once
+        per compilation."""
         if not isinstance(optimizer, optax.GradientTransformationExtraArgs):
             return {}
-        return {"reached": reached_params(
-            lambda p, *a: method.loss(p, *a, phase), state.params, state.model_state, batch,
-            weights, key, loss_weights)}
+
+        def reached(p):
+            return reached_params(lambda params, *a: method.loss(params, *a, p), state.params,
+                                  state.model_state, batch, weights, key, loss_weights)
+
+        args = {"reached": reached(phase)}
+        earlier = phases_before(phase, run_phases)
+        if earlier is not None:
+            args["started"] = jax.tree_util.tree_map(
+                lambda *hit: any(hit), args["reached"], *(reached(p) for p in earlier))
+        return args
 
     def epoch_order(key, step, n: int):
         """One member's batch rows for the epoch of `step`: its permutation of the N rows (the
@@ -120,11 +146,14 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
             model_state = method.record_step(state.params, state.model_state, batch, idx,
                                              weights)
             grads, norm = clip_by_global_norm(grads, clip_grad_norm)
-            updates, new_opt = optimizer.update(grads, state.opt_state, state.params,
-                                                **reach_args(state, batch, weights, key,
-                                                             loss_weights, phase))
+            reach = reach_args(state, batch, weights, key, loss_weights, phase)
+            updates, new_opt = optimizer.update(grads, state.opt_state, state.params, **reach)
             lr = method.learning_rate(state.model_state, state.step, epoch)
             new_params = apply_learning_rate(state.params, updates, lr)
+            if "started" in reach:  # arrays that cannot move yet keep their very values
+                new_params = jax.tree_util.tree_map(
+                    lambda new, old, hit, started: new if hit or started else old,
+                    new_params, state.params, reach["reached"], reach["started"])
             finite = jnp.isfinite(loss) & jnp.isfinite(norm)
             apply = finite & (state.nan_count < nan_limit) & method.is_active(state.model_state)
             model_state = method.record_loss(model_state, aux, idx, weights, apply)
