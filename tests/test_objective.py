@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wscrl_jax.eval.interventions import intervention_metrics
+from wscrl_jax.eval.interventions import (intervention_metrics,
+                                          intervention_metrics_members, label_permutations)
 from wscrl_jax.lcm.objective import entropy, total_loss, weighted_mean
 from wscrl_jax.lcm.phases import LossWeights
 
@@ -133,6 +134,30 @@ def test_intervention_metrics_maximised_independently():
     assert m["intervention_correct_posterior"] == pytest.approx(1.9 / 3)
     assert m["intervention_correct_log_posterior"] == pytest.approx(
         (2 * math.log(0.45 + 1e-9) + math.log(1 + 1e-9)) / 3)
+
+
+def test_intervention_metrics_of_all_members_match_one_by_one_numpy():
+    """All members at once against the reference's formula, member by member,
+    in numpy float64 (the code before it, `experiments/scaling.py: evaluate`): the same bits."""
+    rng = np.random.default_rng(3)
+    for dim_z in (3, 4):
+        q = rng.dirichlet(np.ones(dim_z + 1), size=(3, 500))  # [M, N, K]
+        labels = rng.integers(0, dim_z + 1, size=(3, 500))
+        for m, got in enumerate(intervention_metrics_members(q, labels, dim_z)):
+            qm, argmax = q[m], q[m].argmax(-1)
+            hist = np.bincount(argmax, minlength=dim_z + 1) / len(argmax)
+            want = {"intervention_entropy": -(qm.mean(0) * np.log(qm.mean(0) + 1e-9)).sum(),
+                    "intervention_entropy_deterministic": -(hist * np.log(hist + 1e-9)).sum()}
+            want.update({f"intervention_posterior_{k}": qm[:, k].mean()
+                         for k in range(dim_z + 1)})
+            q_true = [qm[np.arange(500), p[labels[m]]] for p in label_permutations(dim_z)]
+            want["intervention_correct_log_posterior"] = max(np.log(t + 1e-9).mean()
+                                                             for t in q_true)
+            want["intervention_correct_posterior"] = max(t.mean() for t in q_true)
+            want["intervention_accuracy"] = max((argmax == p[labels[m]]).mean()
+                                                for p in label_permutations(dim_z))
+            assert list(got) == list(want)
+            assert list(got.values()) == [float(v) for v in want.values()]
 
 
 def test_intervention_metrics_skip_permutations_for_large_d():

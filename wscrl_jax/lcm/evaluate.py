@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from wscrl_jax.eval.dci import compute_dci_members
-from wscrl_jax.eval.interventions import intervention_metrics
+from wscrl_jax.eval.interventions import intervention_metrics_members
 from wscrl_jax.lcm.graphs import learned_graph_metrics
 from wscrl_jax.lcm.objective import LOG_MEAN_VARS
 from wscrl_jax.lcm.phases import EVAL_PHASE, IWAE_PHASE, eval_loss_weights
@@ -83,8 +83,9 @@ def evaluate_lcm_members(method, params, model_state, data, keys, bar,
     where padding would only add fits: the padding's rows are the last real member's, whose
     copy it is), the graphs (`lcm/graphs.py`, `eval.graphs`: post-hoc ENCO and the implicit
     graph of models with solution functions, the graph a model trained with, their distances
-    to the truth), the test-set loss terms on the whole split as one batch, the IWAE NLL. Only
-    the intervention metrics (permutations of d <= 5 labels) run on the host."""
+    to the truth), the test-set loss terms on the whole split as one batch, the IWAE NLL. The
+    intervention metrics (permutations of d <= 5 labels) run on the host, for all members at
+    once (`eval/interventions.py`)."""
     cfg = method.config
     split = data[cfg.eval.eval_partition]
     num_members = keys.shape[0]
@@ -141,6 +142,8 @@ def evaluate_lcm_members(method, params, model_state, data, keys, bar,
     batch = {"x1": split["x1"], "x2": split["x2"]}
     means, q = jax.device_get(_test_outputs(method, params, model_state, batch, k_test, phase,
                                             float(cfg.eval.beta)))
+    interventions = (None if q is None else intervention_metrics_members(
+        q, jax.device_get(split["intervention_labels"]), method.dim_z))
     bar.update()
 
     bar.set_description("evaluation: IWAE NLL")
@@ -148,7 +151,6 @@ def evaluate_lcm_members(method, params, model_state, data, keys, bar,
                                                     int(cfg.training.iwae_samples)), axis=1))
     bar.update()
 
-    labels = np.asarray(split["intervention_labels"])
     results = []
     for i in range(num_members):
         if not finite[i]:
@@ -158,8 +160,8 @@ def evaluate_lcm_members(method, params, model_state, data, keys, bar,
         metrics.update({f"causal_{k}": v for k, v in dci[i].items()})
         metrics.update(graph_columns[i])
         member_means = {k: v[i] for k, v in means.items()}
-        if q is not None:
-            metrics.update(intervention_metrics(q[i], labels[i], method.dim_z))
+        if interventions is not None:
+            metrics.update(interventions[i])
             metrics = _move_after(metrics, "intervention_entropy_deterministic", "loss",
                                   float(member_means["loss"]))
         else:
