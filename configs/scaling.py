@@ -204,7 +204,9 @@ def get_config(arg=None):
     c.eval.beta = 1.0  # KL weight of the evaluation loss
     c.eval.full_likelihood = False  # True: evaluation decoder log-likelihoods keep 0.5 log 2 pi
     c.eval.likelihood_reduction = "sum"  # sum or mean over x dims
-    c.eval.dci_backend = "jax"  # DCI's boosted trees: jax (on the device) or sklearn (on the host)
+    # DCI's boosted trees: auto (native on a CPU, else jax), native (compiled loops on the CPU),
+    # jax (on the device) or sklearn (scikit-learn itself, on the host)
+    c.eval.dci_backend = "auto"
     c.eval.dci_random_state = 0  # sklearn backend; reference: None (nondeterministic tie-breaking)
     # ILCM / dVAE: post-hoc ENCO graph and the implicit graph (d <= 5), matched to the truth
     c.eval.graphs = True

@@ -192,12 +192,13 @@ def test_shape_validation():
 
 
 # ---------------------------------------------------------------------------------------------
-# compute_dci_members: the JAX backend against scikit-learn, members together
+# compute_dci_members: the JAX and native backends against scikit-learn, members together
 # ---------------------------------------------------------------------------------------------
 
-def test_jax_backend_matches_sklearn_for_every_member(factors):
+@pytest.mark.parametrize("backend", ["jax", "native"])
+def test_backend_matches_sklearn_for_every_member(factors, backend):
     """Three members (an odd count of fits: shares padded), mixed and permuted codes; the
-    JAX backend's scores equal scikit-learn's member by member."""
+    backend's scores equal scikit-learn's member by member."""
     z_tr, z_te = factors
     n = 800
     rng = np.random.default_rng(5)
@@ -205,7 +206,7 @@ def test_jax_backend_matches_sklearn_for_every_member(factors):
              np.tanh(_mix(z_tr[:n]))]
     tests = [_mix(z_te), z_te[:, PERM], np.tanh(_mix(z_te))]
     args = (np.stack(codes), np.stack([z_tr[:n]] * 3), np.stack(tests), np.stack([z_te] * 3))
-    jax_rows = compute_dci_members(*args, backend="jax")
+    jax_rows = compute_dci_members(*args, backend=backend)
     sk_rows = compute_dci_members(*args, backend="sklearn")
     assert [list(r) for r in jax_rows] == [list(r) for r in sk_rows]
     for ours, theirs in zip(jax_rows, sk_rows):

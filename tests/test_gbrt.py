@@ -1,22 +1,37 @@
-"""wscrl_jax/eval/gbrt.py against scikit-learn's GradientBoostingRegressor on tiny problems:
-the same splits (or, where two features tie exactly, the same partition of the samples), the same
-predictions, the same importances."""
+"""wscrl_jax/eval/gbrt.py (the JAX trees) and gbrt_native.py (the same trees compiled for the
+CPU) against scikit-learn's GradientBoostingRegressor on tiny problems: the same splits (or, where
+two features tie exactly, the same partition of the samples), the same predictions, the same
+importances."""
+
+import shutil
+import sysconfig
 
 import jax
 import numpy as np
 import pytest
 from sklearn.ensemble import GradientBoostingRegressor
 
-from wscrl_jax.eval import gbrt
+from wscrl_jax.eval import gbrt, gbrt_native
 
 DEPTH = 3
 
 
-def _fit(x, y, x_test):
+def _fit_jax(x, y, x_test):
     with jax.enable_x64(True):
         init, trees, importances, prediction = jax.jit(gbrt.fit)(x, y, gbrt.sort_features(x))
         test_prediction = gbrt.predict(init, trees, x_test)
         return jax.device_get((trees, importances, prediction, test_prediction))
+
+
+def _fit_native(x, y, x_test):
+    init, trees, importances, prediction = gbrt_native.fit(x, y)
+    return trees, importances, prediction, gbrt_native.predict(init, trees, x_test)
+
+
+@pytest.fixture(params=["jax", "native"])
+def _fit(request):
+    """(x, y, x_test) -> (Trees, importances, training prediction, test prediction)."""
+    return {"jax": _fit_jax, "native": _fit_native}[request.param]
 
 
 def _compare_trees(reg, trees, x):
@@ -62,7 +77,7 @@ def _problem(n, p, seed):
 
 
 @pytest.mark.parametrize("n", [40, 300])
-def test_one_feature_matches_sklearn_split_for_split(n):
+def test_one_feature_matches_sklearn_split_for_split(n, _fit):
     x, y, x_test = _problem(n, 1, seed=n)
     x[::7, 0] = x[1::7, 0][: len(x[::7])]  # duplicated values: no split between equal values
     reg = GradientBoostingRegressor(random_state=0).fit(x, y)
@@ -74,8 +89,8 @@ def test_one_feature_matches_sklearn_split_for_split(n):
     np.testing.assert_array_equal(importances, [1.0])
 
 
-@pytest.mark.parametrize("n, p", [(60, 3), (400, 4)])
-def test_several_features_same_partitions_and_predictions(n, p):
+@pytest.mark.parametrize("n, p", [(60, 3), (400, 4), (3000, 4)])
+def test_several_features_same_partitions_and_predictions(n, p, _fit):
     x, y, x_test = _problem(n, p, seed=p)
     reg = GradientBoostingRegressor(random_state=0).fit(x, y)
     trees, importances, prediction, test_prediction = _fit(x, y, x_test)
@@ -87,7 +102,7 @@ def test_several_features_same_partitions_and_predictions(n, p):
     np.testing.assert_allclose(importances, reg.feature_importances_, atol=0.02)
 
 
-def test_values_closer_than_feature_threshold_are_not_split():
+def test_values_closer_than_feature_threshold_are_not_split(_fit):
     base = np.float32(0.5)
     near = np.nextafter(base, np.float32(1))  # 6e-8 above: one value for scikit-learn
     x = np.array([0.1, 0.2, base, near, near, 0.8, 0.9, 1.0], np.float32)[:, None]
@@ -101,7 +116,7 @@ def test_values_closer_than_feature_threshold_are_not_split():
     np.testing.assert_allclose(prediction, reg.predict(x), rtol=0, atol=1e-12)
 
 
-def test_constant_target_grows_no_tree():
+def test_constant_target_grows_no_tree(_fit):
     x, _, x_test = _problem(30, 2, seed=0)
     y = np.full(30, 2.5)
     reg = GradientBoostingRegressor(random_state=0).fit(x, y)
@@ -127,3 +142,26 @@ def test_fit_refuses_float32():
     x, y, _ = _problem(10, 1, seed=0)
     with pytest.raises(RuntimeError, match="enable_x64"):
         gbrt.fit(x, y, gbrt.sort_features(x))
+
+
+def test_native_library_is_built():
+    """The install compiles the native trees (setup.py) wherever a C compiler is present;
+    `auto` uses them on the CPU."""
+    from wscrl_jax.eval.dci import resolve_dci_backend
+    if not gbrt_native.available():
+        compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+        assert shutil.which(compiler) is None, (
+            f"{compiler} is present but the native trees were not built: reinstall with "
+            "`pip install -e .` and read its build log")
+        pytest.skip("no C compiler at install time: the DCI uses its JAX trees")
+    assert resolve_dci_backend("auto") == ("native" if jax.default_backend() == "cpu" else "jax")
+
+
+def test_native_refuses_mismatched_shapes():
+    x, y, _ = _problem(20, 2, seed=0)
+    with pytest.raises(ValueError, match="do not match"):
+        gbrt_native.fit(x, y[:-1])
+    init, trees, _, _ = gbrt_native.fit(x, y)
+    assert trees.feature.max() == 1
+    with pytest.raises(ValueError, match="features"):  # instead of reading past the rows
+        gbrt_native.predict(init, trees, x[:, :1])

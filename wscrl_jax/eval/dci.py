@@ -10,10 +10,14 @@ Mirrors ``ws_crl/metrics.py: compute_dci`` of the PyTorch reference (Eastwood & 
 * disentanglement / completeness = importance-weighted ``1 - entropy`` of the rows / columns of
   ``R``, entropies in base ``d_true`` / ``d_model``.
 
-Two backends fit the regressors (``eval.dci_backend``):
+Backends that fit the regressors (``eval.dci_backend``):
 
-* ``jax`` (default): ``wscrl_jax/eval/gbrt.py``, scikit-learn's trees written in JAX, every
-  member and factor of a sweep in one compiled call (:func:`compute_dci_members`);
+* ``jax``: ``wscrl_jax/eval/gbrt.py``, scikit-learn's trees written in JAX, every member and
+  factor of a sweep in one compiled call (:func:`compute_dci_members`);
+* ``native``: the same trees as compiled loops on the CPU (``wscrl_jax/eval/gbrt_native.py``),
+  every (member, factor) fit shared out over one thread per core;
+* ``auto`` (default): ``native`` where JAX runs on the CPU and the loops were built, else ``jax``
+  (on an accelerator the JAX trees run on the device);
 * ``sklearn``: scikit-learn itself, member by member.
 
 Differences of the scikit-learn backend from the reference, none of which change the numbers'
@@ -43,10 +47,21 @@ import scipy.stats
 from sklearn.ensemble import GradientBoostingRegressor
 from sklearn.metrics import mean_squared_error
 
-from wscrl_jax.eval import gbrt
+from wscrl_jax.eval import gbrt, gbrt_native
 
 _EPS = 1.0e-12
-DCI_BACKENDS = ("jax", "sklearn")
+DCI_BACKENDS = ("auto", "native", "jax", "sklearn")
+
+
+def resolve_dci_backend(backend: str) -> str:
+    """The backend that `backend` ("auto" included) runs: "native" where JAX runs on the CPU
+    and the compiled trees were built, "jax" elsewhere."""
+    if backend not in DCI_BACKENDS:
+        raise ValueError(f"eval.dci_backend={backend!r} must be one of {DCI_BACKENDS}")
+    if backend != "auto":
+        return backend
+    native = jax.default_backend() == "cpu" and gbrt_native.available()
+    return "native" if native else "jax"
 
 
 def _importance_weighted_score(importance: np.ndarray, axis: int) -> float:
@@ -230,29 +245,33 @@ def _fit_factors(x_train, sorted_features, x_test, y_train, y_test, member, sequ
 
 
 def compute_dci_members(train_codes, train_factors, test_codes, test_factors, *,
-                        backend: str = "jax", random_state: Optional[int] = 0) -> List[dict]:
+                        backend: str = "auto", random_state: Optional[int] = 0) -> List[dict]:
     """DCI of every member of a sweep (:func:`compute_dci` per member).
 
     Args:
         train_codes: [M, n_train, d_model]; train_factors: [M, n_train, d_true];
         test_codes: [M, n_test, d_model]; test_factors: [M, n_test, d_true] (numpy or jax).
         backend: "jax" (every member and factor in one compiled function, float64 as
-            scikit-learn; see `_fit_all`) or "sklearn" (:func:`compute_dci` member by member;
-            `random_state` applies there).
+            scikit-learn; see `_fit_all`), "native" (the same trees compiled for the CPU, see
+            `_fit_all_native`), "auto" (:func:`resolve_dci_backend`) or "sklearn"
+            (:func:`compute_dci` member by member; `random_state` applies there).
 
     Returns:
         one metric dict per member, as :func:`compute_dci` returns.
     """
-    if backend not in DCI_BACKENDS:
-        raise ValueError(f"eval.dci_backend={backend!r} must be one of {DCI_BACKENDS}")
+    backend = resolve_dci_backend(backend)
     if backend == "sklearn":
         return [compute_dci(*(np.asarray(a)[i] for a in (train_codes, train_factors,
                                                          test_codes, test_factors)),
                             random_state=random_state)
                 for i in range(np.shape(train_codes)[0])]
-    with jax.enable_x64(True):
-        importance, mse_train, mse_test = _fit_all(train_codes, train_factors, test_codes,
-                                                   test_factors)
+    if backend == "native":
+        importance, mse_train, mse_test = _fit_all_native(train_codes, train_factors,
+                                                          test_codes, test_factors)
+    else:
+        with jax.enable_x64(True):
+            importance, mse_train, mse_test = _fit_all(train_codes, train_factors, test_codes,
+                                                       test_factors)
     return [dci_metrics(importance[i].T, mse_train[i], mse_test[i])
             for i in range(importance.shape[0])]
 
@@ -291,5 +310,32 @@ def _fit_all(train_codes, train_factors, test_codes, test_factors):
     with ThreadPoolExecutor(max_workers=workers) as pool:
         parts = list(pool.map(run, range(workers), np.split(order, workers)))
     importance, mse_train, mse_test = (np.concatenate(a)[:fits] for a in zip(*parts))
+    return (importance.reshape(num_members, d_true, -1), mse_train.reshape(num_members, d_true),
+            mse_test.reshape(num_members, d_true))
+
+
+def _fit_all_native(train_codes, train_factors, test_codes, test_factors):
+    """`_fit_all` with the compiled trees: the (member, factor) fits shared out over one thread
+    per core (each fit releases the GIL). Same returns: importances [M, d_true, d_model], MSEs
+    [M, d_true]."""
+    x_train = np.asarray(train_codes, np.float32)
+    x_test = np.asarray(test_codes, np.float32)
+    y_train = np.asarray(train_factors, np.float64)
+    y_test = np.asarray(test_factors, np.float64)
+    num_members, _, d_true = y_train.shape
+    workers = os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        orders = list(pool.map(gbrt_native.sort_features, x_train))
+
+        def one(fit):
+            i, j = divmod(fit, d_true)
+            init, trees, importances, prediction = gbrt_native.fit(x_train[i], y_train[i, :, j],
+                                                                   orders[i])
+            test_prediction = gbrt_native.predict(init, trees, x_test[i])
+            return (np.abs(importances), np.mean((y_train[i, :, j] - prediction) ** 2),
+                    np.mean((y_test[i, :, j] - test_prediction) ** 2))
+
+        results = list(pool.map(one, range(num_members * d_true)))
+    importance, mse_train, mse_test = (np.stack(a) for a in zip(*results))
     return (importance.reshape(num_members, d_true, -1), mse_train.reshape(num_members, d_true),
             mse_test.reshape(num_members, d_true))

@@ -210,7 +210,7 @@ def check_model_and_training(c, check_network=check_network):
                                            and 0 <= e.dci_random_state < SEED_LIMIT),
             f"eval.dci_random_state={e.dci_random_state!r} must be an integer in [0, 2**32) "
             "or unset (nondeterministic, as the reference)")
-    one_of(e.get("dci_backend", "jax"), DCI_BACKENDS, "eval.dci_backend")
+    one_of(e.get("dci_backend", "auto"), DCI_BACKENDS, "eval.dci_backend")
     boolean(e.graphs, "eval.graphs")
     finite_number(e.enco_lambda, "eval.enco_lambda", 0)
     boolean(e.enco_reference_quirks, "eval.enco_reference_quirks")

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wscrl_jax.eval.dci import compute_dci_members
+from wscrl_jax.eval.dci import compute_dci_members, resolve_dci_backend
 from wscrl_jax.eval.interventions import intervention_metrics_members
 from wscrl_jax.lcm.graphs import learned_graph_metrics
 from wscrl_jax.lcm.objective import LOG_MEAN_VARS
@@ -101,15 +101,15 @@ def evaluate_lcm_members(method, params, model_state, data, keys, bar,
     finite = np.asarray(jnp.all(jnp.isfinite(codes), axis=(1, 2)))
     bar.update()
 
-    bar.set_description(f"evaluation: DCI ({cfg.eval.dci_backend})")
+    backend = resolve_dci_backend(cfg.eval.dci_backend)
+    bar.set_description(f"evaluation: DCI ({backend})")
     start = time.time()
     real = num_members if real is None else real
     ok = finite[:real, None, None]  # members with non-finite codes: fit on zeros, then dropped
     dci = compute_dci_members(jnp.where(ok, codes_train[:real], 0.0),
                               data["dci_train"]["z1"][:real],
                               jnp.where(ok, codes_test[:real], 0.0), split["z1"][:real],
-                              backend=cfg.eval.dci_backend,
-                              random_state=cfg.eval.dci_random_state)
+                              backend=backend, random_state=cfg.eval.dci_random_state)
     dci += dci[-1:] * (num_members - real)
     if "e1" in split:  # true noise known (CausalCircuit): DCI of the encoder means too
         noise = _encode_noise(method, params, jnp.concatenate([data["dci_train"]["x1"],
@@ -118,11 +118,10 @@ def evaluate_lcm_members(method, params, model_state, data, keys, bar,
         noise = jnp.where(ok, noise, 0.0)
         noise_dci = compute_dci_members(noise[:, :n_train], data["dci_train"]["e1"][:real],
                                         noise[:, n_train:], split["e1"][:real],
-                                        backend=cfg.eval.dci_backend,
-                                        random_state=cfg.eval.dci_random_state)
+                                        backend=backend, random_state=cfg.eval.dci_random_state)
         noise_dci += noise_dci[-1:] * (num_members - real)
     log.info("DCI of %d member(s) (%d training codes each, %s) in %.1f s", real,
-             codes_train.shape[1], cfg.eval.dci_backend, time.time() - start)
+             codes_train.shape[1], backend, time.time() - start)
     bar.update()
 
     graph_columns = [{}] * num_members

@@ -30,7 +30,7 @@ from wscrl_jax.config_checks import (ConfigError, batch_fits, boolean, finite_nu
 from wscrl_jax.data.causalcircuit.codes import write_codes_meta
 from wscrl_jax.data.causalcircuit.files import CausalCircuitFormatError
 from wscrl_jax.data.encoded import write_encoded
-from wscrl_jax.eval.dci import compute_dci_members
+from wscrl_jax.eval.dci import compute_dci_members, resolve_dci_backend
 from wscrl_jax.lcm.image_vae import RESOLUTIONS
 from wscrl_jax.lcm.method import LCMMethod
 from wscrl_jax.plots import image_grid
@@ -228,7 +228,8 @@ class ImageLCMMethod(LCMMethod):
                      for k, v in codes["train"].items()}
         test = codes["test"]
         bar.update()
-        bar.set_description(f"evaluation: DCI ({self.config.eval.dci_backend})")
+        bar.set_description(
+            f"evaluation: DCI ({resolve_dci_backend(self.config.eval.dci_backend)})")
         m = test["x1"].shape[0]
         per_member = lambda a: np.broadcast_to(a, (m,) + a.shape)  # noqa: E731
         dci = compute_dci_members(train["x1"], per_member(train["z1"]),
