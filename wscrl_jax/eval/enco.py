@@ -87,14 +87,20 @@ def conditional_nll(params, z, parents):
 
     z [..., d]; parents [..., d, d] with row j the parent mask of variable j (the transpose of
     an adjacency). Returns [..., d].
+
+    The layers run with the variable axis j leading ([d, ..., features]): XLA's CPU dots want
+    their batch axis major, and this layout spares a transpose around each of the three layers
+    (about 20 % of a sweep's ENCO time on the 2-core CPU; the same products, last bits aside).
     """
     values = z[..., None, :] * parents
     h = jnp.concatenate([values, jnp.broadcast_to(2.0 * parents - 1.0, values.shape)], axis=-1)
+    h = jnp.moveaxis(h, -2, 0)  # [d, ..., 2d]
+    between = tuple(range(1, h.ndim - 1))  # the axes of `...`
     for i, layer in enumerate(params):
-        h = jnp.einsum("...ji,joi->...jo", h, layer["w"]) + layer["b"]
+        h = jnp.einsum("j...i,joi->j...o", h, layer["w"]) + jnp.expand_dims(layer["b"], between)
         if i < len(params) - 1:
             h = jax.nn.silu(h)
-    mean, log_std = h[..., 0], h[..., 1]
+    mean, log_std = jnp.moveaxis(h[..., 0], 0, -1), jnp.moveaxis(h[..., 1], 0, -1)
     return log_std + 0.5 * LOG_2PI + 0.5 * ((z - mean) * jnp.exp(-log_std)) ** 2
 
 
