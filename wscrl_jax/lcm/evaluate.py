@@ -10,6 +10,7 @@ of the same pairs (`causal/flow_lcm.py`), the floor that `nll` approaches.
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Dict, List, Optional, Union
 
@@ -79,9 +80,9 @@ def evaluate_lcm_members(method, params, model_state, data, keys, bar,
     real: the first `real` members are the sweep's, the others inert padding (None: none).
 
     Every stage is one compiled call for all members: causal codes, DCI
-    (`eval.dci_backend`; the real members only, since its fits are shared out over threads
-    where padding would only add fits: the padding's rows are the last real member's, whose
-    copy it is), the graphs (`lcm/graphs.py`, `eval.graphs`: post-hoc ENCO and the implicit
+    (`eval.dci_backend`, in a background thread beside the later stages; the real members only,
+    since its fits are shared out over threads where padding would only add fits: the
+    padding's rows are the last real member's, whose copy it is), the graphs (`lcm/graphs.py`, `eval.graphs`: post-hoc ENCO and the implicit
     graph of models with solution functions, the graph a model trained with, their distances
     to the truth), the test-set loss terms on the whole split as one batch, the IWAE NLL. The
     intervention metrics (permutations of d <= 5 labels) run on the host, for all members at
@@ -101,35 +102,72 @@ def evaluate_lcm_members(method, params, model_state, data, keys, bar,
     finite = np.asarray(jnp.all(jnp.isfinite(codes), axis=(1, 2)))
     bar.update()
 
+    # The DCI fits run in a background thread (scikit-learn's trees, the native loops and XLA
+    # all release the GIL) while the stages below compile and run: the compilations are
+    # single-threaded, so a core would otherwise idle through them. Only the graphs' matching
+    # of codes to factors waits for the DCI.
     backend = resolve_dci_backend(cfg.eval.dci_backend)
-    bar.set_description(f"evaluation: DCI ({backend})")
-    start = time.time()
     real = num_members if real is None else real
+    noise = None
+    if "e1" in split:  # true noise known (CausalCircuit): DCI of the encoder means too
+        noise = _encode_noise(method, params, jnp.concatenate([data["dci_train"]["x1"],
+                                                               split["x1"]], axis=1))[:real]
+    background = ThreadPoolExecutor(max_workers=1)
+    pending = background.submit(_dci_stage, cfg, backend, codes_train, codes_test, finite, noise,
+                                data, split, real)
+
+    def dci_results():
+        """(dci, noise_dci) of every member, waiting for the background fits."""
+        dci, noise_dci, seconds = pending.result()
+        if not hasattr(dci_results, "logged"):
+            log.info("DCI of %d member(s) (%d training codes each, %s) in %.1f s", real,
+                     codes_train.shape[1], backend, seconds)
+            dci_results.logged = True
+        pad = num_members - real  # the inert padding's rows: the last real member's
+        if noise_dci is not None:
+            noise_dci = noise_dci + noise_dci[-1:] * pad
+        return dci + dci[-1:] * pad, noise_dci
+
+    try:
+        results = _evaluate_stages(method, params, model_state, data, keys, bar, split, finite,
+                                   with_graphs, backend, dci_results)
+    finally:
+        background.shutdown(wait=True)
+    return results
+
+
+def _dci_stage(cfg, backend, codes_train, codes_test, finite, noise, data, split, real):
+    """DCI of the first `real` members' causal codes (and of their noise codes [M, N, d] where
+    not None): (metric dicts, noise metric dicts or None, seconds). The padding members are
+    left out: the fits are shared out over threads, where they would only add fits."""
+    start = time.time()
     ok = finite[:real, None, None]  # members with non-finite codes: fit on zeros, then dropped
     dci = compute_dci_members(jnp.where(ok, codes_train[:real], 0.0),
                               data["dci_train"]["z1"][:real],
                               jnp.where(ok, codes_test[:real], 0.0), split["z1"][:real],
                               backend=backend, random_state=cfg.eval.dci_random_state)
-    dci += dci[-1:] * (num_members - real)
-    if "e1" in split:  # true noise known (CausalCircuit): DCI of the encoder means too
-        noise = _encode_noise(method, params, jnp.concatenate([data["dci_train"]["x1"],
-                                                               split["x1"]], axis=1))[:real]
-        ok = jnp.all(jnp.isfinite(noise), axis=(1, 2))[:, None, None]
-        noise = jnp.where(ok, noise, 0.0)
+    noise_dci = None
+    if noise is not None:
+        n_train = codes_train.shape[1]
+        noise = jnp.where(jnp.all(jnp.isfinite(noise), axis=(1, 2))[:, None, None], noise, 0.0)
         noise_dci = compute_dci_members(noise[:, :n_train], data["dci_train"]["e1"][:real],
                                         noise[:, n_train:], split["e1"][:real],
                                         backend=backend, random_state=cfg.eval.dci_random_state)
-        noise_dci += noise_dci[-1:] * (num_members - real)
-    log.info("DCI of %d member(s) (%d training codes each, %s) in %.1f s", real,
-             codes_train.shape[1], backend, time.time() - start)
-    bar.update()
+    return dci, noise_dci, time.time() - start
 
+
+def _evaluate_stages(method, params, model_state, data, keys, bar, split, finite, with_graphs,
+                     backend, dci_results):
+    """The stages after the causal codes (see `evaluate_lcm_members`); `dci_results()` gives
+    the DCI metrics (of `backend`), once its background fits are done."""
+    cfg = method.config
+    num_members = keys.shape[0]
     graph_columns = [{}] * num_members
     if with_graphs:
         k_graphs = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, GRAPH_KEY)
         truth = data.get("truth", {}).get("adjacency")
         graph_columns = learned_graph_metrics(method, params, model_state, split, truth,
-                                              k_graphs, dci, bar)
+                                              k_graphs, lambda: dci_results()[0], bar)
 
     bar.set_description("evaluation: test loss")
     phase = EVAL_PHASE._replace(full_likelihood=cfg.eval.full_likelihood,
@@ -148,6 +186,10 @@ def evaluate_lcm_members(method, params, model_state, data, keys, bar,
     bar.set_description("evaluation: IWAE NLL")
     nll = -np.asarray(jnp.mean(_iwae_log_likelihood(method, params, model_state, batch, k_iwae,
                                                     int(cfg.training.iwae_samples)), axis=1))
+    bar.update()
+
+    bar.set_description(f"evaluation: DCI ({backend})")
+    dci, noise_dci = dci_results()
     bar.update()
 
     results = []

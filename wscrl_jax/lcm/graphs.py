@@ -17,7 +17,7 @@ adjacency); then
 import logging
 import time
 from functools import partial
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 import jax
 import jax.numpy as jnp
@@ -96,11 +96,12 @@ def importance_matrix(dci_metrics: Dict[str, float], dim: int) -> np.ndarray:
                      for i in range(dim)])
 
 
-def learned_graph_metrics(method, params, model_state, split, truth, keys, dci: List[dict],
-                          bar) -> List[Dict[str, float]]:
-    """Graph columns of every member (see the module docstring); `dci` holds each member's DCI
-    metrics (for the matching), `truth` the true adjacency [M, d, d] or None (unknown: no
-    matching, no distances)."""
+def learned_graph_metrics(method, params, model_state, split, truth, keys,
+                          dci: Callable[[], List[dict]], bar) -> List[Dict[str, float]]:
+    """Graph columns of every member (see the module docstring); `dci()` gives each member's
+    DCI metrics (for the matching; called once the graphs are learned, so that the DCI can run
+    meanwhile), `truth` the true adjacency [M, d, d] or None (unknown: no matching, no
+    distances)."""
     dim, num_members = method.dim_z, keys.shape[0]
     k_enco, k_implicit = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
     columns = [{} for _ in range(num_members)]
@@ -123,6 +124,7 @@ def learned_graph_metrics(method, params, model_state, split, truth, keys, dci: 
     if truth is None:  # true graph unknown (real CausalCircuit): learned graphs only
         return columns
     truth = np.asarray(truth)
+    dci = dci()
     for i in range(num_members):
         matching = match_latents(importance_matrix(dci[i], dim))
         columns[i].update(_matrix_columns("true_graph", truth[i]))
