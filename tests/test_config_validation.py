@@ -320,6 +320,20 @@ def test_bad_value_is_one_line_naming_key_and_value(spec, key, value, message, b
     assert message in text and "\n" not in text, text
 
 
+def test_native_dci_without_the_library_is_refused_before_training(monkeypatch):
+    """Asking for the compiled DCI trees where they were not built fails at validation (one
+    line), not after training; `auto` falls back to the JAX trees."""
+    from wscrl_jax.eval import dci, gbrt_native
+    config = make_config(SCALING, None, {})
+    monkeypatch.setattr(gbrt_native, "available", lambda: False)
+    set_key(config, "eval.dci_backend", "auto")
+    validate_config(config)
+    assert dci.resolve_dci_backend("auto") == "jax"
+    set_key(config, "eval.dci_backend", "native")
+    with pytest.raises(ConfigError, match="eval.dci_backend='native' needs the compiled trees"):
+        validate_config(config)
+
+
 def test_unreadable_stage1_metadata_is_one_line(tmp_path):
     write_encoded_meta(str(tmp_path), STAGE1_META)
     with open(encoded_meta_path(str(tmp_path)), "w") as f:

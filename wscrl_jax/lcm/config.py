@@ -14,6 +14,7 @@ from wscrl_jax.config_checks import (SEED_LIMIT, ConfigError, batch_fits, boolea
 from wscrl_jax.data.causalcircuit.toy import TOY_GRAPH
 from wscrl_jax.data.encoded import Stage1OutputMissing, read_encoded_meta
 from wscrl_jax.data.scaling import CAUSAL_EFFECTS, NATURE_RNGS, SPLITS
+from wscrl_jax.eval import gbrt_native
 from wscrl_jax.eval.dci import DCI_BACKENDS
 from wscrl_jax.lcm.ilcm import AVERAGING_STRATEGIES
 from wscrl_jax.train.schedules import LR_SCHEDULE_TYPES, STEP_SCHEDULE_TYPES
@@ -211,6 +212,9 @@ def check_model_and_training(c, check_network=check_network):
             f"eval.dci_random_state={e.dci_random_state!r} must be an integer in [0, 2**32) "
             "or unset (nondeterministic, as the reference)")
     one_of(e.get("dci_backend", "auto"), DCI_BACKENDS, "eval.dci_backend")
+    require(e.get("dci_backend") != "native" or gbrt_native.available(),
+            "eval.dci_backend='native' needs the compiled trees, which this install lacks (no C "
+            "compiler at `pip install` time): use auto, jax or sklearn, or reinstall")
     boolean(e.graphs, "eval.graphs")
     finite_number(e.enco_lambda, "eval.enco_lambda", 0)
     boolean(e.enco_reference_quirks, "eval.enco_reference_quirks")
