@@ -258,7 +258,8 @@ def main():
                    help="write a PNG of member-steps/s against members (needs matplotlib)")
     p.add_argument("--cpu_devices", type=int, default=None,
                    help="CPU: host devices to split the cores into (default: one a core, as "
-                   "wscrl-train; 1: a single device)")
+                   "wscrl-train for most configs; 1: a single device, as wscrl-train gives "
+                   "MD-CRL's MMD penalties)")
     args = p.parse_args()
     use_cpu_devices(args.cpu_devices)
     results = []

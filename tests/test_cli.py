@@ -103,3 +103,29 @@ def test_cpu_devices_below_one_is_one_line(capsys):
     assert info.value.code == 2
     message = "error: --cpu_devices=0 must be >= 1 (1: one CPU device)"
     assert capsys.readouterr().err.strip() == message
+
+
+@pytest.mark.parametrize("spec, override, expected", [
+    ("md_mixing.py:linear,mmd", None, 1),  # adaptive MMD: members in turn on one device
+    ("md_mixing.py:poly_stage2,mmd", None, 1),  # fixed-bandwidth MMD
+    ("md_mixing.py:linear,mmd", "vmap", None),  # vmapped members: one device a core
+    ("md_mixing.py:linear,minmax", None, None),
+    ("scaling.py:ilcm,fast", None, None),
+])
+def test_default_cpu_devices_follow_the_method(spec, override, expected, monkeypatch):
+    """Without --cpu_devices, a training run's CPU device count is its method's preference:
+    one device for MD-CRL's MMD penalties (unless the members are vmapped), else one a core."""
+    from wscrl_jax import cli
+    config = cli.load_config(os.path.join(ROOT, "configs", spec))
+    if override:
+        config.training.member_loop = override
+    assert cli.default_cpu_devices(config) == expected
+
+    counts = []
+    monkeypatch.setattr(cli, "use_cpu_devices", counts.append)
+    monkeypatch.setattr("wscrl_jax.train.distributed.initialize", lambda *a, **k: None)
+    for flag in (None, 2):  # the flag wins over the preference
+        values = type("Flags", (), dict(cpu_devices=flag, num_processes=None, process_id=None,
+                                        coordinator_address=None, distributed=False))()
+        cli.start_processes(values, config)
+    assert counts == [expected, 2]

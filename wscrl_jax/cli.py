@@ -97,7 +97,8 @@ def use_cpu_devices(count: Optional[int]):
 
 def _define_device_flag(values: flags.FlagValues):
     flags.DEFINE_integer("cpu_devices", None, "CPU runs: host devices to split the cores into "
-                         "(default: one a core; 1 keeps a single device).", flag_values=values)
+                         "(default: one a core; training MD-CRL with an MMD penalty: one; 1 keeps "
+                         "a single device).", flag_values=values)
     flags.DEFINE_string("coordinator_address", os.environ.get("JAX_COORDINATOR_ADDRESS"),
                         "Multi-process runs (jax.distributed): host:port of process 0 "
                         "(default: $JAX_COORDINATOR_ADDRESS).", flag_values=values)
@@ -120,11 +121,22 @@ def _env_int(name: str) -> Optional[int]:
     return int(value)
 
 
-def start_processes(values: flags.FlagValues):
-    """Splits the CPU into devices (`use_cpu_devices`) and, for a multi-process run, joins the
-    other processes (`jax.distributed`); one error line for inconsistent flags or a
-    coordinator that cannot be reached."""
-    use_cpu_devices(values.cpu_devices)
+def default_cpu_devices(config) -> Optional[int]:
+    """The host devices a CPU run of `config` gets without `--cpu_devices`: its method's
+    preference (`Method.preferred_cpu_devices`, e.g. one device for MD-CRL's MMD penalties),
+    else None (one a core)."""
+    from wscrl_jax.methods import METHODS
+    method = config.get("method") if config is not None else None
+    return METHODS[method].preferred_cpu_devices(config) if method in METHODS else None
+
+
+def start_processes(values: flags.FlagValues, config=None):
+    """Splits the CPU into devices (`use_cpu_devices`: `--cpu_devices`, else what the config's
+    method prefers, else one a core) and, for a multi-process run, joins the other processes
+    (`jax.distributed`); one error line for inconsistent flags or a coordinator that cannot be
+    reached."""
+    count = values.cpu_devices
+    use_cpu_devices(count if count is not None else default_cpu_devices(config))
     n, pid, address = values.num_processes, values.process_id, values.coordinator_address
     if n is not None and n < 1:
         fail(f"--num_processes={n} must be >= 1")
@@ -181,7 +193,7 @@ def train_main(argv: Optional[List[str]] = None):
         fail("--config is required, e.g. --config configs/scaling.py:ilcm,fast")
     if not values.workdir:
         fail("--workdir is required")
-    start_processes(values)
+    start_processes(values, config)
     from wscrl_jax.methods import validate_config
     try:
         validate_config(config)

@@ -23,7 +23,7 @@ metrics: `evaluate.py`.
 import logging
 import math
 from functools import partial
-from typing import Dict
+from typing import Dict, Optional
 
 import jax
 import jax.numpy as jnp
@@ -150,6 +150,17 @@ class MDCRLMethod(Method):
     @classmethod
     def validate_config(cls, c):
         validate(c)
+
+    @classmethod
+    def preferred_cpu_devices(cls, config) -> Optional[int]:
+        """One CPU device for an MMD penalty whose members may run one after the other
+        (`training.member_loop` auto or sequential): each member's kernel blocks already keep
+        both cores busy, so members side by side on per-core devices (vmapped, padded to divide)
+        give fewer member-steps/s than the members in turn on one device (docs/benchmarks.md,
+        issue 17)."""
+        mmd = bool(config.get("model", {}).get("penalty_criterion", {}).get("mmd", 0.0))
+        loop = config.get("training", {}).get("member_loop", "vmap")
+        return 1 if mmd and loop in ("auto", "sequential") else None
 
     # ------------------------------------------------------------------ data and init
     def make_data(self, data_seed: int) -> Dict[str, Dict[str, jnp.ndarray]]:

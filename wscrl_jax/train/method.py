@@ -65,6 +65,13 @@ class Method(abc.ABC):
         """Checks the method's config sections before any work; raises
         `config_checks.ConfigError` with one line that names the key and what to do."""
 
+    @classmethod
+    def preferred_cpu_devices(cls, config) -> Optional[int]:
+        """CPU runs without `--cpu_devices`: the host devices this config trains fastest on
+        (read before JAX starts; `cli.start_processes`). None (default): one a core."""
+        del config
+        return None
+
     # ------------------------------------------------------------------ data and init
     @abc.abstractmethod
     def make_data(self, data_seed: int) -> Data:
