@@ -113,8 +113,9 @@ def test_cpu_devices_below_one_is_one_line(capsys):
     ("scaling.py:ilcm,fast", None, None),
 ])
 def test_default_cpu_devices_follow_the_method(spec, override, expected, monkeypatch):
-    """Without --cpu_devices, a training run's CPU device count is its method's preference:
-    one device for MD-CRL's MMD penalties (unless the members are vmapped), else one a core."""
+    """Without --cpu_devices, a single-process training run's CPU device count is its method's
+    preference: one device for MD-CRL's MMD penalties (unless the members are vmapped), else one
+    a core."""
     from wscrl_jax import cli
     config = cli.load_config(os.path.join(ROOT, "configs", spec))
     if override:
@@ -124,8 +125,9 @@ def test_default_cpu_devices_follow_the_method(spec, override, expected, monkeyp
     counts = []
     monkeypatch.setattr(cli, "use_cpu_devices", counts.append)
     monkeypatch.setattr("wscrl_jax.train.distributed.initialize", lambda *a, **k: None)
-    for flag in (None, 2):  # the flag wins over the preference
+    # the flag wins over the preference; a multi-process run keeps one device a core
+    for flag, distributed in ((None, False), (2, False), (None, True)):
         values = type("Flags", (), dict(cpu_devices=flag, num_processes=None, process_id=None,
-                                        coordinator_address=None, distributed=False))()
+                                        coordinator_address=None, distributed=distributed))()
         cli.start_processes(values, config)
-    assert counts == [expected, 2]
+    assert counts == [expected, 2, None]

@@ -131,13 +131,16 @@ def default_cpu_devices(config) -> Optional[int]:
 
 
 def start_processes(values: flags.FlagValues, config=None):
-    """Splits the CPU into devices (`use_cpu_devices`: `--cpu_devices`, else what the config's
-    method prefers, else one a core) and, for a multi-process run, joins the other processes
-    (`jax.distributed`); one error line for inconsistent flags or a coordinator that cannot be
-    reached."""
-    count = values.cpu_devices
-    use_cpu_devices(count if count is not None else default_cpu_devices(config))
+    """Splits the CPU into devices (`use_cpu_devices`: `--cpu_devices`, else in a single-process
+    run what the config's method prefers, else one a core) and, for a multi-process run, joins
+    the other processes (`jax.distributed`); one error line for inconsistent flags or a
+    coordinator that cannot be reached."""
     n, pid, address = values.num_processes, values.process_id, values.coordinator_address
+    count = values.cpu_devices
+    single_process = (n is None or n == 1) and not values.distributed
+    if count is None and single_process:  # multi-process runs keep one device a core
+        count = default_cpu_devices(config)
+    use_cpu_devices(count)
     if n is not None and n < 1:
         fail(f"--num_processes={n} must be >= 1")
     if n is not None and n > 1 and not values.distributed:
