@@ -125,9 +125,10 @@ def default_cpu_devices(config) -> Optional[int]:
     """The host devices a CPU run of `config` gets without `--cpu_devices`: its method's
     preference (`Method.preferred_cpu_devices`, e.g. one device for MD-CRL's MMD penalties),
     else None (one a core)."""
-    from wscrl_jax.methods import METHODS
-    method = config.get("method") if config is not None else None
-    return METHODS[method].preferred_cpu_devices(config) if method in METHODS else None
+    from wscrl_jax.methods import METHODS, method_class
+    if config is None or config.get("method") not in METHODS:
+        return None  # no config, or an unknown method (validation reports it)
+    return method_class(config).preferred_cpu_devices(config)
 
 
 def start_processes(values: flags.FlagValues, config=None):
