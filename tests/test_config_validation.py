@@ -144,6 +144,7 @@ CASES = [
      "model.intervention_encoder.hidden_units=0", {"model.intervention_encoder.type": "mlp"}),
     # ---- scaling: training phases and schedules
     (SCALING, "training.full_likelihood", "False", "training.full_likelihood='False' must be"),
+    (SCALING, "training.member_loop", "auto", "training.member_loop='auto' is not"),
     (SCALING, "training.pretrain_epochs", -1, "training.pretrain_epochs=-1 must be an integer "
      ">= 0 or unset (no pretraining)"),
     (SCALING, "training.pretrain_beta", NAN, "training.pretrain_beta=nan must be a finite"),

@@ -59,6 +59,25 @@ def test_other_members_are_unaffected_by_a_nan_member(clean_and_poisoned):
         np.testing.assert_array_equal(np.asarray(a)[[0, 2]], np.asarray(b)[[0, 2]])
 
 
+def test_sequential_members_train_as_each_seed_alone(clean_and_poisoned):
+    """`training.member_loop="sequential"`: a sweep member gets the very numbers of its seed
+    trained alone, and numbers close to the vmapped member's (other rounding)."""
+    vmapped, _, _ = clean_and_poisoned
+    params = []
+    for seeds in ("1,2,3", "2"):
+        config = one_phase_sweep_config()
+        config.training.member_loop = "sequential"
+        config.sweep.seeds = seeds
+        method, data, state = experiment.build(config, experiment.sweep_members(config))
+        assert method.member_loop == "sequential"
+        train_data = {k: data["train"][k] for k in method.train_inputs}
+        params.append(train(method, state, train_data, config, progress=False).params)
+    swept, alone = params
+    for a, b, v in zip(*(jax.tree_util.tree_leaves(p) for p in (swept, alone, vmapped.params))):
+        np.testing.assert_array_equal(np.asarray(a)[1], np.asarray(b)[0])
+        np.testing.assert_allclose(np.asarray(a)[:3], np.asarray(v)[:3], rtol=0, atol=1e-4)
+
+
 def test_all_members_nan_stops_the_run():
     config = one_phase_sweep_config()
     config.sweep.seeds = "1"

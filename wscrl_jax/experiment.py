@@ -150,7 +150,8 @@ ADDED_KEYS = {"lcm": {"data.nature.rng": "jax", "data.mixing": "so_n",
                       "training.graph_sampling": dict(
                           _GRAPH_SAMPLING, initial={"unfreeze_epoch": 0},
                           final=dict(_GRAPH_SAMPLING, freeze_epoch=None)),
-                      "eval.graph_sampling": _GRAPH_SAMPLING, "tracking": _TRACKING},
+                      "eval.graph_sampling": _GRAPH_SAMPLING, "tracking": _TRACKING,
+                      "training.member_loop": "vmap"},
               "mdcrl": {"tracking": _TRACKING, "data.code_range": "symmetric",
                         "model.mlp_width": 200}}
 

@@ -27,6 +27,8 @@ ADJACENCY_TO_STRUCTURE = {"none": "none", "none_trivial": "trivial",
                           "none_fixed_order": "fixed_order",
                           **{kind: "none" for kind in GRAPH_KINDS}}  # + a learned graph
 INTERVENTION_ENCODERS = ("learnable_heuristic", "mlp")
+# training.member_loop: members vmapped, or one after the other (`lax.map`, train/step.py)
+MEMBER_LOOPS = ("vmap", "sequential")
 SCHEDULED_WEIGHTS = ("beta", "z_regularization", "consistency_regularization",
                      "inverse_consistency_regularization", "intervention_entropy_regularization",
                      "intervention_encoder_offset", "edge_regularization",
@@ -133,6 +135,7 @@ def check_model_and_training(c, check_network=check_network):
 
     t = c.training
     check_shared_training(t)
+    one_of(t.get("member_loop", "vmap"), MEMBER_LOOPS, "training.member_loop")
     positive_int(t.iwae_samples, "training.iwae_samples")
     boolean(t.full_likelihood, "training.full_likelihood")
     one_of(t.likelihood_reduction, ("sum", "mean"), "training.likelihood_reduction")

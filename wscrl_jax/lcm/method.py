@@ -105,6 +105,7 @@ class LCMMethod(Method):
         self._need_inverse = not is_identically_zero(
             tr.inverse_consistency_regularization_schedule)
         self._lr = lr_schedule(tr.lr_schedule, tr.epochs)
+        self.member_loop = tr.get("member_loop", "vmap")
         fix = tr.fix_topological_order_epoch
         self._fix_order_epoch = fix if fix is not None and fix < tr.epochs else None
         # ILCM and dVAE: the graph evaluations read their solution functions
