@@ -133,9 +133,10 @@ def get_config(arg=None):
         nan_limit=10,  # the reference aborts at 10 cumulative non-finite steps
         steps_per_call=500)
     # members side by side ("vmap": the numbers of record) or one after the other ("sequential",
-    # lax.map: each member compiles without the member axis; on CPU about 1.4x faster for one
-    # member of the main phase at dim_z 8, within 10 % elsewhere, and a sweep member then gets
-    # the numbers of that seed alone; other rounding than "vmap", so other last digits)
+    # lax.map, on one CPU device unless --cpu_devices says otherwise: each member compiles
+    # without the member axis; on CPU about 1.4x faster for one member of the main phase at
+    # dim_z 8, within 10 % elsewhere, and a sweep member gets the numbers of its seed alone;
+    # other rounding than "vmap", so other last digits and, over a run, other results)
     t.member_loop = "vmap"
     t.iwae_samples = 10  # latent samples of the IWAE NLL at evaluation (reference reads it there)
     t.full_likelihood = False  # True: decoder log-likelihoods keep 0.5 log 2 pi while training

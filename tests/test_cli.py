@@ -111,11 +111,12 @@ def test_cpu_devices_below_one_is_one_line(capsys):
     ("md_mixing.py:linear,mmd", "vmap", None),  # vmapped members: one device a core
     ("md_mixing.py:linear,minmax", None, None),
     ("scaling.py:ilcm,fast", None, None),
+    ("scaling.py:ilcm,fast", "sequential", 1),  # WS-CRL members in turn: one device
 ])
 def test_default_cpu_devices_follow_the_method(spec, override, expected, monkeypatch):
     """Without --cpu_devices, a single-process training run's CPU device count is its method's
-    preference: one device for MD-CRL's MMD penalties (unless the members are vmapped), else one
-    a core."""
+    preference: one device for MD-CRL's MMD penalties (unless the members are vmapped) and for
+    WS-CRL members in turn, else one a core."""
     from wscrl_jax import cli
     config = cli.load_config(os.path.join(ROOT, "configs", spec))
     if override:

@@ -7,7 +7,7 @@ Reference: `experiments/scaling.py` (training loop, phases, schedules) with the 
 
 import functools
 import logging
-from typing import Dict
+from typing import Dict, Optional
 
 import jax
 import jax.numpy as jnp
@@ -126,6 +126,15 @@ class LCMMethod(Method):
         `methods.validate_config`'s)."""
         cls.check_data(c)
         cls.check_model_and_training(c)
+
+    @classmethod
+    def preferred_cpu_devices(cls, config) -> Optional[int]:
+        """One CPU device for members one after the other (`training.member_loop=sequential`):
+        one member's step already keeps both cores busy, and members in turn on per-core
+        devices compete for them (ILCM main phase, dim_z 8, 9 members: 290 member-steps/s on
+        one device against 214 on two; docs/benchmarks.md, issue 17)."""
+        sequential = config.get("training", {}).get("member_loop", "vmap") == "sequential"
+        return 1 if sequential else None
 
     @classmethod
     def check_data(cls, c):
