@@ -259,7 +259,8 @@ def main():
     p.add_argument("--cpu_devices", type=int, default=None,
                    help="CPU: host devices to split the cores into (default: one a core, as "
                    "wscrl-train for most configs; 1: a single device, as wscrl-train gives "
-                   "MD-CRL's MMD penalties)")
+                   "MD-CRL's MMD penalties and members in turn, training.member_loop="
+                   "sequential)")
     args = p.parse_args()
     use_cpu_devices(args.cpu_devices)
     results = []
