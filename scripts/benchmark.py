@@ -11,12 +11,15 @@ Each case compiles one multi-step call (reported as compile_s: the first call, c
 included), then times `--calls` further calls of `--steps` steps and reports steady-state
 steps/s (each step advances every member) and member-steps/s. `--floor` adds, per case, the
 steps/s of the method's loss and gradient alone (`floor_steps_per_s`: one member, batches read
-in order, a plain gradient step; no shuffling, optimizer, clipping or bookkeeping), the
-arithmetic a faithful step cannot avoid. The epoch's shuffle is made once before the timed
-calls, as training makes it once per epoch (100k rows: ~40 ms on 2 CPU cores, ~26 us a step of
-a 1,563-step epoch; the reference's figures exclude its data loader too). MD-CRL cases
-(`configs/md_mixing.py` variants, `+` for `,`) time one epoch per call, as its training loop
-does (a call never crosses an epoch: validation and early stopping run between epochs).
+in order, a plain gradient step; no shuffling, optimizer, clipping or bookkeeping), and of the
+same with gradient clipping and the method's optimizer on the arrays the phase's loss reaches
+(`floor_optimizer_steps_per_s`; no non-finite guard, schedules or statistics): the arithmetic a
+faithful step cannot avoid, without and with its optimizer. The epoch's shuffle is made once
+before the timed calls, as training makes it once per epoch (100k rows: ~40 ms on 2 CPU cores,
+~26 us a step of a 1,563-step epoch; the reference's figures exclude its data loader too).
+MD-CRL cases (`configs/md_mixing.py` variants, `+` for `,`) time one epoch per call, as its
+training loop does (a call never crosses an epoch: validation and early stopping run between
+epochs).
 """
 
 import argparse
@@ -29,11 +32,14 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from wscrl_jax.cli import load_config, use_cpu_devices
 from wscrl_jax.experiment import make_member_data
 from wscrl_jax.methods import get_method
 from wscrl_jax.train.loop import steps_per_epoch
+from wscrl_jax.train.optim import apply_learning_rate, clip_by_global_norm
+from wscrl_jax.train.reach import reached_params
 from wscrl_jax.train.sharding import (member_sharding, pad_members, padded_member_count,
                                       shard_members)
 from wscrl_jax.train.state import init_states
@@ -126,34 +132,47 @@ def apply_overrides(config, overrides, flag):
             node[leaf] = value
 
 
-def time_floor(method, data, state, epoch, spe, steps, calls, batch_size):
+def time_floor(method, data, state, epoch, spe, steps, calls, batch_size, clip_norm=None):
     """steps/s of one member's loss and gradient alone (see the module docstring): batch i is
     rows [i B, (i + 1) B) of the member's training split, the key folded with the step, and the
-    parameters move by a tiny multiple of the gradient (so no step can be skipped).
+    parameters move by a tiny multiple of the gradient (so no step can be skipped). With
+    `clip_norm`, the gradient is clipped to that norm and goes through the method's optimizer
+    first, on the arrays the phase's loss reaches (as `train/step.py`, whose pretraining leaves
+    the others alone).
 
     data: {name: [N, ...]} and state: one member's (no member axis)."""
     phase = method.phase_for_epoch(epoch)
     loss_weights = method.loss_weights(float(epoch))
     weights = jnp.ones(batch_size, jnp.float32)
+    optimizer = method.optimizer
 
     @jax.jit
-    def run(params, num):
-        def one_step(i, params):
+    def run(params, opt_state, num):
+        def one_step(i, carry):
+            params, opt_state = carry
             pos = (i % spe) * batch_size
             batch = jax.tree_util.tree_map(
                 lambda a: jax.lax.dynamic_slice_in_dim(a, pos, batch_size), data)
-            grads = jax.grad(lambda p: method.loss(
-                p, state.model_state, batch, weights, jax.random.fold_in(state.key, i),
-                loss_weights, phase)[0])(params)
-            return jax.tree_util.tree_map(lambda p, g: p - 1e-9 * g, params, grads)
-        return jax.lax.fori_loop(0, num, one_step, params)
+            args = (state.model_state, batch, weights, jax.random.fold_in(state.key, i),
+                    loss_weights)
+            grads = jax.grad(lambda p: method.loss(p, *args, phase)[0])(params)
+            if clip_norm is None:
+                return jax.tree_util.tree_map(lambda p, g: p - 1e-9 * g, params, grads), opt_state
+            grads, _ = clip_by_global_norm(grads, clip_norm)
+            reach = {}
+            if isinstance(optimizer, optax.GradientTransformationExtraArgs):
+                reached = reached_params(lambda p, *a: method.loss(p, *a, phase), params, *args)
+                reach = {"reached": reached, "started": reached}
+            updates, opt_state = optimizer.update(grads, opt_state, params, **reach)
+            return apply_learning_rate(params, updates, 1e-9), opt_state
+        return jax.lax.fori_loop(0, num, one_step, (params, opt_state))
 
     num = jnp.asarray(steps, jnp.int32)
-    params = jax.block_until_ready(run(run(state.params, num), num))  # compile, warm up
+    carry = jax.block_until_ready(run(*run(state.params, state.opt_state, num), num))  # warm up
     start = time.perf_counter()
     for _ in range(calls):
-        params = run(params, num)
-    jax.block_until_ready(params)
+        carry = run(*carry, num)
+    jax.block_until_ready(carry)
     return round(steps * calls / (time.perf_counter() - start), 1)
 
 
@@ -213,8 +232,11 @@ def time_calls(config, method_name, phase_name, epoch, members, steps, calls, me
     if floor_state is not None:
         member_data = {k: data["train"][k][0] for k in method.train_inputs}
         n = int(jax.tree_util.tree_leaves(member_data)[0].shape[0])
-        extra["floor_steps_per_s"] = time_floor(method, member_data, floor_state, epoch,
-                                                n // tr.batchsize, steps, calls, tr.batchsize)
+        floor_args = (method, member_data, floor_state, epoch, n // tr.batchsize, steps, calls,
+                      tr.batchsize)
+        extra["floor_steps_per_s"] = time_floor(*floor_args)
+        extra["floor_optimizer_steps_per_s"] = time_floor(
+            *floor_args, clip_norm=float(tr.clip_grad_norm))
     device = jax.devices()[0]
     # latent size: dim_z (WS-CRL), data.z_dim (MD-CRL mixing), model.z_dim (balls codes)
     dim = config.data.get("dim_z") or config.data.get("z_dim") or config.model.z_dim
@@ -252,8 +274,9 @@ def main():
     p.add_argument("--circuit-batch", type=int, default=32,
                    help="batch of the --circuit cases (the reference's: 32)")
     p.add_argument("--floor", action="store_true",
-                   help="also time each case's loss and gradient alone (floor_steps_per_s; "
-                   "not for the streamed --circuit cases)")
+                   help="also time each case's loss and gradient alone (floor_steps_per_s) "
+                   "and with clipping and the optimizer (floor_optimizer_steps_per_s); not for "
+                   "the streamed --circuit cases")
     p.add_argument("--plot", default=None,
                    help="write a PNG of member-steps/s against members (needs matplotlib)")
     p.add_argument("--cpu_devices", type=int, default=None,
