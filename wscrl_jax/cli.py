@@ -97,8 +97,9 @@ def use_cpu_devices(count: Optional[int]):
 
 def _define_device_flag(values: flags.FlagValues):
     flags.DEFINE_integer("cpu_devices", None, "CPU runs: host devices to split the cores into "
-                         "(default: one a core; training MD-CRL with an MMD penalty: one; 1 keeps "
-                         "a single device).", flag_values=values)
+                         "(default: one a core; training MD-CRL with an MMD penalty, or members "
+                         "in turn (training.member_loop=sequential): one; 1 keeps a single "
+                         "device).", flag_values=values)
     flags.DEFINE_string("coordinator_address", os.environ.get("JAX_COORDINATOR_ADDRESS"),
                         "Multi-process runs (jax.distributed): host:port of process 0 "
                         "(default: $JAX_COORDINATOR_ADDRESS).", flag_values=values)

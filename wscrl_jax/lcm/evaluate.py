@@ -82,9 +82,9 @@ def evaluate_lcm_members(method, params, model_state, data, keys, bar,
     Every stage is one compiled call for all members: causal codes, DCI
     (`eval.dci_backend`, in a background thread beside the later stages; the real members only,
     since its fits are shared out over threads where padding would only add fits: the
-    padding's rows are the last real member's, whose copy it is), the graphs (`lcm/graphs.py`, `eval.graphs`: post-hoc ENCO and the implicit
-    graph of models with solution functions, the graph a model trained with, their distances
-    to the truth), the test-set loss terms on the whole split as one batch, the IWAE NLL. The
+    padding's rows are the last real member's, whose copy it is), the graphs (`lcm/graphs.py`,
+    `eval.graphs`: post-hoc ENCO and the implicit graph of models with solution functions, the
+    graph a model trained with, their distances to the truth), the test-set loss terms on the whole split as one batch, the IWAE NLL. The
     intervention metrics (permutations of d <= 5 labels) run on the host, for all members at
     once (`eval/interventions.py`)."""
     cfg = method.config
