@@ -68,9 +68,8 @@ def chosen(options: Iterable[str], group: Sequence[str], default: str) -> str:
 
 
 # ---------------------------------------------------------------- shared blocks
-def sweep_block(seeds: str = "", data_seeds: str = "",
-                grid: str | None = None) -> ml_collections.ConfigDict:
-    """`config.sweep` (`wscrl_jax/train/sweep.py`); `grid=None` leaves the `grid` key out."""
+def sweep_block(seeds: str = "", data_seeds: str = "", grid: str = "") -> ml_collections.ConfigDict:
+    """`config.sweep` (`wscrl_jax/train/sweep.py`)."""
     s = ml_collections.ConfigDict()
     # model seeds, comma-separated (e.g. "4901,4902,4903"), trained as one vmapped run;
     # empty: config.seed alone
@@ -78,10 +77,9 @@ def sweep_block(seeds: str = "", data_seeds: str = "",
     # data seeds, comma-separated, crossed with `seeds` (one member per pair); "same": each
     # member's data seed is its model seed; empty: config.data.nature.seed alone
     s.data_seeds = data_seeds
-    if grid is not None:
-        # shape-changing values, one run after the other (each seed-vmapped) in
-        # WORKDIR/<key>=<value>_.../, e.g. "data.z_dim=8,16;data.num_domains=2,4"; empty: none
-        s.grid = grid
+    # shape-changing values, one run after the other (each seed-vmapped) in
+    # WORKDIR/<key>=<value>_.../, e.g. "data.z_dim=8,16;data.num_domains=2,4"; empty: none
+    s.grid = grid
     return s
 
 
@@ -110,7 +108,7 @@ def checkpoint_block(every_n_steps: int, max_to_keep: int,
 
 
 def training_block(batchsize: int, epochs: int, clip_grad_norm: float, nan_limit: int,
-                   steps_per_call: int) -> ml_collections.ConfigDict:
+                   steps_per_call: int, cpu_devices=None) -> ml_collections.ConfigDict:
     """The `config.training` keys the shared loop reads (`wscrl_jax/train/loop.py`, checked by
     `wscrl_jax.config_checks.check_shared_training`); each config adds its own keys."""
     t = ml_collections.ConfigDict()
@@ -123,4 +121,8 @@ def training_block(batchsize: int, epochs: int, clip_grad_norm: float, nan_limit
     # optimizer steps compiled into one device call (>= 1); a call never crosses an epoch, and
     # the host (logging, checkpoints, epoch-end work) wakes up between calls
     t.steps_per_call = steps_per_call
+    # CPU runs without --cpu_devices: host devices to split the cores into (unset: one a core,
+    # members side by side; 1 suits members in turn, training.member_loop=sequential)
+    t.cpu_devices = (cpu_devices if cpu_devices is not None
+                     else ml_collections.config_dict.placeholder(int))
     return t

@@ -164,7 +164,10 @@ def get_config(arg=None):
         epochs=20 if fast else 1000,  # reference: trainer.max_epochs
         clip_grad_norm=0.1,  # reference: trainer.gradient_clip_val (global norm)
         nan_limit=10,
-        steps_per_call=1000)
+        steps_per_call=1000,
+        # MMD penalties: one CPU device, members in turn (member_loop "auto"): each member's
+        # kernel blocks already keep every core busy
+        cpu_devices=1 if use_mmd else None)
     t.min_epochs = 5 if fast else 200  # early stopping cannot stop sooner (trainer.min_epochs)
     t.shuffle = False  # the reference's training loader does not shuffle
     t.early_stopping = ml_collections.ConfigDict()  # reference: callbacks.early_stopping

@@ -132,11 +132,9 @@ def get_config(arg=None):
         clip_grad_norm=10.0,
         nan_limit=10,  # the reference aborts at 10 cumulative non-finite steps
         steps_per_call=500)
-    # members side by side ("vmap": the numbers of record) or one after the other ("sequential",
-    # lax.map, on one CPU device unless --cpu_devices says otherwise: each member compiles
-    # without the member axis; on CPU about 1.4x faster for one member of the main phase at
-    # dim_z 8, within 10 % elsewhere, and a sweep member gets the numbers of its seed alone;
-    # other rounding than "vmap", so other last digits and, over a run, other results)
+    # members side by side ("vmap") or one after the other ("sequential", lax.map: each member
+    # compiles without the member axis, faster for one member of a large dim_z on CPU with
+    # training.cpu_devices=1; other rounding, so other last digits and, over a run, other results)
     t.member_loop = "vmap"
     t.iwae_samples = 10  # latent samples of the IWAE NLL at evaluation (reference reads it there)
     t.full_likelihood = False  # True: decoder log-likelihoods keep 0.5 log 2 pi while training
@@ -145,9 +143,6 @@ def get_config(arg=None):
     t.pretrain_beta = 0.001  # KL weight during pretraining
     # epoch from which intervention distributions are modelled; unset: from the start
     t.model_interventions_after_epoch = 1 if fast else 30
-    # epoch at which the encoder/decoder learning rate becomes 0; unset: never (reference: 1000,
-    # never reached); values below training.epochs are not supported yet
-    t.freeze_encoder_epoch = placeholder(int)
     # epoch from which the intervention encoder is a hard argmax (straight-through); unset: never
     t.deterministic_intervention_encoder_after_epoch = 2 if fast else 60
     # ILCM / dVAE: epoch at which each member's topological order is read off its solution

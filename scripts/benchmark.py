@@ -35,7 +35,7 @@ import numpy as np
 import optax
 
 from wscrl_jax.cli import load_config, use_cpu_devices
-from wscrl_jax.experiment import make_member_data
+from wscrl_jax.run.members import make_member_data
 from wscrl_jax.methods import get_method
 from wscrl_jax.train.loop import steps_per_epoch
 from wscrl_jax.train.optim import apply_learning_rate, clip_by_global_norm
@@ -144,7 +144,7 @@ def time_floor(method, data, state, epoch, spe, steps, calls, batch_size, clip_n
     phase = method.phase_for_epoch(epoch)
     loss_weights = method.loss_weights(float(epoch))
     weights = jnp.ones(batch_size, jnp.float32)
-    optimizer = method.optimizer
+    optimizer = method.make_optimizer()
 
     @jax.jit
     def run(params, opt_state, num):
@@ -191,7 +191,7 @@ def time_calls(config, method_name, phase_name, epoch, members, steps, calls, me
         spe = 10 ** 9  # the call never reaches an epoch's end
     else:
         data = make_member_data(method, seeds)
-        train_data = shard_members({k: data["train"][k] for k in method.train_inputs},
+        train_data = shard_members({k: data["train"][k] for k in method.options.train_inputs},
                                    sharding)
     state = shard_members(init_states(method, [s for s, _ in seeds]), sharding)
     # member 0 as initialised, for --floor (the calls below donate the stacked state)
@@ -230,7 +230,7 @@ def time_calls(config, method_name, phase_name, epoch, members, steps, calls, me
     elapsed = time.perf_counter() - start
     extra = {}
     if floor_state is not None:
-        member_data = {k: data["train"][k][0] for k in method.train_inputs}
+        member_data = {k: data["train"][k][0] for k in method.options.train_inputs}
         n = int(jax.tree_util.tree_leaves(member_data)[0].shape[0])
         floor_args = (method, member_data, floor_state, epoch, n // tr.batchsize, steps, calls,
                       tr.batchsize)
@@ -244,7 +244,7 @@ def time_calls(config, method_name, phase_name, epoch, members, steps, calls, me
             "phase": phase_name, "dim_z": int(dim),
             "members": members, "padded_to": total, "batch": tr.batchsize,
             "devices": len(sharding.mesh.devices.flat),
-            "member_loop": method.member_loop,
+            "member_loop": method.options.member_loop,
             "compile_s": round(compile_s, 3),
             "call_s": round(elapsed / calls, 4),
             "steps_per_s": round(steps * calls / elapsed, 1),

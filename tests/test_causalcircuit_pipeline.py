@@ -13,6 +13,7 @@ import pytest
 
 from conftest import load_config
 from wscrl_jax import experiment
+from wscrl_jax.run import evaluation
 from wscrl_jax.config_checks import ConfigError
 from wscrl_jax.data.causalcircuit.builder import build, data_sources
 from wscrl_jax.data.causalcircuit.codes import CODE_FIELDS
@@ -145,7 +146,7 @@ def test_stage1_writes_codes_figures_and_pipeline_state(circuit_runs, tfds_dir):
 
 def test_stage1_evaluation_from_the_checkpoint_reproduces_the_metrics(circuit_runs):
     w1, rows1, _, _ = circuit_runs
-    again = experiment.evaluate_workdir(w1, progress=False)[0]
+    again = evaluation.evaluate_workdir(w1, progress=False)[0]
     for key in ("reconstruction_mse", "code_disentanglement", "code_informativeness_test"):
         assert again[key] == pytest.approx(rows1[0][key], rel=1e-5, abs=1e-6), key
 

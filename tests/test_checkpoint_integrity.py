@@ -11,14 +11,14 @@ import sys
 import time
 
 import jax
-import ml_collections
 import numpy as np
-import optax
 import pytest
 import tensorstore as ts
 
 from conftest import one_phase, tiny_scaling_config
 from wscrl_jax import experiment
+from wscrl_jax.run import evaluation
+from wscrl_jax.run import members as run_members
 from wscrl_jax.tracking import read_csv
 from wscrl_jax.train import checkpoint
 from wscrl_jax.train.sweep import sweep_members
@@ -43,7 +43,7 @@ def finished(tmp_path_factory):
 @pytest.fixture(scope="module")
 def template(finished):
     config = finished[0]
-    return experiment.build(config, sweep_members(config))[2]
+    return run_members.build(config, sweep_members(config))[2]
 
 
 @pytest.fixture
@@ -205,32 +205,40 @@ def test_unreadable_state_prints_no_tracebacks(workdir, template, monkeypatch):
     assert not printed, printed[0].exc_value
 
 
-def test_checkpoint_without_checksums_is_restored_with_a_warning(workdir, template, caplog):
+def test_checkpoint_without_checksums_is_refused_in_one_line(workdir, template):
+    """A checkpoint without checksums (an earlier version's) is neither trusted nor moved."""
     meta = json.loads(read_bytes(meta_path(workdir, 60)))
-    del meta[checkpoint.INTEGRITY_KEY]  # as written before checksums existed
+    del meta[checkpoint.INTEGRITY_KEY]
     write_bytes(meta_path(workdir, 60), json.dumps(meta).encode())
-    caplog.set_level(logging.WARNING, "wscrl_jax")
-    step, _, _ = checkpoint.restore_latest_intact(workdir, template)
-    assert step == 60 and steps_in(workdir) == STEPS and not rejected(workdir)
-    [record] = [r for r in caplog.records if r.name == "wscrl_jax"]
-    assert "step 60" in record.getMessage() and "not verifiable" in record.getMessage()
+    with pytest.raises(checkpoint.CheckpointError, match="carries no checksums") as error:
+        checkpoint.restore_latest_intact(workdir, template)
+    assert "\n" not in str(error.value)
+    assert steps_in(workdir) == STEPS and not rejected(workdir)
 
 
-def test_checkpoint_with_one_adam_count_resumes_with_it_on_every_array(workdir, template,
-                                                                       tmp_path):
-    """A checkpoint saved before Adam counted steps per parameter array (one
-    `optax.ScaleByAdamState` count) restores into today's state, that count on every array."""
-    _, state, meta = checkpoint.restore_latest_intact(workdir, template)
-    adam = state.opt_state
-    old = state.replace(opt_state=optax.ScaleByAdamState(
-        jax.tree_util.tree_leaves(adam.count)[0], adam.mu, adam.nu))
-    manager = checkpoint.make_manager(str(tmp_path / "old"), async_save=False)
-    config = ml_collections.ConfigDict(meta["config"])
-    checkpoint.save(manager, 60, old, config, meta["members"])
-    manager.close()
-    step, restored, _ = checkpoint.restore_latest_intact(str(tmp_path / "old"), template)
-    assert step == 60 and leaves_equal(restored, state)
-    assert jax.tree_util.tree_structure(restored) == jax.tree_util.tree_structure(state)
+@pytest.mark.parametrize("error", [OSError(5, "Input/output error"), MemoryError(),
+                                   TypeError("template bug"),
+                                   ValueError("RESOURCE_EXHAUSTED: out of memory")])
+def test_an_error_that_is_not_damage_moves_nothing(error, workdir, template, monkeypatch):
+    """A transient I/O error, out of memory or a bug while reading is one CheckpointError line
+    naming it; the checkpoint stays where it is (only damage quarantines)."""
+    def failing(*args):
+        raise error
+    monkeypatch.setattr(checkpoint, "_read_state", failing)
+    with pytest.raises(checkpoint.CheckpointError, match="nothing was moved") as raised:
+        checkpoint.restore_latest_intact(workdir, template)
+    assert "\n" not in str(raised.value) and type(error).__name__ in str(raised.value)
+    assert steps_in(workdir) == STEPS and not rejected(workdir)
+
+
+def test_known_damage_errors_are_recognised():
+    assert checkpoint.is_corruption(json.JSONDecodeError("bad", "{", 0))
+    assert checkpoint.is_corruption(ValueError("DATA_LOSS: checksum mismatch in b-tree node"))
+    wrapped = RuntimeError("restore failed")
+    wrapped.__cause__ = FileNotFoundError("manifest.ocdbt")
+    assert checkpoint.is_corruption(wrapped)
+    assert not checkpoint.is_corruption(OSError(28, "No space left on device"))
+    assert not checkpoint.is_corruption(ValueError("RESOURCE_EXHAUSTED: NOT_FOUND in message"))
 
 
 def test_checkpoint_of_another_model_is_an_error_not_damage(workdir, template):
@@ -321,22 +329,25 @@ def test_rerun_with_every_checkpoint_damaged_overwrites_nothing(finished, workdi
     assert steps_in(workdir) == [] and len(rejected(workdir)) == 3
 
 
-def test_evaluate_falls_back_without_touching_the_final_metrics(workdir, caplog):
+def test_evaluate_falls_back_and_moves_nothing(workdir, caplog):
+    """Read-only evaluation skips a damaged step (one line), evaluates the previous one into its
+    own file and leaves the final metrics and every checkpoint where they were."""
     final = read_bytes(os.path.join(workdir, "metrics", "test_metrics.csv"))
     flip_value_bit(workdir, 60)
     caplog.set_level(logging.WARNING, "wscrl_jax")
-    rows = experiment.evaluate_workdir(workdir)
+    rows = evaluation.evaluate_workdir(workdir)
     assert len(rows) == 1 and rows[0]["status"] == "ok"
     assert read_csv(os.path.join(workdir, "metrics", "test_metrics_step40.csv"))
     assert read_bytes(os.path.join(workdir, "metrics", "test_metrics.csv")) == final
-    assert rejected(workdir) == ["60-checksum"] and len(rejections(caplog)) == 1
+    assert steps_in(workdir) == STEPS and not rejected(workdir)
+    assert "Checkpoint at step 60" in caplog.text and "skipped" in caplog.text
 
 
 def test_evaluate_of_a_damaged_explicit_step_is_an_error(workdir):
     metrics = sorted(os.listdir(os.path.join(workdir, "metrics")))
     flip_value_bit(workdir, 60)
     with pytest.raises(checkpoint.CheckpointError, match="step 60") as error:
-        experiment.evaluate_workdir(workdir, step=60)
-    assert "\n" not in str(error.value) and checkpoint.rejected_dir(workdir) in str(error.value)
-    assert steps_in(workdir) == [20, 40]  # no fallback: 40 is neither tried nor evaluated
+        evaluation.evaluate_workdir(workdir, step=60)
+    assert "\n" not in str(error.value) and "left in place" in str(error.value)
+    assert steps_in(workdir) == STEPS  # no fallback: 40 is neither tried nor evaluated
     assert sorted(os.listdir(os.path.join(workdir, "metrics"))) == metrics

@@ -108,19 +108,18 @@ def test_cpu_devices_below_one_is_one_line(capsys):
 @pytest.mark.parametrize("spec, override, expected", [
     ("md_mixing.py:linear,mmd", None, 1),  # adaptive MMD: members in turn on one device
     ("md_mixing.py:poly_stage2,mmd", None, 1),  # fixed-bandwidth MMD
-    ("md_mixing.py:linear,mmd", "vmap", None),  # vmapped members: one device a core
+    ("md_mixing.py:linear,mmd", 3, 3),
     ("md_mixing.py:linear,minmax", None, None),
     ("scaling.py:ilcm,fast", None, None),
-    ("scaling.py:ilcm,fast", "sequential", 1),  # WS-CRL members in turn: one device
+    ("scaling.py:ilcm,fast", 1, 1),
 ])
-def test_default_cpu_devices_follow_the_method(spec, override, expected, monkeypatch):
-    """Without --cpu_devices, a single-process training run's CPU device count is its method's
-    preference: one device for MD-CRL's MMD penalties (unless the members are vmapped) and for
-    WS-CRL members in turn, else one a core."""
+def test_default_cpu_devices_follow_the_config(spec, override, expected, monkeypatch):
+    """Without --cpu_devices, a single-process training run's CPU device count is the config's
+    `training.cpu_devices`: one device for MD-CRL's MMD penalties, else one a core (None)."""
     from wscrl_jax import cli
     config = cli.load_config(os.path.join(ROOT, "configs", spec))
     if override:
-        config.training.member_loop = override
+        config.training.cpu_devices = override
     assert cli.default_cpu_devices(config) == expected
 
     counts = []

@@ -1,4 +1,4 @@
-"""Import layers (docs: /work/shared/design.md, "Layers"): imports point down only.
+"""Import layers (docs/design.md, "Layers"): imports point down only.
 
 Reads every .py file of wscrl_jax/ and scripts/ with `ast` (nothing is imported), collects every
 `import wscrl_jax...` / `from wscrl_jax... import ...` (also inside functions, and relative
@@ -14,25 +14,42 @@ PACKAGE = "wscrl_jax"
 
 _MODEL_DEPS = {"train", "data", "causal", "flows", "nn", "eval", "config_checks", "plots"}
 
+
+def method_layers():
+    """The layers of the method packages, read from `methods.METHODS` ("wscrl_jax.lcm.method:
+    LCMMethod" -> "lcm") with `ast` (nothing is imported): a new method needs no line here."""
+    with open(os.path.join(ROOT, PACKAGE, "methods.py"), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+        targets = [getattr(t, "id", None) for t in getattr(node, "targets", [])]
+        target = getattr(getattr(node, "target", None), "id", None)
+        if "METHODS" in targets + [target] and isinstance(node.value, ast.Dict):
+            return {v.value.split(".")[1] for v in node.value.values}
+    raise AssertionError("methods.py has no METHODS table")
+
+
+METHOD_LAYERS = method_layers()
+
 # layer -> the other layers it may import (a layer may always import itself).
 ALLOWED = {
     # + data: the dataset scripts (build_causalcircuit.py, make_toy_causalcircuit.py)
-    "scripts": {"cli", "experiment", "methods", "tracking", "plots", "train", "config_checks",
-                "data"},
-    "cli": {"experiment", "methods", "config_checks", "tracking", "train"},
-    "experiment": {"methods", "tracking", "plots", "train", "config_checks"},
-    "methods": {"lcm", "mdcrl", "train", "config_checks"},
+    "scripts": {"cli", "experiment", "run", "methods", "tracking", "plots", "train",
+                "config_checks", "data"},
+    "cli": {"experiment", "run", "methods", "config_checks", "tracking", "train"},
+    "experiment": {"run", "tracking", "train"},
+    "run": {"methods", "tracking", "plots", "train", "config_checks"},
+    "methods": {"train", "config_checks"},  # method packages: imported by name, on first use
     "config_checks": set(),
     "tracking": set(),
     "plots": set(),
-    "lcm": _MODEL_DEPS,    # not mdcrl
-    "mdcrl": _MODEL_DEPS,  # not lcm
     "causal": {"flows", "nn"},
     "flows": {"nn"},
     "data": {"causal", "flows"},
     "train": set(),
     "eval": set(),
     "nn": set(),
+    # each method package: the model layers, never another method package
+    **{layer: set(_MODEL_DEPS) for layer in METHOD_LAYERS},
 }
 ROOT_LAYER = "__init__"  # wscrl_jax/__init__.py: imports nothing; anyone may import it.
 

@@ -10,6 +10,8 @@ import pytest
 
 from conftest import one_phase, tiny_scaling_config
 from wscrl_jax import experiment
+from wscrl_jax.run import members as run_members
+from wscrl_jax.train.sweep import sweep_members
 from wscrl_jax.causal.graphs import create_graph
 from wscrl_jax.lcm.ilcm import graph_context_masks
 from wscrl_jax.train import checkpoint
@@ -60,7 +62,7 @@ def test_every_member_reports_its_graphs_and_distances(enco_ilcm_run):
 
 def test_learned_graph_parameters_train_and_regularisers_enter_the_loss(enco_ilcm_run):
     config, workdir, _ = enco_ilcm_run
-    method, _, template = experiment.build(config, experiment.sweep_members(config))
+    method, _, template = run_members.build(config, sweep_members(config))
     _, state, _ = checkpoint.restore_latest_intact(workdir, template)
     logits = np.asarray(state.params["graph"]["edge_existence_logits"])
     initial = np.asarray(template.params["graph"]["edge_existence_logits"])
@@ -86,7 +88,7 @@ def test_topological_order_is_fixed_mid_training(tmp_path, caplog):
     with caplog.at_level("INFO", logger="wscrl_jax"):
         experiment.run(config, workdir, progress=False)
     assert "Epoch 1: topological order fixed" in caplog.text
-    method, _, template = experiment.build(config, experiment.sweep_members(config))
+    method, _, template = run_members.build(config, sweep_members(config))
     _, state, _ = checkpoint.restore_latest_intact(workdir, template)
     assert bool(np.asarray(state.model_state["order_fixed"])[0])
     order = np.asarray(state.model_state["order"])[0]
@@ -105,7 +107,7 @@ def test_elcm_trains_and_reports_its_learned_graph(tmp_path):
     assert row["learned_graph_acyclic"] in (0, 1) and 0 <= row["learned_shd"] <= 3
     assert "enco_graph_0_1" not in row  # post-hoc graphs read ILCM solution functions only
     assert 0.0 <= row["intervention_accuracy"] <= 1.0  # the SCM's intervention posterior
-    method, _, template = experiment.build(config, experiment.sweep_members(config))
+    method, _, template = run_members.build(config, sweep_members(config))
     _, state, _ = checkpoint.restore_latest_intact(str(tmp_path), template)
     assert int(np.asarray(state.nan_count)[0]) == 0
 
@@ -120,11 +122,11 @@ def test_elcm_loss_with_a_fixed_order_graph_is_finite_and_marginalises_targets()
     config.training.graph_sampling.final.mode = "hard"
     config.training.graph_sampling.final.samples = 2
     method = LCMMethod(config)
-    params = method.init(jax.random.PRNGKey(0))
+    params, _ = method.init(jax.random.PRNGKey(0))
     x = jax.random.normal(jax.random.PRNGKey(1), (8, D))
     phase = method.phase_for_epoch(config.training.epochs - 1)
     assert phase.graph_frozen and phase.graph_samples == 2 and phase.graph_mode == "hard"
-    loss_b, outputs = method.per_sample(params, method.init_model_state(), x, x + 0.1,
+    loss_b, outputs = method.per_sample(params, method.initial_model_state(), x, x + 0.1,
                                         jax.random.PRNGKey(2), method.loss_weights(1.0), phase)
     assert loss_b.shape == (8,) and np.all(np.isfinite(loss_b))
     q = np.asarray(outputs["intervention_posterior"])

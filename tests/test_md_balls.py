@@ -12,6 +12,7 @@ import pytest
 
 from conftest import load_config
 from wscrl_jax import experiment
+from wscrl_jax.run import members as run_members
 from wscrl_jax.config_checks import ConfigError
 from wscrl_jax.data.encoded import load_encoded_splits
 from wscrl_jax.methods import validate_config
@@ -84,7 +85,7 @@ def test_batchnorm_statistics_follow_applied_steps_and_ignore_padding():
     """The training forward pass returns the new running statistics; they are kept only
     where the update is applied, and the padded rows of a batch do not enter them."""
     c = tiny_balls_stage1()
-    method, data, state = experiment.build(c, [(0, 0)])
+    method, data, state = run_members.build(c, [(0, 0)])
     params, ms = member(state.params, 0), member(state.model_state, 0)
     x = data["train"]["x"][0][:8]
     batch = {"x": x, "domain": data["train"]["domain"][0][:8]}
@@ -98,8 +99,8 @@ def test_batchnorm_statistics_follow_applied_steps_and_ignore_padding():
                     jax.tree_util.tree_leaves(aux_g["batch_stats"])):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     rows = jnp.arange(8)
-    kept = method.record_loss(ms, aux, rows, weights, jnp.asarray(True))
-    skipped = method.record_loss(ms, aux, rows, weights, jnp.asarray(False))
+    kept = method.record(ms, batch, aux, rows, weights, jnp.asarray(True))
+    skipped = method.record(ms, batch, aux, rows, weights, jnp.asarray(False))
     old = jax.tree_util.tree_leaves(ms["batch_stats"])
     assert any(not np.allclose(a, b) for a, b in
                zip(jax.tree_util.tree_leaves(kept["batch_stats"]), old))

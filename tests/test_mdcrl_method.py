@@ -15,6 +15,8 @@ import pytest
 
 from conftest import ROOT, load_config
 from wscrl_jax import experiment
+from wscrl_jax.run import members as run_members
+from wscrl_jax.train.sweep import sweep_members
 from wscrl_jax.config_checks import ConfigError
 from wscrl_jax.data.encoded import Stage1OutputMissing, load_encoded_splits
 from wscrl_jax.mdcrl import method as mm
@@ -127,7 +129,7 @@ def test_autoencoder_inits_and_shapes():
 def test_loss_ignores_padding_rows():
     c = tiny_md_config("linear,minmax_mmd,fast")
     method = mm.MDCRLMethod(c)
-    params = method.init(jax.random.PRNGKey(0))
+    params, _ = method.init(jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(40, method.x_dim)), jnp.float32)
     dom = jnp.asarray(np.arange(40) % 4, jnp.int32)
@@ -148,10 +150,10 @@ def test_online_codes_hold_each_batch_encoded_before_its_update(shuffle):
     c = tiny_md_config("poly_stage1,fast")
     c.data.z_dim, c.data.x_dim, c.data.num_domains, c.data.polynomial_degree = 4, 16, 4, 2
     c.training.shuffle = shuffle
-    method, data, state = experiment.build(c, [(0, 0)])
+    method, data, state = run_members.build(c, [(0, 0)])
     n, spe, b = method.n_train, method.steps_per_epoch, c.training.batchsize
     run_steps = make_run_steps(method, spe, b, 0.1, 10)
-    train = {k: data["train"][k] for k in method.train_inputs}
+    train = {k: data["train"][k] for k in method.options.train_inputs}
     state, _ = run_steps(state, train, jnp.asarray(spe - 1, jnp.int32), "stage1")
     before = jax.tree_util.tree_map(np.array, member(state.params, 0))
     state, _ = run_steps(state, train, jnp.asarray(1, jnp.int32), "stage1")
@@ -173,10 +175,10 @@ def test_per_dispatch_steps_match_the_multi_step_call():
     c.sweep.seeds = "1,2"
     out = {}
     for per_dispatch in (False, True):
-        method, data, state = experiment.build(c, experiment.sweep_members(c))
+        method, data, state = run_members.build(c, sweep_members(c))
         method.convolutional = per_dispatch
         run_steps = make_run_steps(method, method.steps_per_epoch, c.training.batchsize, 0.1, 10)
-        train = {k: data["train"][k] for k in method.train_inputs}
+        train = {k: data["train"][k] for k in method.options.train_inputs}
         state, stats = run_steps(state, train, jnp.asarray(5, jnp.int32), "stage1")
         out[per_dispatch] = (state, stats, dict(run_steps.traces))
     (a, sa, ta), (b, sb, tb) = out[False], out[True]
@@ -194,11 +196,11 @@ def test_a_phase_compiled_ahead_takes_the_same_steps():
     c = tiny_md_config()
     out = []
     for ahead in (False, True):
-        method, data, state = experiment.build(c, experiment.sweep_members(c))
+        method, data, state = run_members.build(c, sweep_members(c))
         run_steps = make_run_steps(method, method.steps_per_epoch, c.training.batchsize, 0.1, 10)
         if ahead:
             run_steps.compile_ahead(["stage1", "later"])
-        train = {k: data["train"][k] for k in method.train_inputs}
+        train = {k: data["train"][k] for k in method.options.train_inputs}
         state, _ = run_steps(state, train, np.int32(3), "stage1")
         state, stats = run_steps(state, train, np.int32(4), "later")
         out.append((state, stats, dict(run_steps.traces), set(run_steps.used_ahead)))
@@ -217,11 +219,11 @@ def test_sequential_members_match_vmapped_members():
     params = {}
     for loop in ("vmap", "sequential"):
         c.training.member_loop = loop
-        method, data, state = experiment.build(c, experiment.sweep_members(c))
-        assert method.member_loop == loop
+        method, data, state = run_members.build(c, sweep_members(c))
+        assert method.options.member_loop == loop
         run_steps = make_run_steps(method, method.steps_per_epoch, c.training.batchsize, 0.1,
                                    10)
-        train = {k: data["train"][k] for k in method.train_inputs}
+        train = {k: data["train"][k] for k in method.options.train_inputs}
         state, _ = run_steps(state, train, jnp.asarray(method.steps_per_epoch, jnp.int32),
                              "stage1")
         params[loop] = state.params
@@ -239,11 +241,11 @@ def test_adaptive_mmd_counts_and_reports_rows_beyond_capacity(caplog):
     for capacity in (8, None):
         c = tiny_md_config("linear,mmd,fast")
         c.model.mmd.capacity = capacity
-        method, data, state = experiment.build(c, experiment.sweep_members(c))
+        method, data, state = run_members.build(c, sweep_members(c))
         assert method.count_mmd_overflow
         run_steps = make_run_steps(method, method.steps_per_epoch, c.training.batchsize, 0.1,
                                    10)
-        train = {k: data["train"][k] for k in method.train_inputs}
+        train = {k: data["train"][k] for k in method.options.train_inputs}
         state, stats = run_steps(state, train, jnp.asarray(method.steps_per_epoch, jnp.int32),
                                  "stage1")
         with caplog.at_level("WARNING", logger="wscrl_jax"):

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from wscrl_jax.train.optim import TorchAdamState, torch_adam, upgrade_global_count
+from wscrl_jax.train.optim import torch_adam
 from wscrl_jax.train.reach import reached_params
 from wscrl_jax.train.step import phases_before
 
@@ -99,15 +99,6 @@ def test_all_reached_is_optax_adam():
         for x, y in zip(jax.tree_util.tree_leaves((u1, s1.mu, s1.nu)),
                         jax.tree_util.tree_leaves((u2, s2.mu, s2.nu))):
             np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6)
-
-
-def test_a_global_count_upgrades_to_every_array():
-    old = optax.ScaleByAdamState(jnp.asarray([7, 9], jnp.int32),
-                                 {"a": jnp.ones((2, 3)), "b": jnp.zeros((2, 1))},
-                                 {"a": jnp.ones((2, 3)), "b": jnp.zeros((2, 1))})
-    new = upgrade_global_count(old)
-    assert isinstance(new, TorchAdamState)
-    assert [list(np.asarray(c)) for c in jax.tree_util.tree_leaves(new.count)] == [[7, 9]] * 2
 
 
 def test_reached_params_follows_torch_backward():

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, tiny_scaling_config
-from wscrl_jax import experiment
+from wscrl_jax.run import members as run_members
+from wscrl_jax.train.sweep import sweep_members
 from wscrl_jax.train.loop import NonFiniteError, train
 
 
@@ -37,10 +38,10 @@ def poison(state, index):
 @pytest.fixture(scope="module")
 def clean_and_poisoned():
     config = one_phase_sweep_config()
-    method, data, state = experiment.build(config, experiment.sweep_members(config))
-    train_data = {k: data["train"][k] for k in method.train_inputs}
+    method, data, state = run_members.build(config, sweep_members(config))
+    train_data = {k: data["train"][k] for k in method.options.train_inputs}
     clean = train(method, state, train_data, config, progress=False)
-    _, _, state = experiment.build(config, experiment.sweep_members(config))
+    _, _, state = run_members.build(config, sweep_members(config))
     poisoned = train(method, poison(state, 1), train_data, config, progress=False)
     return clean, poisoned, config
 
@@ -68,9 +69,9 @@ def test_sequential_members_train_as_each_seed_alone(clean_and_poisoned):
         config = one_phase_sweep_config()
         config.training.member_loop = "sequential"
         config.sweep.seeds = seeds
-        method, data, state = experiment.build(config, experiment.sweep_members(config))
-        assert method.member_loop == "sequential"
-        train_data = {k: data["train"][k] for k in method.train_inputs}
+        method, data, state = run_members.build(config, sweep_members(config))
+        assert method.options.member_loop == "sequential"
+        train_data = {k: data["train"][k] for k in method.options.train_inputs}
         params.append(train(method, state, train_data, config, progress=False).params)
     swept, alone = params
     for a, b, v in zip(*(jax.tree_util.tree_leaves(p) for p in (swept, alone, vmapped.params))):
@@ -81,8 +82,8 @@ def test_sequential_members_train_as_each_seed_alone(clean_and_poisoned):
 def test_all_members_nan_stops_the_run():
     config = one_phase_sweep_config()
     config.sweep.seeds = "1"
-    method, data, state = experiment.build(config, experiment.sweep_members(config))
-    train_data = {k: data["train"][k] for k in method.train_inputs}
+    method, data, state = run_members.build(config, sweep_members(config))
+    train_data = {k: data["train"][k] for k in method.options.train_inputs}
     with pytest.raises(NonFiniteError, match="non-finite"):
         train(method, poison(state, 0), train_data, config, progress=False)
 
@@ -92,18 +93,19 @@ SHARDED_SCRIPT = textwrap.dedent("""
     sys.path[:0] = [{root!r}, {tests!r}]
     import jax, numpy as np
     from conftest import tiny_scaling_config
-    from wscrl_jax import experiment
+    from wscrl_jax.run import members as run_members
     from wscrl_jax.train.loop import train
+    from wscrl_jax.train.sweep import sweep_members
     from test_sweep import one_phase_sweep_config
     config = one_phase_sweep_config()
     config.sweep.seeds = "1,2,3,4"
-    members = experiment.sweep_members(config)
-    method, data, state = experiment.build(config, members)
+    members = sweep_members(config)
+    method, data, state = run_members.build(config, members)
     devices = {{d for leaf in jax.tree_util.tree_leaves(state) for d in leaf.devices()}}
-    train_data = {{k: data["train"][k] for k in method.train_inputs}}
+    train_data = {{k: data["train"][k] for k in method.options.train_inputs}}
     sharded = train(method, state, train_data, config, progress=False)
     one = jax.devices()[0]
-    single = train(method, jax.device_put(experiment.build(config, members)[2], one),
+    single = train(method, jax.device_put(run_members.build(config, members)[2], one),
                    jax.device_put(train_data, one), config, progress=False)
     diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(
         jax.tree_util.tree_leaves(sharded.params), jax.tree_util.tree_leaves(single.params)))
@@ -128,21 +130,24 @@ PADDED_SCRIPT = textwrap.dedent("""
     sys.path[:0] = [{root!r}, {tests!r}]
     import jax, numpy as np
     from wscrl_jax import experiment
+    from wscrl_jax.run import evaluation
+    from wscrl_jax.run import members as run_members
+    from wscrl_jax.train.sweep import sweep_members
     from wscrl_jax.tracking import read_csv
     from wscrl_jax.train import checkpoint
     from test_sweep import one_phase_sweep_config
     config = one_phase_sweep_config()  # 3 members on 2 devices: padded to 4
     workdir = {workdir!r}
-    members = experiment.sweep_members(config)
-    _, _, padded = experiment.build(config, members)
+    members = sweep_members(config)
+    _, _, padded = run_members.build(config, members)
     experiment.run(config, workdir, progress=False)
     config.training.epochs = 2  # resume (a safe key): restored members padded again
     rows = experiment.run(config, workdir, progress=False)
     meta = checkpoint.restore_meta(workdir)
-    again = experiment.evaluate_workdir(workdir, progress=False)
+    again = evaluation.evaluate_workdir(workdir, progress=False)
     train_rows = read_csv(workdir + "/metrics/train_metrics.csv")
     train_members = sorted({{r["member"] for r in train_rows}})
-    template = experiment.checkpoint_template(padded, len(members))
+    template = run_members.checkpoint_template(padded, len(members))
     _, saved, _ = checkpoint.restore_latest_intact(workdir, template)
     print(json.dumps({{
         "devices": len({{d for leaf in jax.tree_util.tree_leaves(padded) for d in leaf.devices()}}),

@@ -13,6 +13,9 @@ import pytest
 
 from conftest import tiny_scaling_config
 from wscrl_jax import experiment
+from wscrl_jax.run import evaluation, resume
+from wscrl_jax.run import members as run_members
+from wscrl_jax.train.sweep import sweep_members
 from wscrl_jax.cli import load_config
 from wscrl_jax.lcm import evaluate as lcm_evaluate
 from wscrl_jax.tracking import read_csv
@@ -61,7 +64,7 @@ def trained(tmp_path_factory):
 
 
 def untrained_disentanglement(config):
-    method, data, state = experiment.build(config, experiment.sweep_members(config))
+    method, data, state = run_members.build(config, sweep_members(config))
     member = lambda tree: jax.tree_util.tree_map(lambda x: x[0], tree)  # noqa: E731
     metrics = method.evaluate(member(state.params), member(state.model_state), member(data),
                               jax.random.PRNGKey(0))
@@ -107,7 +110,7 @@ def test_adam_starts_the_scm_when_pretraining_ends(trained):
     the intervention encoder's Adam counts start at the main phase (800 of the 1200 steps),
     the autoencoder's at the first step."""
     config, workdir, _, _ = trained
-    template = experiment.build(config, experiment.sweep_members(config))[2]
+    template = run_members.build(config, sweep_members(config))[2]
     step, state, _ = checkpoint.restore_latest_intact(workdir, template)
     counts = {jax.tree_util.keystr(path)[2:].split("'")[0]: int(c[0]) for path, c in
               jax.tree_util.tree_flatten_with_path(state.opt_state.count)[0]}
@@ -126,7 +129,7 @@ def test_evaluate_from_checkpoint_reproduces_metrics(trained):
     _, workdir, rows, _ = trained
     original = read_csv(os.path.join(workdir, "metrics", "test_metrics.csv"))
     os.remove(os.path.join(workdir, "metrics", "test_metrics.csv"))
-    experiment.evaluate_workdir(workdir)
+    evaluation.evaluate_workdir(workdir)
     assert read_csv(os.path.join(workdir, "metrics", "test_metrics.csv")) == original
 
 
@@ -150,7 +153,7 @@ def test_resume_after_interruption_matches(trained, tmp_path):
 
 def test_evaluate_without_checkpoint_fails_clearly(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoint"):
-        experiment.evaluate_workdir(str(tmp_path))
+        evaluation.evaluate_workdir(str(tmp_path))
 
 
 
@@ -260,11 +263,11 @@ def test_members_are_evaluated_together_and_a_non_finite_member_is_reported(trai
     with non-finite parameters, gets NaN metrics and a status saying so, not a crash."""
     config, *_ = trained
     members = [(config.seed, config.data.nature.seed)] * 2
-    method, data, state = experiment.build(config, members)
+    method, data, state = run_members.build(config, members)
     state = state.replace(params=jax.tree_util.tree_map(lambda a: a.at[1].set(jnp.nan),
                                                         state.params))
-    rows = experiment.evaluate_members(method, state, data, members, str(tmp_path), config,
-                                       progress=False)
+    rows = evaluation.evaluate_members(method, state, data, members, str(tmp_path), config,
+                                       state.params, progress=False)
     assert rows[0]["status"] == "ok"
     assert rows[0]["causal_disentanglement"] == pytest.approx(untrained_disentanglement(config),
                                                               abs=1e-12)
@@ -280,7 +283,7 @@ def test_padding_members_are_left_out_of_the_dci(trained, tmp_path, monkeypatch)
     member's untrained score."""
     config, *_ = trained
     member = (config.seed, config.data.nature.seed)
-    method, data, state = experiment.build(config, [member] * 2)  # 1 real + 1 padding
+    method, data, state = run_members.build(config, [member] * 2)  # 1 real + 1 padding
     fitted = []
     compute = lcm_evaluate.compute_dci_members
 
@@ -289,26 +292,29 @@ def test_padding_members_are_left_out_of_the_dci(trained, tmp_path, monkeypatch)
         return compute(train_codes, *args, **kwargs)
 
     monkeypatch.setattr(lcm_evaluate, "compute_dci_members", counted)
-    rows = experiment.evaluate_members(method, state, data, [member], str(tmp_path), config,
-                                       progress=False)
+    rows = evaluation.evaluate_members(method, state, data, [member], str(tmp_path), config,
+                                       state.params, progress=False)
     assert fitted == [1] and len(rows) == 1
     assert rows[0]["causal_disentanglement"] == pytest.approx(untrained_disentanglement(config),
                                                               abs=1e-12)
 
 
-def test_keys_added_later_resume_at_the_value_that_reproduces_old_runs():
-    """A checkpoint written before `model.scm.transform` existed resumes under "affine", its only
-    behaviour then; any other value is a change."""
+def test_a_checkpoint_config_without_newer_keys_is_refused_by_name():
+    """A checkpoint whose config lacks keys this version has (an earlier version wrote it) is one
+    CheckpointError naming them, never a silent default; safe keys may differ, others not."""
     config = tiny_scaling_config("ilcm")
     saved = json.loads(config.to_json_best_effort())
+    assert resume.config_changes(saved, config) == ([], [], [])
     del saved["model"]["scm"]["transform"], saved["data"]["mixing"]
-    assert experiment.config_changes(saved, config) == ([], [])
+    assert resume.config_changes(saved, config)[0] == ["data.mixing", "model.scm.transform"]
+    with pytest.raises(checkpoint.CheckpointError, match="lacks data.mixing, model.scm.transform"):
+        resume.check_resume_config(saved, config, "W", 5, allow_config_change=True)
+    saved = json.loads(config.to_json_best_effort())
+    config.training.epochs += 1
     config.model.scm.transform = "rq_spline"
-    assert experiment.config_changes(saved, config) == (["model.scm.transform"], [])
-    filled = experiment.with_added_keys(saved)  # what evaluation of such a checkpoint builds
-    assert filled["model"]["scm"]["transform"] == "affine" and filled["data"]["mixing"] == "so_n"
-    assert "transform" not in saved["model"]["scm"]  # the saved dict itself is left alone
-    assert filled["data"]["nature"]["rng"] == saved["data"]["nature"]["rng"]  # present: kept
-    for variant in ("md_mixing.py:linear,minmax", "md_mixing.py:poly_stage2"):  # not lcm keys
+    assert resume.config_changes(saved, config) == ([], ["model.scm.transform"],
+                                                    ["training.epochs"])
+    for variant in ("md_mixing.py:linear,minmax", "md_mixing.py:poly_stage2"):
         md = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", variant))
-        assert experiment.config_changes(json.loads(md.to_json_best_effort()), md) == ([], [])
+        assert resume.config_changes(json.loads(md.to_json_best_effort()), md) == ([], [], [])
+

@@ -123,13 +123,11 @@ def _env_int(name: str) -> Optional[int]:
 
 
 def default_cpu_devices(config) -> Optional[int]:
-    """The host devices a CPU run of `config` gets without `--cpu_devices`: its method's
-    preference (`Method.preferred_cpu_devices`, e.g. one device for MD-CRL's MMD penalties),
-    else None (one a core)."""
-    from wscrl_jax.methods import METHODS, method_class
-    if config is None or config.get("method") not in METHODS:
-        return None  # no config, or an unknown method (validation reports it)
-    return method_class(config).preferred_cpu_devices(config)
+    """The host devices a CPU run of `config` gets without `--cpu_devices`: the config's
+    `training.cpu_devices` (e.g. one device for MD-CRL's MMD penalties), else None (one a
+    core)."""
+    training = None if config is None else config.get("training")
+    return None if training is None else training.get("cpu_devices")
 
 
 def start_processes(values: flags.FlagValues, config=None):
@@ -278,14 +276,14 @@ def evaluate_main(argv: Optional[List[str]] = None):
         fail(f"workdir {values.workdir} does not exist")
     start_processes(values)
 
-    from wscrl_jax import experiment
+    from wscrl_jax.run.evaluation import evaluate_workdir
     from wscrl_jax.train.checkpoint import CheckpointError
 
     logger = _prepare_workdir(values.workdir)
     enable_compilation_cache()
     with _one_line_errors(logger):
         try:
-            experiment.evaluate_workdir(values.workdir, values.member, values.step)
+            evaluate_workdir(values.workdir, values.member, values.step)
         except CheckpointError as e:
             _fail_logged(logger, str(e), 2)
         except ConfigError as e:  # e.g. an image workdir under --num_processes

@@ -1,20 +1,39 @@
-"""Method registry: the config's `method` name -> the `Method` subclass that implements it."""
+"""Method registry: the config's `method` name -> the `Method` subclass that implements it.
 
-from typing import Type
+A method is a package with a `Method` subclass plus one line in `METHODS` ("module:Class",
+imported on first use); code outside the package (a notebook, a test) adds one with
+`register`. `validate_config` checks a whole config before any work.
+"""
+
+import importlib
+from typing import Dict, Type, Union
 
 from wscrl_jax.config_checks import (SEED_LIMIT, ConfigError, check_checkpoint, check_tracking,
-                                     one_of, require, seed_value, unique_seeds)
-from wscrl_jax.lcm.image_method import ImageLCMMethod
-from wscrl_jax.lcm.method import LCMMethod
-from wscrl_jax.mdcrl.method import MDCRLMethod
+                                     one_of, optional_int, require, seed_value, unique_seeds)
 from wscrl_jax.train.method import Method
 from wscrl_jax.train.sweep import grid_points, parse_grid, parse_seeds
 
-METHODS = {"lcm": LCMMethod, "lcm_images": ImageLCMMethod, "mdcrl": MDCRLMethod}
+METHODS: Dict[str, Union[str, Type[Method]]] = {
+    "lcm": "wscrl_jax.lcm.method:LCMMethod",
+    "lcm_images": "wscrl_jax.lcm.image_method:ImageLCMMethod",
+    "mdcrl": "wscrl_jax.mdcrl.method:MDCRLMethod",
+}
+
+
+def register(name: str, cls: Type[Method]):
+    """Makes `config.method = name` train `cls` (a `Method` subclass)."""
+    require(isinstance(cls, type) and issubclass(cls, Method),
+            f"register({name!r}, {cls!r}): not a wscrl_jax Method subclass")
+    METHODS[name] = cls
 
 
 def method_class(config) -> Type[Method]:
-    return METHODS[config.method]
+    """The class of `config.method` (imported on first use)."""
+    entry = METHODS[config.method]
+    if isinstance(entry, str):
+        module, _, name = entry.partition(":")
+        entry = METHODS[config.method] = getattr(importlib.import_module(module), name)
+    return entry
 
 
 def get_method(config) -> Method:
@@ -34,6 +53,10 @@ def validate_config(config):
             check_checkpoint(point_config.checkpoint)
         if "tracking" in config:
             check_tracking(point_config.tracking)
+        training = point_config.get("training")
+        require(training is not None and "cpu_devices" in training,
+                "the config has no training.cpu_devices; use a file from configs/")
+        optional_int(training.cpu_devices, "training.cpu_devices", 1, "one device a core")
         method_class(config).validate_config(point_config)
 
 

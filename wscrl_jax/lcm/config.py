@@ -135,7 +135,7 @@ def check_model_and_training(c, check_network=check_network):
 
     t = c.training
     check_shared_training(t)
-    one_of(t.get("member_loop", "vmap"), MEMBER_LOOPS, "training.member_loop")
+    one_of(t.member_loop, MEMBER_LOOPS, "training.member_loop")
     positive_int(t.iwae_samples, "training.iwae_samples")
     boolean(t.full_likelihood, "training.full_likelihood")
     one_of(t.likelihood_reduction, ("sum", "mean"), "training.likelihood_reduction")
@@ -145,10 +145,6 @@ def check_model_and_training(c, check_network=check_network):
                  unset="from the start")
     optional_int(t.deterministic_intervention_encoder_after_epoch,
                  "training.deterministic_intervention_encoder_after_epoch")
-    optional_int(t.freeze_encoder_epoch, "training.freeze_encoder_epoch")
-    require(t.freeze_encoder_epoch is None or t.freeze_encoder_epoch >= t.epochs,
-            f"training.freeze_encoder_epoch={t.freeze_encoder_epoch} is not supported yet; "
-            "leave it unset (never)")
     fix = t.fix_topological_order_epoch
     optional_int(fix, "training.fix_topological_order_epoch")
     require(fix is None or fix >= 1, f"training.fix_topological_order_epoch={fix} must be "
@@ -214,7 +210,7 @@ def check_model_and_training(c, check_network=check_network):
                                            and 0 <= e.dci_random_state < SEED_LIMIT),
             f"eval.dci_random_state={e.dci_random_state!r} must be an integer in [0, 2**32) "
             "or unset (nondeterministic, as the reference)")
-    one_of(e.get("dci_backend", "auto"), DCI_BACKENDS, "eval.dci_backend")
+    one_of(e.dci_backend, DCI_BACKENDS, "eval.dci_backend")
     require(e.get("dci_backend") != "native" or gbrt_native.available(),
             "eval.dci_backend='native' needs the compiled trees, which this install lacks (no C "
             "compiler at `pip install` time): use auto, jax or sklearn, or reinstall")

@@ -12,20 +12,22 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from wscrl_jax.eval.dci import compute_dci_members, resolve_dci_backend
 from wscrl_jax.eval.interventions import intervention_metrics_members
 from wscrl_jax.lcm.graphs import learned_graph_metrics
 from wscrl_jax.lcm.objective import LOG_MEAN_VARS
 from wscrl_jax.lcm.phases import EVAL_PHASE, IWAE_PHASE, eval_loss_weights
+from wscrl_jax.train import streams
+from wscrl_jax.train.method import MemberNotEvaluated
 
 log = logging.getLogger("wscrl_jax")
-GRAPH_KEY = 11  # folded into a member's evaluation key for the graphs (other keys unchanged)
 
 
 def _eval_weights(method, beta):
@@ -73,11 +75,12 @@ def _iwae_log_likelihood(method, params, model_state, batch, key, n_samples):
     return jax.vmap(one)(params, model_state, batch, key)
 
 
-def evaluate_lcm_members(method, params, model_state, data, keys, bar,
-                         real: Optional[int] = None) -> List[Union[Dict[str, float], str]]:
+def evaluate_lcm_members(method, params, model_state, data, keys, *, real: int,
+                         progress: bool) -> List[Union[Dict[str, float], MemberNotEvaluated]]:
     """Metrics of every member ([M, ...] arrays, keys [M, 2]), in the reference's CSV column
-    order (DCI first, nll last); a member whose codes are not finite gets one line instead.
-    real: the first `real` members are the sweep's, the others inert padding (None: none).
+    order (DCI first, nll last); a member whose codes are not finite gets a
+    `MemberNotEvaluated`. real: the first `real` members are the sweep's, the others inert
+    padding. progress: a bar over the stages.
 
     Every stage is one compiled call for all members: causal codes, DCI
     (`eval.dci_backend`, in a background thread beside the later stages; the real members only,
@@ -92,7 +95,8 @@ def evaluate_lcm_members(method, params, model_state, data, keys, bar,
     num_members = keys.shape[0]
     with_graphs = bool(cfg.eval.graphs) and (method.has_solution_functions
                                              or method.graph_kind is not None)
-    bar.reset(total=6 if with_graphs else 4)
+    bar = tqdm(total=6 if with_graphs else 4, disable=not progress, unit="stage",
+               dynamic_ncols=True, leave=False)
 
     bar.set_description("evaluation: causal codes")
     n_train = data["dci_train"]["x1"].shape[1]  # both splits in one call (one compilation)
@@ -107,7 +111,6 @@ def evaluate_lcm_members(method, params, model_state, data, keys, bar,
     # single-threaded, so a core would otherwise idle through them. Only the graphs' matching
     # of codes to factors waits for the DCI.
     backend = resolve_dci_backend(cfg.eval.dci_backend)
-    real = num_members if real is None else real
     noise = None
     if "e1" in split:  # true noise known (CausalCircuit): DCI of the encoder means too
         noise = _encode_noise(method, params, jnp.concatenate([data["dci_train"]["x1"],
@@ -133,6 +136,7 @@ def evaluate_lcm_members(method, params, model_state, data, keys, bar,
                                    with_graphs, backend, dci_results)
     finally:
         background.shutdown(wait=True)
+        bar.close()
     return results
 
 
@@ -164,7 +168,8 @@ def _evaluate_stages(method, params, model_state, data, keys, bar, split, finite
     num_members = keys.shape[0]
     graph_columns = [{}] * num_members
     if with_graphs:
-        k_graphs = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, GRAPH_KEY)
+        k_graphs = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys,
+                                                                   streams.GRAPH_EVALUATION)
         truth = data.get("truth", {}).get("adjacency")
         graph_columns = learned_graph_metrics(method, params, model_state, split, truth,
                                               k_graphs, lambda: dci_results()[0], bar)
@@ -195,7 +200,7 @@ def _evaluate_stages(method, params, model_state, data, keys, bar, split, finite
     results = []
     for i in range(num_members):
         if not finite[i]:
-            results.append("its causal codes are not finite")
+            results.append(MemberNotEvaluated("its causal codes are not finite"))
             continue
         metrics = {f"noise_{k}": v for k, v in noise_dci[i].items()} if "e1" in split else {}
         metrics.update({f"causal_{k}": v for k, v in dci[i].items()})

@@ -13,6 +13,7 @@ codes) and written for stage 2 (`data/causalcircuit/codes.py`), with
 member, the test reconstruction MSE and the DCI of the codes against the true variables.
 """
 
+import dataclasses
 import functools
 import importlib
 import logging
@@ -48,12 +49,10 @@ def to_flat_floats(x):
 class ImageLCMMethod(LCMMethod):
     """ILCM / dVAE / beta-VAE on CausalCircuit image pairs (stage 1)."""
 
-    convolutional = True
-    evaluates_padding = False
-    headline_metrics = ("reconstruction_mse", "code_disentanglement")
-
     def __init__(self, config):
         super().__init__(config)
+        self.options = dataclasses.replace(self.options, convolutional=True,
+                                           evaluates_padding=False)
         self.resolution = int(config.data.resolution)
         self.sources = _data_sources(config.data)
         self._written_codes = None  # codes of the state `write_outputs` saw, for `evaluate`
@@ -61,6 +60,10 @@ class ImageLCMMethod(LCMMethod):
     @staticmethod
     def observation_dim(data_cfg) -> int:
         return int(data_cfg.resolution) ** 2 * 3
+
+    @staticmethod
+    def image_resolution(data_cfg) -> int:
+        return int(data_cfg.resolution)
 
     # ------------------------------------------------------------------ config
     @classmethod
@@ -111,11 +114,13 @@ class ImageLCMMethod(LCMMethod):
 
     # ------------------------------------------------------------------ data
     def make_data(self, data_seed: int):
-        """No on-device data: training reads the disk through `make_stream`."""
+        """No on-device data: training reads the disk through `training_data`."""
         del data_seed
         return {}
 
-    def make_stream(self, data_seeds, start_step, saved):
+    def training_data(self, data, data_seeds, start_step, saved):
+        """The Grain pipeline of every member's training pairs (`data/causalcircuit/`)."""
+        del data
         if start_step and (saved is None or any(str(d) not in saved for d in data_seeds)):
             raise CheckpointError(
                 f"the checkpoint at step {start_step} holds no data-pipeline state for data "
@@ -205,15 +210,18 @@ class ImageLCMMethod(LCMMethod):
                    "reconstructions from the encoder means", row_names=names)
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate_members(self, params, model_state, data, keys, bar,
-                         real=None) -> List[Dict[str, float]]:
+    def evaluate(self, params, model_state, data, keys, initial_params, *, real,
+                 progress) -> List[Dict[str, float]]:
         """Per member: `reconstruction_mse` (test images through the encoder and decoder means,
         per pixel, images in [0, 1]) and the DCI of the codes (encoder means of the before
         images, fit on the `eval.dci_train_pairs` training pairs stored first in the TFDS
         dataset, a fixed subset) against the true causal variables (`code_*`). Uses the codes
         `write_outputs` just wrote where it ran on these parameters, else encodes."""
-        del model_state, data, keys, real  # no padding: `evaluates_padding` is False
-        bar.reset(total=2)
+        del model_state, data, keys, initial_params, real  # no padding: see `options`
+        with tqdm(total=2, disable=not progress, unit="stage", leave=False) as bar:
+            return self._evaluate_codes(params, bar)
+
+    def _evaluate_codes(self, params, bar):
         bar.set_description("evaluation: encoding")
         codes = self._written_codes
         limit = int(self.config.eval.dci_train_pairs)

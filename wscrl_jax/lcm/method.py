@@ -5,13 +5,12 @@ Reference: `experiments/scaling.py` (training loop, phases, schedules) with the 
 `model.scm.adjacency_matrix` picks the ILCM, the dVAE or a fixed order) or the beta-VAE.
 """
 
-import functools
 import logging
-from typing import Dict, Optional
+from typing import Dict, List
 
 import jax
 import jax.numpy as jnp
-from tqdm.auto import tqdm
+import numpy as np
 
 from wscrl_jax.causal.learned_graphs import GRAPH_KINDS
 from wscrl_jax.data.causalcircuit.codes import load_codes
@@ -26,7 +25,7 @@ from wscrl_jax.lcm.ilcm import ILCM
 from wscrl_jax.lcm.objective import total_loss
 from wscrl_jax.lcm.phases import LossWeights, Phase
 from wscrl_jax.train.distributed import to_host
-from wscrl_jax.train.method import Method
+from wscrl_jax.train.method import Method, RunOptions
 from wscrl_jax.train.optim import torch_adam
 from wscrl_jax.train.schedules import (is_identically_zero, lr_schedule, optimizer_reset_epochs,
                                        step_schedule)
@@ -86,16 +85,12 @@ def build_module(model_cfg, dim_x: int, dim_z: int, resolution: int = 0):
 class LCMMethod(Method):
     """Weakly supervised latent causal models on pairs (x1, x2)."""
 
-    train_inputs = ("x1", "x2")
-    evaluates_padding = True  # evaluation is vmapped over members (lcm/evaluate.py)
-    headline_metrics = ("causal_disentanglement",)
-
     def __init__(self, config):
         super().__init__(config)
         self.dim_z = config.data.dim_z
         self.dim_x = self.observation_dim(config.data)
         self.module = build_module(config.model, self.dim_x, self.dim_z,
-                                   config.data.get("resolution", 0))
+                                   self.image_resolution(config.data))
         tr = config.training
         self._schedules = {name: step_schedule(tr[f"{name}_schedule"], tr.epochs)
                            for name in SCHEDULED_WEIGHTS + ("manifold_thickness",)}
@@ -105,7 +100,11 @@ class LCMMethod(Method):
         self._need_inverse = not is_identically_zero(
             tr.inverse_consistency_regularization_schedule)
         self._lr = lr_schedule(tr.lr_schedule, tr.epochs)
-        self.member_loop = tr.get("member_loop", "vmap")
+        # evaluation is vmapped over members (lcm/evaluate.py)
+        self.options = RunOptions(train_inputs=("x1", "x2"), evaluates_padding=True,
+                                  member_loop=tr.member_loop,
+                                  optimizer_reset_epochs=optimizer_reset_epochs(
+                                      tr.lr_schedule, tr.epochs))
         fix = tr.fix_topological_order_epoch
         self._fix_order_epoch = fix if fix is not None and fix < tr.epochs else None
         # ILCM and dVAE: the graph evaluations read their solution functions
@@ -118,6 +117,12 @@ class LCMMethod(Method):
         """Features of one observation: `data.dim_x`."""
         return data_cfg.dim_x
 
+    @staticmethod
+    def image_resolution(data_cfg) -> int:
+        """Side of the image observations (0: vector observations)."""
+        del data_cfg
+        return 0
+
     # ------------------------------------------------------------------ config
     @classmethod
     def validate_config(cls, c):
@@ -126,15 +131,6 @@ class LCMMethod(Method):
         `methods.validate_config`'s)."""
         cls.check_data(c)
         cls.check_model_and_training(c)
-
-    @classmethod
-    def preferred_cpu_devices(cls, config) -> Optional[int]:
-        """One CPU device for members one after the other (`training.member_loop=sequential`):
-        one member's step already keeps both cores busy, and members in turn on per-core
-        devices compete for them (ILCM main phase, dim_z 8, 9 members: 290 member-steps/s on
-        one device against 214 on two; docs/benchmarks.md, issue 17)."""
-        sequential = config.get("training", {}).get("member_loop", "vmap") == "sequential"
-        return 1 if sequential else None
 
     @classmethod
     def check_data(cls, c):
@@ -156,7 +152,7 @@ class LCMMethod(Method):
             return load_codes(d.stage1_workdir, d.stage1_member, TRUE_GRAPHS[d.true_graph])
         return make_scaling_data(d, data_seed)
 
-    def init_model_state(self):
+    def initial_model_state(self):
         """Untrained model state: the topological order of `fixed_order` structures, and
         whether it has been fixed yet where `training.fix_topological_order_epoch` will."""
         state = {"order": jnp.arange(self.dim_z, dtype=jnp.int32)}
@@ -182,9 +178,9 @@ class LCMMethod(Method):
     def init(self, key):
         x = jnp.zeros((2, self.dim_x))
         variables = self.module.init({"params": key, "sample": key}, x, x,
-                                     self.loss_weights(0.0), self.init_model_state(),
+                                     self.loss_weights(0.0), self.initial_model_state(),
                                      method="init_all")
-        return variables["params"]
+        return variables["params"], self.initial_model_state()
 
     # ------------------------------------------------------------------ optimiser
     def make_optimizer(self):
@@ -194,11 +190,6 @@ class LCMMethod(Method):
         """The reference's per-epoch torch scheduler (`training.lr_schedule`)."""
         del model_state, step
         return self._lr(epoch)
-
-    def optimizer_reset_epochs(self):
-        """`cosine_restarts_reset` re-initialises Adam at each restart (gotcha 29)."""
-        tr = self.config.training
-        return optimizer_reset_epochs(tr.lr_schedule, tr.epochs)
 
     # ------------------------------------------------------------------ phases and schedules
     def phase_for_epoch(self, epoch: int) -> Phase:
@@ -219,15 +210,6 @@ class LCMMethod(Method):
                      need_inverse_consistency=self._need_inverse,
                      full_likelihood=tr.full_likelihood,
                      likelihood_reduction=tr.likelihood_reduction)
-
-    def describe_phase(self, phase: Phase) -> str:
-        if phase.pretrain:
-            return "pretraining"
-        parts = ["main phase", "interventions modelled" if phase.model_interventions
-                 else "interventions not modelled"]
-        if phase.deterministic_encoder:
-            parts.append("deterministic intervention encoder")
-        return ", ".join(parts)
 
     def loss_weights(self, fractional_epoch) -> LossWeights:
         s = {name: fn(fractional_epoch) for name, fn in self._schedules.items()}
@@ -265,14 +247,22 @@ class LCMMethod(Method):
         return self.module.apply({"params": params}, x, method="encode_to_noise")
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, params, model_state, data, key) -> Dict[str, float]:
-        """One member: `evaluate_members` on a stack of one."""
-        add_axis = functools.partial(jax.tree_util.tree_map, lambda a: a[None])
-        with tqdm(disable=True) as bar:
-            result, = self.evaluate_members(*add_axis((params, model_state, data, key)), bar)
-        if isinstance(result, str):
-            raise ValueError(result)
-        return result
+    def evaluate(self, params, model_state, data, keys, initial_params, *, real, progress):
+        """Every member at once (`lcm/evaluate.py`); the untrained model is not evaluated."""
+        del initial_params
+        return evaluate_lcm_members(self, params, model_state, data, keys, real=real,
+                                    progress=progress)
 
-    def evaluate_members(self, params, model_state, data, keys, bar, real=None):
-        return evaluate_lcm_members(self, params, model_state, data, keys, bar, real)
+    def summary(self, rows: List[Dict[str, float]]) -> str:
+        """"causal disentanglement = 0.94" (one member) or the median over members, with the
+        noise disentanglement where the run knows the true noise (CausalCircuit)."""
+        def part(key, name):
+            values = [r[key] for r in rows if key in r]
+            return f"{name} = {float(np.nanmedian(values)):.2f}" if values else None
+
+        parts = [p for p in (part("causal_disentanglement", "causal disentanglement"),
+                             part("noise_disentanglement", "noise disentanglement")) if p]
+        text = ", ".join(parts)
+        if len(rows) > 1:
+            text += f" (median{'s' if len(parts) > 1 else ''} of {len(rows)} members)"
+        return text

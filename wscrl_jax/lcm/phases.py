@@ -26,6 +26,16 @@ class Phase(NamedTuple):
     graph_frozen: bool = False
     graph_samples: int = 1
 
+    def __str__(self) -> str:
+        """The log line of the phase's first epoch."""
+        if self.pretrain:
+            return "pretraining"
+        parts = ["main phase", "interventions modelled" if self.model_interventions
+                 else "interventions not modelled"]
+        if self.deterministic_encoder:
+            parts.append("deterministic intervention encoder")
+        return ", ".join(parts)
+
 
 EVAL_PHASE = Phase()
 # the reference's IWAE ignores the eval settings (gotcha 15): forward defaults

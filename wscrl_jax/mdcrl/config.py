@@ -52,7 +52,7 @@ def validate(c):
                 f"data.stage1_member={d.stage1_member} is out of range: stage 1 has "
                 f"{members} member(s)")
         boolean(d.normalize_per_split, "data.normalize_per_split")
-        one_of(d.get("code_range", "symmetric"), CODE_RANGES, "data.code_range")
+        one_of(d.code_range, CODE_RANGES, "data.code_range")
         finite_number(m.z_dim_invariant_fraction, "model.z_dim_invariant_fraction", 0,
                       exclusive=True, maximum=1)
         d_inv = int(x_dim * m.z_dim_invariant_fraction)
@@ -106,7 +106,7 @@ def validate(c):
                    "data.num_samples.train - data.num_samples.valid")
         positive_int(m.mismatch_dims, "model.mismatch_dims", 0)
         boolean(m.save_encoded_data, "model.save_encoded_data")
-        one_of(m.get("encoded_train_codes", "online"), ENCODED_TRAIN_CODES,
+        one_of(m.encoded_train_codes, ENCODED_TRAIN_CODES,
                "model.encoded_train_codes")
         z_inv = d.z_dim // 2 if d.z_dim_invariant is None else d.z_dim_invariant
         d_inv = z_inv + m.mismatch_dims
@@ -122,7 +122,7 @@ def validate(c):
             mixing_data_config(d)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"data: {e}") from None
-    positive_int(m.get("mlp_width", 200), "model.mlp_width")
+    positive_int(m.mlp_width, "model.mlp_width")
     hidden = m.mlp_hidden
     require(isinstance(hidden, (list, tuple)) and all(is_int(h) and h >= 1 for h in hidden),
             f"model.mlp_hidden={hidden!r} must be a tuple of hidden widths >= 1")
@@ -181,7 +181,7 @@ def validate(c):
 
     positive_int(t.min_epochs, "training.min_epochs", 0)
     boolean(t.shuffle, "training.shuffle")
-    one_of(t.get("member_loop", "vmap"), MEMBER_LOOPS, "training.member_loop")
+    one_of(t.member_loop, MEMBER_LOOPS, "training.member_loop")
     es = t.early_stopping  # train/callbacks.py: Lightning EarlyStopping
     boolean(es.enabled, "training.early_stopping.enabled")
     positive_int(es.patience, "training.early_stopping.patience")
@@ -201,7 +201,7 @@ def _validate_balls(c) -> int:
             "configs/md_balls.py:stage2")
     positive_int(m.z_dim, "model.z_dim")
     boolean(m.save_encoded_data, "model.save_encoded_data")
-    one_of(m.get("encoded_train_codes", "online"), ENCODED_TRAIN_CODES,
+    one_of(m.encoded_train_codes, ENCODED_TRAIN_CODES,
            "model.encoded_train_codes")
     require(d.image_size == 64, f"data.image_size={d.image_size!r}: the balls autoencoders "
             "decode 64 x 64 images; use 64")

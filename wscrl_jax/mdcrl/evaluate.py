@@ -19,6 +19,7 @@ from wscrl_jax.eval.domain_accuracy import domain_accuracies, heldout_domain_acc
 from wscrl_jax.eval.r2 import (balls_stage1_r2_metrics, balls_stage2_r2_metrics,
                                heldout_linear_r2, mixing_r2_metrics, mixing_r2_metrics_heldout,
                                start_r2_metrics)
+from wscrl_jax.train.method import MemberNotEvaluated
 
 
 def batch_mean_metrics(z, codes, x: Optional[np.ndarray], domains, *, d_data: int, d_inv: int,
@@ -52,7 +53,7 @@ def evaluate_member(method, params, model_state, data) -> Dict[str, float]:
     Args:
       method: the `MDCRLMethod`; params, model_state: one member's (no member axis);
       data: that member's {split: {"x" [N, x_dim], "z" [N, z_dim], "domain" [N]}}.
-    Raises ValueError when a split's codes are not finite.
+    Raises `MemberNotEvaluated` when a split's codes are not finite.
     """
     ev = method.config.eval
     stage = 2 if method.stage2 else 1
@@ -81,11 +82,11 @@ def evaluate_member(method, params, model_state, data) -> Dict[str, float]:
 
 
 def _finite_codes(method, params, model_state, data) -> Dict[str, np.ndarray]:
-    """{split: codes [N, latent]}; raises ValueError when a split's codes are not finite."""
+    """{split: codes [N, latent]}; raises `MemberNotEvaluated` when a split's codes are not finite."""
     codes = {s: np.asarray(method.encode(params, model_state, d["x"])) for s, d in data.items()}
     for s, c in codes.items():
         if not np.all(np.isfinite(c)):
-            raise ValueError(f"non-finite codes on the {s} split")
+            raise MemberNotEvaluated(f"non-finite codes on the {s} split")
     return codes
 
 

@@ -23,7 +23,7 @@ metrics: `evaluate.py`.
 import logging
 import math
 from functools import partial
-from typing import Dict, Optional
+from typing import Dict
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +44,7 @@ from wscrl_jax.nn.init import torch_uniform
 from wscrl_jax.train.callbacks import (early_stopping_state, early_stopping_update,
                                        plateau_state, plateau_update)
 from wscrl_jax.train.distributed import to_host
-from wscrl_jax.train.method import Method
+from wscrl_jax.train.method import Method, RunOptions, evaluate_each
 from wscrl_jax.train.optim import torch_adam
 from wscrl_jax.train.schedules import transformers_lr_multiplier
 
@@ -55,8 +55,7 @@ log = logging.getLogger("wscrl_jax")
 def resolve_member_loop(choice: str, mmd: bool) -> str:
     """"vmap" or "sequential" (members one after the other, `lax.map`); "auto" picks sequential
     for an MMD penalty on a single CPU device, where vmapped members' kernel blocks spill the
-    cache (measured in docs/benchmarks.md: adaptive 1.5x faster for 5 members; fixed bandwidth,
-    9 members, 1.7x), and vmap everywhere else."""
+    cache (docs/performance.md), and vmap everywhere else."""
     if choice != "auto":
         return choice
     single_cpu = jax.default_backend() == "cpu" and jax.local_device_count() == 1
@@ -66,7 +65,7 @@ def resolve_member_loop(choice: str, mmd: bool) -> str:
 class MDCRLMethod(Method):
     """Autoencoder + invariance penalties on multi-domain data (stage 1 or stage 2)."""
 
-    train_inputs = ("x", "domain")
+    #: Metrics that lead each row of `test_metrics.csv` and the log's summary.
     headline_metrics = ("hz_z_~r2", "hz_~z_~r2")
 
     def __init__(self, config):
@@ -75,7 +74,6 @@ class MDCRLMethod(Method):
         self.stage2 = d.dataset == "encoded"
         self.images = d.dataset == "balls"
         self.batch_size = int(tr.batchsize)
-        self.shuffle = bool(tr.shuffle)  # the reference's loader does not shuffle
         # Balls: stage 1 on the images, or stage 2 on the codes of a balls stage 1.
         self.balls = self.images
         if self.stage2:
@@ -114,13 +112,12 @@ class MDCRLMethod(Method):
         self.n_train = n_train
         # Stage 1 keeps the last epoch's online training codes (reference, gotcha 12).
         self.online_codes = (not self.stage2 and bool(m.save_encoded_data)
-                             and m.get("encoded_train_codes", "online") == "online")
+                             and m.encoded_train_codes == "online")
         self.module = build_autoencoder(
             m.autoencoder, self.x_dim, self.latent, decoder_latent=decoder_latent,
-            poly_degree=int(d.get("polynomial_degree", 2)), hidden=tuple(m.mlp_hidden),
-            negative_slope=float(m.mlp_negative_slope), width=int(m.get("mlp_width", 200)))
+            poly_degree=int(d.polynomial_degree), hidden=tuple(m.mlp_hidden),
+            negative_slope=float(m.mlp_negative_slope), width=int(m.mlp_width))
         self.batch_norm = m.autoencoder in BATCHNORM_AUTOENCODERS
-        self.convolutional = self.images
         self.input_shape = ((self.data_cfg.image_size,) * 2 + (3,) if self.images
                             else (self.x_dim,))
         if self.balls:
@@ -136,8 +133,11 @@ class MDCRLMethod(Method):
         self.count_mmd_overflow = (self.flags["mmd"] and not m.mmd.fix_sigma
                                    and self.mmd_capacity is not None)
         self._reported_overflow = 0
-        self.member_loop = resolve_member_loop(
-            tr.get("member_loop", "vmap"), self.flags["mmd"])
+        # the reference's loader does not shuffle (`training.shuffle`)
+        self.options = RunOptions(
+            train_inputs=("x", "domain"), shuffle=bool(tr.shuffle),
+            member_loop=resolve_member_loop(tr.member_loop, self.flags["mmd"]),
+            convolutional=self.images)
         self._val_loss = jax.jit(jax.vmap(
             partial(validation.member_val_loss, self._batch_val_terms, self.batch_size),
             in_axes=(0, 0, 0, None)))
@@ -151,17 +151,6 @@ class MDCRLMethod(Method):
     def validate_config(cls, c):
         validate(c)
 
-    @classmethod
-    def preferred_cpu_devices(cls, config) -> Optional[int]:
-        """One CPU device for an MMD penalty whose members may run one after the other
-        (`training.member_loop` auto or sequential): each member's kernel blocks already keep
-        both cores busy, so members side by side on per-core devices (vmapped, padded to divide)
-        give fewer member-steps/s than the members in turn on one device (docs/benchmarks.md,
-        issue 17)."""
-        mmd = bool(config.get("model", {}).get("penalty_criterion", {}).get("mmd", 0.0))
-        loop = config.get("training", {}).get("member_loop", "vmap")
-        return 1 if mmd and loop in ("auto", "sequential") else None
-
     # ------------------------------------------------------------------ data and init
     def make_data(self, data_seed: int) -> Dict[str, Dict[str, jnp.ndarray]]:
         if self.images:
@@ -171,7 +160,7 @@ class MDCRLMethod(Method):
         d = self.config.data
         return load_encoded_splits(d.stage1_workdir, int(d.stage1_member),
                                    bool(d.normalize_per_split),
-                                   code_range=d.get("code_range", "symmetric"))
+                                   code_range=d.code_range)
 
     def _init_variables(self, key):
         return self.module.init(key, jnp.zeros((2,) + self.input_shape))
@@ -183,9 +172,9 @@ class MDCRLMethod(Method):
             # LogisticRegressionModel: bias-free torch Linear(d_inv -> D), default init.
             params["classifier"] = torch_uniform(self.d_inv)(
                 k_clf, (self.d_inv, self.num_domains))
-        return params
+        return params, self.initial_model_state()
 
-    def init_model_state(self):
+    def initial_model_state(self):
         """Scheduler and early-stopping counters, `val_loss` (NaN until the first epoch ends),
         for online stage-1 codes `online_codes` [n_train, latent] (NaN until written), and the
         BatchNorm running statistics (`batch_stats`: torch's initial mean 0, variance 1)."""
@@ -223,24 +212,18 @@ class MDCRLMethod(Method):
     def is_active(self, model_state):
         return model_state["active"]
 
-    def record_step(self, params, model_state, batch, rows, weights):
-        """With a capacity-limited adaptive MMD, counts the rows it leaves out."""
-        del params, rows
-        if not self.count_mmd_overflow:
-            return model_state
-        model_state = dict(model_state)
-        dom = jnp.where(weights > 0, batch["domain"].reshape(-1).astype(jnp.int32), -1)
-        beyond = mmd_rows_beyond_capacity(dom, self.num_domains, self.mmd_capacity)
-        model_state["mmd_rows_beyond_capacity"] += jnp.where(model_state["active"], beyond, 0)
-        return model_state
-
-    def record_loss(self, model_state, aux, rows, weights, applied):
-        """Keeps the BatchNorm running statistics of the training forward pass (where the
+    def record(self, model_state, batch, aux, rows, weights, applied):
+        """With a capacity-limited adaptive MMD, counts the rows it leaves out. Keeps the BatchNorm running statistics of the training forward pass (where the
         update is applied) and the codes of each training batch (aux["z_hat"] [B, latent],
         computed by the loss in training mode with the weights before that batch's update) at
         its dataset rows [B] (padding rows, weight 0, dropped): after the last epoch, the
         reference's saved training codes (`on_train_epoch_end`, md-crl gotcha 12)."""
         model_state = dict(model_state)
+        if self.count_mmd_overflow:
+            dom = jnp.where(weights > 0, batch["domain"].reshape(-1).astype(jnp.int32), -1)
+            beyond = mmd_rows_beyond_capacity(dom, self.num_domains, self.mmd_capacity)
+            model_state["mmd_rows_beyond_capacity"] += jnp.where(model_state["active"], beyond,
+                                                                 0)
         if self.batch_norm:
             model_state["batch_stats"] = jax.tree_util.tree_map(
                 lambda new, old: jnp.where(applied, new, old), aux["batch_stats"],
@@ -254,10 +237,7 @@ class MDCRLMethod(Method):
 
     # ------------------------------------------------------------------ phases and loss
     def phase_for_epoch(self, epoch: int):
-        return "stage2" if self.stage2 else "stage1"
-
-    def describe_phase(self, phase) -> str:
-        return f"MD-CRL {phase}"
+        return "MD-CRL stage2" if self.stage2 else "MD-CRL stage1"
 
     def loss_weights(self, fractional_epoch):
         """{"penalty_weight": scalar}: the warm-up ramp at step `round(f * steps_per_epoch)`
@@ -342,7 +322,7 @@ class MDCRLMethod(Method):
         step = int(to_host(state.step)[0])
         # Validation reuses the last training step's penalty weight (gotcha 11).
         loss_weights = self.loss_weights((step - 1) / self.steps_per_epoch)
-        if self.convolutional:
+        if self.options.convolutional:
             val = validation.val_loss_on_host(self._val_batch, self.batch_size, state.params,
                                               state.model_state, data["valid"], loss_weights)
         else:
@@ -379,11 +359,6 @@ class MDCRLMethod(Method):
 
         return jax.vmap(one)(model_state, last_loss, val_loss)
 
-    def finished(self, state) -> bool:
-        active, nan_count = to_host((state.model_state["active"], state.nan_count))
-        alive = nan_count < int(self.config.training.nan_limit)
-        return not np.any(active & alive)
-
     # ------------------------------------------------------------------ encoding and outputs
     def _encode_member(self, params, model_state, x):
         """Eval-mode codes [N, latent] of x [N, ...]."""
@@ -409,14 +384,23 @@ class MDCRLMethod(Method):
         outputs.write_outputs(self, workdir, state, data, members)
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, params, model_state, data, key) -> Dict[str, float]:
+    def evaluate(self, params, model_state, data, keys, initial_params, *, real, progress):
+        """Member by member (`mdcrl/evaluate.py`): the final metrics, then those of the
+        untrained model (`*_linreg_start`; none for balls, md-crl gotcha 23)."""
+        return evaluate_each(self._evaluate_member, params, model_state, data, keys,
+                             initial_params, real=real, progress=progress)
+
+    def _evaluate_member(self, params, model_state, data, key, initial_params):
         del key
         if self.balls:
             return mdcrl_eval.evaluate_balls_member(self, params, model_state, data)
-        return mdcrl_eval.evaluate_member(self, params, model_state, data)
+        metrics = mdcrl_eval.evaluate_member(self, params, model_state, data)
+        return {**metrics, **mdcrl_eval.start_metrics(self, initial_params,
+                                                      self.initial_model_state(), data)}
 
-    def start_metrics(self, initial_params, data) -> Dict[str, float]:
-        if self.balls:  # the reference's balls models log none (md-crl gotcha 23)
-            return {}
-        return mdcrl_eval.start_metrics(self, initial_params, self.init_model_state(), data)
-
+    def summary(self, rows) -> str:
+        """Each headline metric: every member's value and the median."""
+        return "; ".join(
+            f"{k} = {', '.join(f'{r.get(k, np.nan):.4f}' for r in rows)}"
+            + (f" (median {float(np.nanmedian([r.get(k, np.nan) for r in rows])):.4f})"
+               if len(rows) > 1 else "") for k in self.headline_metrics)

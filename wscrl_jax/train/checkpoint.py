@@ -11,11 +11,14 @@ used here, would add one to its shard index only), so garbled chunk bytes can re
 other numbers without an error. `save` therefore records, in the meta JSON, the sha256 of
 every leaf's bytes (with its key path, dtype and shape, in tree order) computed from the very
 host arrays it hands to Orbax, plus a sha256 of the rest of the meta.
-`restore_latest_intact` recomputes them; a step that fails the check or cannot be read at
-all is logged in one line, moved to WORKDIR/checkpoints_rejected/<step>-<reason> (never
-deleted) and the next older step is tried.
+`restore_latest_intact` recomputes them; a step that fails the check, or whose files read
+back as corrupt (`is_corruption`), is logged in one line, moved to
+WORKDIR/checkpoints_rejected/<step>-<reason> (never deleted; read-only callers skip it
+instead) and the next older step is tried. Any other error while reading (a transient I/O
+error, out of memory, a bug) moves nothing and propagates as one CheckpointError line.
 """
 
+import functools
 import hashlib
 import json
 import logging
@@ -25,15 +28,20 @@ from typing import Callable, List, Optional, Tuple, Union
 
 import jax
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 
 from wscrl_jax.train.distributed import main_value, to_host
-from wscrl_jax.train.optim import TorchAdamState, upgrade_global_count
 
 log = logging.getLogger("wscrl_jax")
 
-INTEGRITY_KEY = "integrity"  # meta field written by `save` since checksums were added
+INTEGRITY_KEY = "integrity"  # the meta field of the checksums written by `save`
+# What the storage layers say when the bytes on disk are damaged: tensorstore status codes in
+# the message of what Orbax raises; a state whose files no longer match the tree its checksums
+# record (the tree itself was checked against the run's first, `_check_fits`).
+CORRUPTION_CODES = ("DATA_LOSS", "NOT_FOUND", "OUT_OF_RANGE", "FAILED_PRECONDITION",
+                    "pytree structure error", "was not found in the checkpoint")
+# ... and what says the opposite: resources, not bytes.
+TRANSIENT_CODES = ("RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED")
 
 
 class CheckpointError(RuntimeError):
@@ -109,9 +117,28 @@ def restore_state(workdir: str, template, step: Optional[int] = None):
         manager.close()
 
 
+def is_corruption(error: BaseException) -> bool:
+    """True for an error that says a checkpoint's files are damaged: unparseable JSON or text,
+    a missing file, or a tensorstore status of damaged data (`CORRUPTION_CODES`), in the error
+    or its causes. Anything else (an I/O error, out of memory, a bug) is not."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (json.JSONDecodeError, UnicodeDecodeError, FileNotFoundError)):
+            return True
+        text = str(error)
+        if isinstance(error, (MemoryError, OSError, TypeError, AttributeError)) or any(
+                code in text for code in TRANSIENT_CODES):
+            return False
+        if any(code in text for code in CORRUPTION_CODES):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def restore_latest_intact(workdir: str, template: Union[Callable[[dict], object], object],
-                          step: Optional[int] = None, required: bool = False
-                          ) -> Optional[Tuple[int, object, dict]]:
+                          step: Optional[int] = None, required: bool = False,
+                          quarantine: bool = True) -> Optional[Tuple[int, object, dict]]:
     """(step, state, meta) of the newest checkpoint that reads back and passes its checksums;
     None when the workdir has no checkpoint at all and none was ever rejected (with
     `required`, a CheckpointError instead).
@@ -119,13 +146,13 @@ def restore_latest_intact(workdir: str, template: Union[Callable[[dict], object]
     template: the state whose structure, shapes and shardings to restore into, or a function
     meta -> template (called once per step tried, after its meta was read and verified); a
     CheckpointError it raises (e.g. other members) propagates and moves nothing.
-    A step that cannot be read (any exception from Orbax, tensorstore or json while
-    restoring it) or whose checksums differ is logged in one line, moved to
-    `rejected_dir(workdir)` and the next older step is tried. With `step` given only that
-    step is tried: missing or rejected, it is a CheckpointError. Checkpoints written before
-    checksums existed are accepted with a warning. Raises CheckpointError when no step is
-    intact, or when a readable checkpoint does not fit `template` (another model or config:
-    that is not corruption, so nothing is moved)."""
+    A step whose files read back as damaged (`is_corruption`) or whose checksums differ is
+    logged in one line, moved to `rejected_dir(workdir)` (with `quarantine=False`, as
+    read-only callers use it: left in place) and the next older step is tried. With `step`
+    given only that step is tried: missing or rejected, it is a CheckpointError. Raises
+    CheckpointError when no step is intact, when a step cannot be read for another reason
+    (nothing is moved), when a checkpoint carries no checksums, or when a readable checkpoint
+    does not fit `template` (another model or config: not corruption, nothing is moved)."""
     directory = checkpoint_dir(workdir)
     # one view of the disk for all processes: process 0 may create the directory right after
     if not main_value(os.path.isdir(directory)):
@@ -147,45 +174,59 @@ def restore_latest_intact(workdir: str, template: Union[Callable[[dict], object]
             if required:
                 raise CheckpointError(_missing(workdir, step, []))
             return None
+        reject = functools.partial(_reject if quarantine else _skip, workdir)
         for candidate in steps:
             try:
                 meta = _read_meta(manager, candidate)
-            except Exception as e:  # anything Orbax or json raise: unreadable
-                rejected.append(_reject(workdir, candidate, "unreadable",
-                                        f"its meta cannot be read ({_one_line(e)})"))
+            except Exception as e:  # noqa: BLE001  classified: damage, or one error line
+                _raise_unless_corruption(e, workdir, candidate, "meta")
+                rejected.append(reject(candidate, "unreadable",
+                                       f"its meta cannot be read ({_one_line(e)})"))
                 continue
             problem = _check_meta(meta, candidate)
             if problem:
-                rejected.append(_reject(workdir, candidate, "checksum", problem))
+                rejected.append(reject(candidate, "checksum", problem))
                 continue
+            if INTEGRITY_KEY not in meta:
+                raise CheckpointError(
+                    f"the checkpoint at step {candidate} in {directory} carries no checksums "
+                    "(written by an earlier version of wscrl_jax); train again in a new "
+                    "--workdir")
             target = template(meta) if callable(template) else template
-            target, upgrade = _saved_form(meta, target)
             _check_fits(workdir, candidate, meta, target)
             try:
                 state = _read_state(manager, candidate, target)
-            except Exception as e:  # anything Orbax or tensorstore raise
-                rejected.append(_reject(workdir, candidate, "unreadable",
-                                        f"its state cannot be read ({_one_line(e)})"))
+            except Exception as e:  # noqa: BLE001  classified: damage, or one error line
+                _raise_unless_corruption(e, workdir, candidate, "state")
+                rejected.append(reject(candidate, "unreadable",
+                                       f"its state cannot be read ({_one_line(e)})"))
                 continue
-            if INTEGRITY_KEY not in meta:
-                log.warning("Checkpoint at step %d in %s is not verifiable (written before "
-                            "checksums were recorded); restoring it unchecked", candidate,
-                            directory)
-                return candidate, upgrade(state), meta
             problem = _compare(meta[INTEGRITY_KEY]["leaves"], _leaf_digests(
                 to_host(state)))
             if problem:
-                rejected.append(_reject(workdir, candidate, "checksum", problem))
+                rejected.append(reject(candidate, "checksum", problem))
                 continue
-            return candidate, upgrade(state), meta
+            return candidate, state, meta
     finally:
         manager.close()
+    where = f"was moved to {rejected[0]}" if quarantine else "was left in place"
     if step is not None:
         raise CheckpointError(f"checkpoint at step {step} in {directory} failed the integrity "
-                              f"check and was moved to {rejected[0]}")
+                              f"check and {where}")
+    where = (f"were moved to {rejected_dir(workdir)}" if quarantine else "were left in place")
     raise CheckpointError(f"no intact checkpoint in {directory}: step(s) "
                           f"{', '.join(str(s) for s in steps)} failed the integrity check and "
-                          f"were moved to {rejected_dir(workdir)}")
+                          f"{where}")
+
+
+def _raise_unless_corruption(error, workdir, step, part):
+    """A read error that is not damage (`is_corruption`) is one CheckpointError line; nothing
+    is moved."""
+    if not is_corruption(error):
+        raise CheckpointError(
+            f"could not read the {part} of the checkpoint at step {step} in "
+            f"{checkpoint_dir(workdir)} ({_one_line(error)}); nothing was moved, try again"
+        ) from None
 
 
 def _read_meta(manager, step) -> dict:
@@ -238,33 +279,9 @@ def _check_meta(meta, step) -> Optional[str]:
     return None
 
 
-def _saved_form(meta, template):
-    """(the template to read the checkpoint into, a function turning what is read into the
-    template's form): a checkpoint saved before Adam counted steps per parameter array
-    (`optax.ScaleByAdamState`, one count) is read as such and upgraded
-    (`optim.upgrade_global_count`); any other is read as it is."""
-    same = (template, lambda state: state)
-    is_adam = lambda node: isinstance(node, TorchAdamState)  # noqa: E731
-    if INTEGRITY_KEY not in meta or not any(
-            is_adam(n) for n in jax.tree_util.tree_leaves(template, is_leaf=is_adam)):
-        return same
-    old = jax.tree_util.tree_map(
-        lambda n: optax.ScaleByAdamState(jax.tree_util.tree_leaves(n.count)[0], n.mu, n.nu)
-        if is_adam(n) else n, template, is_leaf=is_adam)
-    saved = [leaf[:3] for leaf in meta[INTEGRITY_KEY]["leaves"]]
-    if saved == _leaf_signatures(template) or saved != _leaf_signatures(old):
-        return same
-    log.info("Checkpoint saved with one Adam step count: each parameter array continues it")
-    was_adam = lambda node: isinstance(node, optax.ScaleByAdamState)  # noqa: E731
-    return old, lambda state: jax.tree_util.tree_map(
-        lambda n: upgrade_global_count(n) if was_adam(n) else n, state, is_leaf=was_adam)
-
-
 def _check_fits(workdir, step, meta, template):
     """A checkpoint whose recorded leaves differ from the template's belongs to another model
     or config: an error of the run, not of the checkpoint (nothing is moved)."""
-    if INTEGRITY_KEY not in meta:
-        return
     saved = [leaf[:3] for leaf in meta[INTEGRITY_KEY]["leaves"]]
     wanted = _leaf_signatures(template)
     if saved == wanted:
@@ -305,6 +322,14 @@ def _reject(workdir, step, reason, problem) -> str:
         multihost_utils.sync_global_devices(f"checkpoint {step} rejected")
     log.warning("Checkpoint at step %d rejected: %s; moved to %s", step, problem, target)
     return target
+
+
+def _skip(workdir, step, reason, problem) -> str:
+    """Read-only callers: logs one line and leaves the step where it is."""
+    del reason
+    log.warning("Checkpoint at step %d in %s skipped: %s (left in place)", step,
+                checkpoint_dir(workdir), problem)
+    return os.path.join(checkpoint_dir(workdir), str(step))
 
 
 def _refuse_if_all_rejected(workdir):

@@ -4,6 +4,7 @@ The host wakes up once per call (`training.steps_per_call` steps of every member
 the progress bar, log, and check for members that hit the non-finite-step limit.
 """
 
+import functools
 import logging
 import math
 from typing import Callable, Optional
@@ -41,6 +42,20 @@ def train_size(train_data) -> int:
     return int(jax.tree_util.tree_leaves(train_data)[0].shape[1])
 
 
+@functools.lru_cache(maxsize=None)
+def _activity(method: Method, num_members: int):
+    """Compiled `Method.is_active` of every member: model_state [members, ...] -> [members]."""
+    return jax.jit(jax.vmap(method.is_active, axis_size=num_members))
+
+
+def no_member_training(method: Method, state: TrainState, nan_limit: int) -> bool:
+    """True when every member has stopped: inactive (`Method.is_active`, e.g. early-stopped)
+    or frozen at the non-finite-step limit."""
+    active = _activity(method, state.step.shape[0])(state.model_state)
+    active, nan_count = to_host((active, state.nan_count))
+    return not np.any(np.broadcast_to(active, nan_count.shape) & (nan_count < nan_limit))
+
+
 def train(method: Method, state: TrainState, train_data, config, *, progress: bool = True,
           on_call_end: Optional[Callable] = None, eval_data=None,
           stop_requested: Optional[Callable[[], Optional[str]]] = None,
@@ -66,7 +81,7 @@ def train(method: Method, state: TrainState, train_data, config, *, progress: bo
     phases = [method.phase_for_epoch(e) for e in range(tr.epochs)]
     run_steps = make_run_steps(method, spe, tr.batchsize, float(tr.clip_grad_norm),
                                int(tr.nan_limit), streamed=streamed, run_phases=phases)
-    resets = method.optimizer_reset_epochs()
+    resets = method.options.optimizer_reset_epochs
     step = int(to_host(state.step)[0])
     bar = tqdm(total=total, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
     previous_phase = None
@@ -74,18 +89,19 @@ def train(method: Method, state: TrainState, train_data, config, *, progress: bo
     order, order_epoch = None, None  # the epoch's batch rows, made once per epoch
     run_steps.compile_ahead(phases[step // spe:])
     while step < total:
-        if method.finished(state):
+        if no_member_training(method, state, int(tr.nan_limit)):
             log.info("Stopping at step %d (epoch %d): no member is still training", step,
                      step // spe)
             break
         epoch = step // spe
         phase = method.phase_for_epoch(epoch)
         if phase != previous_phase:
-            log.info("Epoch %d: %s", epoch, method.describe_phase(phase))
+            log.info("Epoch %d: %s", epoch, phase)
             previous_phase = phase
         if step == epoch * spe and epoch in resets:
             log.info("Epoch %d: resetting the optimizer state (warm restart)", epoch)
-            state = state.replace(opt_state=jax.vmap(method.optimizer.init)(state.params))
+            state = state.replace(opt_state=jax.vmap(method.make_optimizer().init)(
+                state.params))
         num = min(int(tr.steps_per_call), (epoch + 1) * spe - step)
         call_data = train_data
         if streamed:

@@ -87,14 +87,6 @@ def torch_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-def upgrade_global_count(state):
-    """An optimizer state saved before per-array counts (`optax.ScaleByAdamState` with one count,
-    possibly with a leading member axis) as a `TorchAdamState`: every array gets that count, so
-    a run resumed from it goes on exactly as it would have."""
-    count = jax.tree_util.tree_map(lambda _: state.count, state.mu)
-    return TorchAdamState(count, state.mu, state.nu)
-
-
 def clip_by_global_norm(grads, max_norm: float):
     """torch `clip_grad_norm_`: scales by min(1, max_norm / (norm + 1e-6)). Returns the clipped
     gradients and the norm before clipping (the step checks it for finiteness)."""

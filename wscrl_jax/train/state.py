@@ -30,10 +30,10 @@ def init_member_state(method, seed: int) -> TrainState:
     """One member's state from its model seed (no member axis)."""
     key = jax.random.PRNGKey(seed)
     init_key, run_key = jax.random.split(key)
-    params = method.init(init_key)
-    return TrainState(params=params, opt_state=method.optimizer.init(params),
+    params, model_state = method.init(init_key)
+    return TrainState(params=params, opt_state=method.make_optimizer().init(params),
                       step=jnp.zeros((), jnp.int32), key=run_key,
-                      nan_count=jnp.zeros((), jnp.int32), model_state=method.init_model_state())
+                      nan_count=jnp.zeros((), jnp.int32), model_state=model_state)
 
 
 def init_states(method, seeds) -> TrainState:

@@ -1,23 +1,23 @@
 """The compiled training call: many steps of every member in one `jit`.
 
-`run_steps` vmaps one member's while-loop over the member axis (or, for a method whose
-`member_loop` is "sequential", runs the members one after the other with `lax.map`: faster on
-CPU where a vmapped step's working set no longer fits in cache, e.g. MD-CRL's adaptive MMD).
+`run_steps` vmaps one member's while-loop over the member axis (or, where
+`options.member_loop` is "sequential", runs the members one after the other with `lax.map`:
+faster on CPU where a vmapped step's working set no longer fits in cache).
 Each member shuffles its own on-device training split once per epoch (permutation keyed by
 epoch, so a run resumed at any call boundary draws the same batches) and reads batches by
 dynamic slicing. The permutation is its own compiled call (`run_steps.epoch_orders`), which
-the loop makes once per epoch and hands to every call of that epoch: sorting 100k rows costs
-as much as a hundred small training steps on a CPU. The last batch of an epoch is padded and
+the loop makes once per epoch and hands to every call of that epoch (sorting many rows costs
+as much as many small training steps on a CPU). The last batch of an epoch is padded and
 its padded rows get zero weight (the reference's `drop_last=False`).
 
-Each phase compiles its own call (several seconds on CPU, more than a smoke run's training):
+Each phase compiles its own call (on CPU, seconds):
 `run_steps.compile_ahead(phases)` compiles the run's later phases in a background thread while
 the first phase compiles and trains, and a phase's first call waits for its compilation.
 
-A `convolutional` method on CPU runs one compiled step per dispatch instead (`Method.
-convolutional`): XLA's CPU backend runs convolutions inside a loop ~25x slower, while one
-dispatch per step costs microseconds next to a convolutional step's tenths of a second. The
-steps are the same; dispatches are asynchronous, so the host still does not wait for them.
+A convolutional method on CPU (`RunOptions.convolutional`) runs one compiled step per dispatch
+instead: XLA's CPU backend runs convolutions inside a loop much more slowly, while one
+dispatch per step costs little next to a convolutional step. The steps are the same;
+dispatches are asynchronous, so the host still does not wait for them.
 """
 
 import collections
@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from wscrl_jax.train import streams
 from wscrl_jax.train.method import Method
 from wscrl_jax.train.optim import apply_learning_rate, clip_by_global_norm
 from wscrl_jax.train.prng import use_unrolled_threefry
@@ -73,9 +74,9 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
     `started`) and leaves them alone without arithmetic.
     """
     use_unrolled_threefry()
-    optimizer = method.optimizer
-    per_dispatch = method.convolutional and jax.default_backend() == "cpu"
-    sequential = method.member_loop == "sequential" and not per_dispatch
+    optimizer = method.make_optimizer()
+    per_dispatch = method.options.convolutional and jax.default_backend() == "cpu"
+    sequential = method.options.member_loop == "sequential" and not per_dispatch
     traces = collections.Counter()
 
     def reach_args(state, batch, weights, key, loss_weights, phase):
@@ -100,10 +101,10 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
     def epoch_order(key, step, n: int):
         """One member's batch rows for the epoch of `step`: its permutation of the N rows (the
         identity without shuffling), then the first B again for the last batch's padding."""
-        if method.shuffle:
+        if method.options.shuffle:
             epoch = step // steps_per_epoch
-            perm = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, 0), epoch),
-                                          n)
+            shuffle_key = jax.random.fold_in(jax.random.fold_in(key, streams.SHUFFLE), epoch)
+            perm = jax.random.permutation(shuffle_key, n)
         else:
             perm = jnp.arange(n)
         return jnp.concatenate([perm, perm[:batch_size]])
@@ -115,7 +116,7 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
 
     def epoch_orders(state, data):
         """[members, N + B] for a shuffling method (one compiled call); None otherwise."""
-        return shuffled_orders(state, data) if method.shuffle else None
+        return shuffled_orders(state, data) if method.options.shuffle else None
 
     def member_steps(state: TrainState, data, order, num_steps, phase):
         """num_steps: traced, or None for exactly one step outside any loop."""
@@ -138,13 +139,11 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
         def one_step(i, carry):
             state, loss_sum, finite_count, _ = carry
             batch, idx, weights = read_batch(i, state)
-            key = jax.random.fold_in(jax.random.fold_in(state.key, 1), state.step)
+            key = jax.random.fold_in(jax.random.fold_in(state.key, streams.STEP), state.step)
             loss_weights = method.loss_weights(state.step / steps_per_epoch)
             grad_fn = jax.value_and_grad(method.loss, has_aux=True)
             (loss, aux), grads = grad_fn(state.params, state.model_state, batch, weights, key,
                                        loss_weights, phase)
-            model_state = method.record_step(state.params, state.model_state, batch, idx,
-                                             weights)
             grads, norm = clip_by_global_norm(grads, clip_grad_norm)
             reach = reach_args(state, batch, weights, key, loss_weights, phase)
             updates, new_opt = optimizer.update(grads, state.opt_state, state.params, **reach)
@@ -156,7 +155,7 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
                     new_params, state.params, reach["reached"], reach["started"])
             finite = jnp.isfinite(loss) & jnp.isfinite(norm)
             apply = finite & (state.nan_count < nan_limit) & method.is_active(state.model_state)
-            model_state = method.record_loss(model_state, aux, idx, weights, apply)
+            model_state = method.record(state.model_state, batch, aux, idx, weights, apply)
             keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
                 lambda a, b: jnp.where(apply, a, b), new, old)
             state = state.replace(params=keep(new_params, state.params),
@@ -205,8 +204,8 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
         (XLA's partitioner mis-splits the grouped convolutions that vmapped convolutions over
         members become, e.g. 4 members on 2 CPU devices fail to compile)."""
         sharding = state.step.sharding
-        mesh = (sharding.mesh if method.convolutional and isinstance(sharding, NamedSharding)
-                and sharding.mesh.size > 1 else None)
+        mesh = (sharding.mesh if method.options.convolutional
+                and isinstance(sharding, NamedSharding) and sharding.mesh.size > 1 else None)
         if order is None and not streamed:
             order = epoch_orders(state, data)
         args = (state, data, order, num_steps)

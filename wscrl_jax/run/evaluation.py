@@ -1,0 +1,152 @@
+"""Final evaluation of a run's members: `metrics/test_metrics.csv`, figures, the summary line.
+
+`evaluate_members` evaluates the trained members (`Method.evaluate`) and writes their rows;
+`evaluate_workdir` restores a checkpoint and does the same without training (read-only: a
+damaged checkpoint is skipped, never moved). In a multi-process run each process evaluates the
+members on its devices and process 0 writes all rows.
+"""
+
+import json
+import logging
+import os
+import time
+from typing import List, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from wscrl_jax.methods import method_class
+from wscrl_jax.plots import write_run_figures
+from wscrl_jax.run.members import build, checkpoint_template, repad
+from wscrl_jax.tracking import read_csv, write_csv_atomic
+from wscrl_jax.train import checkpoint, streams
+from wscrl_jax.train.distributed import gather_objects, is_main, local_block, to_host
+from wscrl_jax.train.method import MemberNotEvaluated
+from wscrl_jax.train.sharding import unpad_members
+
+log = logging.getLogger("wscrl_jax")
+
+
+def copy_params(params):
+    """A copy of the (untrained) parameters that survives training's buffer donation."""
+    return jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), params)
+
+
+def evaluation_keys(members, indices, total: int):
+    """[total, 2]: each evaluated member's key from its model seed; the padding's, the last's."""
+    keys = [jax.random.fold_in(jax.random.PRNGKey(members[i][0]), streams.EVALUATION)
+            for i in indices]
+    return jnp.stack(keys + keys[-1:] * (total - len(keys)))
+
+
+def evaluate_members(method, state, data, members, workdir, config, initial_params,
+                     only: Optional[int] = None, filename: str = "test_metrics.csv",
+                     progress: bool = True) -> List[dict]:
+    """Evaluates every member (or member `only`) and writes WORKDIR/metrics/<filename>; returns
+    the rows (process 0; the others return []). State and data may carry inert padding members
+    after the real ones: a method whose evaluation vectorises over members
+    (`options.evaluates_padding`) evaluates them alongside, which keeps every device busy;
+    otherwise they are cut off first."""
+    nan_counts = to_host(state.nan_count)
+    stacked, first = local_block((state.params, state.model_state, data, initial_params))
+    size = int(jax.tree_util.tree_leaves(stacked[0])[0].shape[0])
+    indices = [i for i in range(first, min(first + size, len(members)))
+               if only is None or i == only]
+    if only is not None and indices:
+        stacked = jax.tree_util.tree_map(lambda a: a[only - first:only - first + 1], stacked)
+    elif not method.options.evaluates_padding:
+        stacked = unpad_members(stacked, len(indices))
+    results = []
+    if indices:
+        total = int(jax.tree_util.tree_leaves(stacked[0])[0].shape[0])
+        start = time.time()
+        params, model_state, member_data, initial = stacked
+        results = method.evaluate(params, model_state, member_data,
+                                  evaluation_keys(members, indices, total), initial,
+                                  real=len(indices), progress=progress)[:len(indices)]
+        log.info("Evaluated %d member(s) in %.1f s", len(indices), time.time() - start)
+    parts = gather_objects((indices, results))  # every process's, in member order
+    indices = [i for part, _ in parts for i in part]
+    results = [r for _, part in parts for r in part]
+    if not is_main():
+        return []
+    rows = metric_rows(method, members, indices, results, nan_counts, config)
+    write_csv_atomic(os.path.join(workdir, "metrics", filename), rows)
+    if filename == "test_metrics.csv":
+        train_path = os.path.join(workdir, "metrics", "train_metrics.csv")
+        write_run_figures(workdir, read_csv(train_path) if os.path.exists(train_path) else [],
+                          rows)
+    evaluated = [m for m in results if not isinstance(m, MemberNotEvaluated)]
+    if evaluated:
+        log.info("Final evaluation: %s", method.summary(evaluated))
+    return rows
+
+
+def metric_rows(method, members, indices, results, nan_counts, config) -> List[dict]:
+    """One row a member: seed, data seed, status, metrics. A member that could not be
+    evaluated gets NaN for every metric the others have, and says why in its status."""
+    columns = dict.fromkeys(k for r in results if isinstance(r, dict) for k in r)
+    rows = []
+    for index, metrics in zip(indices, results):
+        seed, data_seed = members[index]
+        status = ("ok" if nan_counts[index] < config.training.nan_limit
+                  else f"frozen after {int(nan_counts[index])} non-finite steps")
+        if isinstance(metrics, MemberNotEvaluated):
+            log.warning("Member %d could not be evaluated: %s", index, metrics)
+            metrics, status = {k: float("nan") for k in columns}, f"{status}; not evaluated"
+        else:
+            log.info("Member %d (seed %d, data seed %d): %s", index, seed, data_seed,
+                     method.summary([metrics]))
+        rows.append({"seed": seed, "data_seed": data_seed, "status": status, **metrics})
+    return rows
+
+
+def evaluate_workdir(workdir: str, only: Optional[int] = None, step: Optional[int] = None,
+                     progress: bool = True) -> List[dict]:
+    """Restores a checkpoint (latest intact, or `step`) and evaluates it without training.
+
+    Writes metrics/test_metrics.csv for all members at the latest step, otherwise
+    metrics/test_metrics_member<K>[_step<S>].csv, so earlier files are never overwritten.
+    Nothing in checkpoints/ is moved: a damaged checkpoint is reported and skipped.
+    """
+    progress = progress and is_main()
+    latest = checkpoint.latest_step(workdir)
+    built = {}  # the run built for the config of the step being tried
+
+    def template(meta):
+        members = [tuple(m) for m in meta["members"]]
+        if only is not None and not 0 <= only < len(members):
+            raise checkpoint.CheckpointError(
+                f"--member {only} is out of range: the checkpoint has {len(members)} members")
+        key = json.dumps([meta["config"], members], sort_keys=True)
+        if built.get("key") != key:
+            config = saved_config(meta["config"], workdir)
+            built.update(key=key, config=config, members=members, run=build(config, members))
+        return checkpoint_template(built["run"][2], len(members))
+
+    _, state, meta = checkpoint.restore_latest_intact(workdir, template, step, required=True,
+                                                      quarantine=False)
+    config, members, (method, data, fresh) = built["config"], built["members"], built["run"]
+    state = repad(state, fresh)  # on the devices the data were built on
+    log.info("Restored the checkpoint at step %d (%d members)", meta["step"], len(members))
+    name = "test_metrics"
+    if only is not None:
+        name += f"_member{only}"
+    if meta["step"] != latest:
+        name += f"_step{meta['step']}"
+    return evaluate_members(method, state, data, members, workdir, config, fresh.params, only,
+                            name + ".csv", progress=progress)
+
+
+def saved_config(saved: dict, workdir: str):
+    """A checkpoint's config as a ConfigDict, validated by its method; a config this version
+    cannot read (written by an earlier version, keys missing) is one CheckpointError line."""
+    config = ml_collections.ConfigDict(saved)
+    try:
+        method_class(config).validate_config(config)
+    except (KeyError, AttributeError) as e:
+        raise checkpoint.CheckpointError(
+            f"the checkpoints in {workdir} were written by an earlier version of wscrl_jax: "
+            f"their config lacks {e}; train them again in a new --workdir") from None
+    return config

@@ -1,0 +1,106 @@
+"""Resuming a workdir: the newest intact checkpoint, under the config it was trained with.
+
+A rerun of a command on the same workdir restores the newest checkpoint that passes its
+checksums (`checkpoint.restore_latest_intact`) if it holds the same members and was trained
+with the same config. Keys that do not change what the members have learned
+(`RESUME_SAFE_KEYS`, `RESUME_SAFE_SECTIONS`) may differ; any other difference is refused in
+one line unless allowed (`--allow_config_change`, logged). A checkpoint whose config lacks keys
+this version has (written by an earlier version) is refused in one line naming them.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any, List, Optional, Tuple
+
+from wscrl_jax.run.members import checkpoint_template
+from wscrl_jax.tracking import flat_config
+from wscrl_jax.train import checkpoint
+
+log = logging.getLogger("wscrl_jax")
+
+RESUME_SAFE_KEYS = ("training.epochs", "training.steps_per_call", "training.nan_limit",
+                    "training.cpu_devices")
+RESUME_SAFE_SECTIONS = ("eval.", "checkpoint.", "tracking.")
+
+
+@dataclasses.dataclass
+class Restored:
+    """A restored checkpoint: its step, state of the real members, the data pipeline's saved
+    position (None for on-device data) and whether the config differs from the checkpoint's."""
+
+    step: int
+    state: Any
+    data_iterators: Optional[dict]
+    config_changed: bool
+
+
+def config_changes(saved: dict, config) -> Tuple[List[str], List[str], List[str]]:
+    """Keys of `config` that differ from a checkpoint's config (its JSON dict): (keys missing
+    from the checkpoint's config, keys that change training, keys that do not)."""
+    old, new = flat_config(saved), flat_config(json.loads(config.to_json_best_effort()))
+    missing = sorted(k for k in new if k not in old)
+    unset = object()
+    changed = sorted(k for k in set(old) | set(new)
+                     if k not in missing and old.get(k, unset) != new.get(k, unset))
+    safe = [k for k in changed if k in RESUME_SAFE_KEYS or k.startswith(RESUME_SAFE_SECTIONS)]
+    return missing, [k for k in changed if k not in safe], safe
+
+
+def _shown(keys: List[str]) -> str:
+    return ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
+
+
+def check_resume_config(saved: dict, config, workdir: str, step: int,
+                        allow_config_change: bool):
+    """Refuses (CheckpointError, one line) a checkpoint whose config lacks keys of `config` or
+    differs from it in keys that change training (unless allowed; then logged)."""
+    missing, unsafe, safe = config_changes(saved, config)
+    if missing:
+        raise checkpoint.CheckpointError(
+            f"the checkpoints in {workdir} were written by an earlier version of wscrl_jax: "
+            f"their config lacks {_shown(missing)}; train them again in a new --workdir")
+    if safe:
+        log.info("Resuming at step %d with changed %s", step, ", ".join(safe))
+    if unsafe and not allow_config_change:
+        raise checkpoint.CheckpointError(
+            f"the config differs from the one the checkpoints in {workdir} were trained with, in "
+            f"{_shown(unsafe)}; rerun with that config (WORKDIR/config.json), use a new "
+            "--workdir, or pass --allow_config_change")
+    if unsafe:
+        log.warning("Resuming at step %d with a changed config (--allow_config_change): %s", step,
+                    ", ".join(unsafe))
+
+
+def restore(workdir: str, config, members, state, allow_config_change: bool
+            ) -> Optional[Restored]:
+    """The newest intact checkpoint of `workdir` for these members and this config (None for a
+    fresh run); damaged checkpoints are moved aside. state: the run's freshly built state,
+    whose structure and shardings the checkpoint is read into."""
+    def template(meta):
+        if [tuple(m) for m in meta["members"]] != members:
+            raise checkpoint.CheckpointError(
+                f"{checkpoint.checkpoint_dir(workdir)} holds members {meta['members']}, not "
+                f"{members}; use a new --workdir or the same sweep")
+        check_resume_config(meta["config"], config, workdir, meta["step"], allow_config_change)
+        return checkpoint_template(state, len(members))
+
+    found = checkpoint.restore_latest_intact(workdir, template)
+    if found is None:
+        return None
+    step, restored, meta = found
+    _, unsafe, safe = config_changes(meta["config"], config)
+    return Restored(step, restored, meta.get("data_iterators"), bool(unsafe or safe))
+
+
+def write_config(workdir: str, config, restored: Optional[Restored]):
+    """WORKDIR/config.json for a new run (or an unchanged resume); a changed resume writes
+    config_resumed_step<S>.json and keeps the config the checkpoints belong to."""
+    changed = restored is not None and restored.config_changed
+    name = f"config_resumed_step{restored.step}.json" if changed else "config.json"
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, name)
+    with open(path + ".tmp", "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+    os.replace(path + ".tmp", path)
