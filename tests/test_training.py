@@ -13,7 +13,7 @@ import pytest
 
 from conftest import tiny_scaling_config
 from wscrl_jax import experiment
-from wscrl_jax.run import evaluation, resume
+from wscrl_jax.run import evaluation, workdir as run_workdir
 from wscrl_jax.run import members as run_members
 from wscrl_jax.train.sweep import sweep_members
 from wscrl_jax.cli import load_config
@@ -304,17 +304,17 @@ def test_a_checkpoint_config_without_newer_keys_is_refused_by_name():
     CheckpointError naming them, never a silent default; safe keys may differ, others not."""
     config = tiny_scaling_config("ilcm")
     saved = json.loads(config.to_json_best_effort())
-    assert resume.config_changes(saved, config) == ([], [], [])
+    assert run_workdir.config_changes(saved, config) == ([], [], [])
     del saved["model"]["scm"]["transform"], saved["data"]["mixing"]
-    assert resume.config_changes(saved, config)[0] == ["data.mixing", "model.scm.transform"]
+    assert run_workdir.config_changes(saved, config)[0] == ["data.mixing", "model.scm.transform"]
     with pytest.raises(checkpoint.CheckpointError, match="lacks data.mixing, model.scm.transform"):
-        resume.check_resume_config(saved, config, "W", 5, allow_config_change=True)
+        run_workdir.check_resume_config(saved, config, "W", 5, allow_config_change=True)
     saved = json.loads(config.to_json_best_effort())
     config.training.epochs += 1
     config.model.scm.transform = "rq_spline"
-    assert resume.config_changes(saved, config) == ([], ["model.scm.transform"],
+    assert run_workdir.config_changes(saved, config) == ([], ["model.scm.transform"],
                                                     ["training.epochs"])
     for variant in ("md_mixing.py:linear,minmax", "md_mixing.py:poly_stage2"):
         md = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", variant))
-        assert resume.config_changes(json.loads(md.to_json_best_effort()), md) == ([], [], [])
+        assert run_workdir.config_changes(json.loads(md.to_json_best_effort()), md) == ([], [], [])
 

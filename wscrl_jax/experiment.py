@@ -3,8 +3,8 @@
 A run trains every member of the sweep (model seeds x data seeds) as one stacked state;
 without sweep fields it is a sweep of one (config.seed, config.data.nature.seed). Rerunning
 the same command resumes from the newest intact checkpoint in WORKDIR/checkpoints. The pieces
-live in `run/`: members.py (data and state on the devices), resume.py, recording.py
-(checkpoints and training metrics), evaluation.py.
+live in `run/`: members.py (data and state on the devices), workdir.py (resume, checkpoints and
+training metrics), evaluation.py (the final metrics).
 """
 
 import logging
@@ -13,10 +13,10 @@ import time
 
 import jax
 
-from wscrl_jax.run import resume
+from wscrl_jax.run import workdir as run_workdir
 from wscrl_jax.run.evaluation import copy_params, evaluate_members
 from wscrl_jax.run.members import build, padded_data_seeds, repad
-from wscrl_jax.run.recording import Recorder
+from wscrl_jax.run.workdir import Recorder
 from wscrl_jax.tracking import read_csv, write_csv_atomic
 from wscrl_jax.train.distributed import is_main, main_value, multiprocess, to_host
 from wscrl_jax.train.loop import no_member_training, steps_per_epoch, train, train_size
@@ -44,9 +44,9 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
     initial_params = copy_params(state.params)  # training donates the state's buffers
     log.info("Data and model ready in %.1f s", time.time() - start)
 
-    restored = resume.restore(workdir, config, members, state, allow_config_change)
+    restored = run_workdir.restore(workdir, config, members, state, allow_config_change)
     if is_main():
-        resume.write_config(workdir, config, restored)
+        run_workdir.write_config(workdir, config, restored)
     start_step = 0 if restored is None else restored.step
     train_data = method.training_data(
         data, padded_data_seeds(members, state.step.shape[0]), start_step,

@@ -6,6 +6,7 @@ damaged checkpoint is skipped, never moved). In a multi-process run each process
 members on its devices and process 0 writes all rows.
 """
 
+import functools
 import json
 import logging
 import os
@@ -112,22 +113,23 @@ def evaluate_workdir(workdir: str, only: Optional[int] = None, step: Optional[in
     """
     progress = progress and is_main()
     latest = checkpoint.latest_step(workdir)
-    built = {}  # the run built for the config of the step being tried
 
     def template(meta):
         members = [tuple(m) for m in meta["members"]]
         if only is not None and not 0 <= only < len(members):
             raise checkpoint.CheckpointError(
                 f"--member {only} is out of range: the checkpoint has {len(members)} members")
-        key = json.dumps([meta["config"], members], sort_keys=True)
-        if built.get("key") != key:
-            config = saved_config(meta["config"], workdir)
-            built.update(key=key, config=config, members=members, run=build(config, members))
-        return checkpoint_template(built["run"][2], len(members))
+        _, _, fresh = _build_saved(json.dumps([meta["config"], members]), workdir)
+        return checkpoint_template(fresh, len(members))
 
-    _, state, meta = checkpoint.restore_latest_intact(workdir, template, step, required=True,
-                                                      quarantine=False)
-    config, members, (method, data, fresh) = built["config"], built["members"], built["run"]
+    try:
+        _, state, meta = checkpoint.restore_latest_intact(workdir, template, step,
+                                                          required=True, quarantine=False)
+        members = [tuple(m) for m in meta["members"]]
+        method, data, fresh = _build_saved(json.dumps([meta["config"], members]), workdir)
+    finally:
+        _build_saved.cache_clear()  # the data and state are held below, not by the cache
+    config = saved_config(meta["config"], workdir)
     state = repad(state, fresh)  # on the devices the data were built on
     log.info("Restored the checkpoint at step %d (%d members)", meta["step"], len(members))
     name = "test_metrics"
@@ -137,6 +139,13 @@ def evaluate_workdir(workdir: str, only: Optional[int] = None, step: Optional[in
         name += f"_step{meta['step']}"
     return evaluate_members(method, state, data, members, workdir, config, fresh.params, only,
                             name + ".csv", progress=progress)
+
+
+@functools.lru_cache(maxsize=1)
+def _build_saved(config_and_members: str, workdir: str):
+    """`build` of a checkpoint's config and members (JSON), once for the steps that share it."""
+    saved, members = json.loads(config_and_members)
+    return build(saved_config(saved, workdir), [tuple(m) for m in members])
 
 
 def saved_config(saved: dict, workdir: str):

@@ -195,9 +195,8 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
         return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec, PartitionSpec()),
                              out_specs=spec, check_vma=False)(state, data, order, num_steps)
 
-    ahead = {}  # phase -> Future of its compiled call (`compile_ahead`)
-    pending = []  # the phases `compile_ahead` was given, until the first call starts them
-    used_ahead = set()  # the phases whose calls ran what `compile_ahead` compiled
+    # one step per dispatch compiles quickly: nothing ahead there
+    ahead = AheadCompiler(run_steps_on, enabled=not streamed and not per_dispatch)
 
     def run_steps(state, data, num_steps, phase, order=None):
         """`run_steps_on`; a convolutional method's members run per device under `shard_map`
@@ -208,42 +207,64 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
                 and isinstance(sharding, NamedSharding) and sharding.mesh.size > 1 else None)
         if order is None and not streamed:
             order = epoch_orders(state, data)
-        args = (state, data, order, num_steps)
-        if pending:
-            start_compiling([p for p in pending if p != phase], args, mesh)
-            pending.clear()
-        compiled = ahead[phase].result() if phase in ahead else None  # waits for it
+        return ahead.call((state, data, order, num_steps), phase, mesh)
+
+    if per_dispatch:
+        run_steps = one_step_per_dispatch(run_steps, streamed, epoch_orders)
+    run_steps.traces = traces
+    run_steps.epoch_orders = epoch_orders
+    run_steps.compile_ahead = ahead.schedule
+    run_steps.used_ahead = ahead.used
+    return run_steps
+
+
+class AheadCompiler:
+    """Compiles the calls of a run's later phases in a background thread while the first phase
+    compiles and trains; a call of such a phase waits for its compilation instead of starting
+    its own. `run_steps_on`: the jitted call (static `phase` and `mesh`)."""
+
+    def __init__(self, run_steps_on, enabled: bool = True):
+        self.run_steps_on, self.enabled = run_steps_on, enabled
+        self.futures = {}  # phase -> Future of its compiled call
+        self.pending = []  # the phases `schedule` was given, until the next call starts them
+        self.used = set()  # the phases whose calls ran what was compiled ahead
+
+    def schedule(self, phases):
+        """Compile `phases`, starting at the next call, with that call's argument shapes. Only
+        for calls of an unchanging shape (not with streamed batches)."""
+        if self.enabled:
+            self.pending[:] = list(dict.fromkeys(phases))
+
+    def call(self, args, phase, mesh):
+        """run_steps_on(*args, phase, mesh), through its ahead-compiled program where there is
+        one; starts the scheduled compilations first."""
+        if self.pending:
+            self._start([p for p in self.pending if p != phase], args, mesh)
+            self.pending.clear()
+        compiled = self.futures[phase].result() if phase in self.futures else None  # waits
         if compiled is not None:
             try:
                 out = compiled(*args)
-                used_ahead.add(phase)
+                self.used.add(phase)
                 return out
             except (TypeError, ValueError) as e:  # arguments it was not compiled for
                 log.debug("phase %s: compiled ahead for other arguments (%s)", phase, e)
-                del ahead[phase]
-        return run_steps_on(*args, phase=phase, mesh=mesh)
+                del self.futures[phase]
+        return self.run_steps_on(*args, phase=phase, mesh=mesh)
 
-    def compile_ahead(phases):
-        """Compiles the calls of `phases` (the run's later phases) in a background thread,
-        starting at the next call, with that call's argument shapes, while it and the calls
-        after it run; a call of such a phase waits for its compilation instead of starting
-        its own. Only for calls of an unchanging shape (not with `streamed` batches)."""
-        if not streamed:
-            pending[:] = list(dict.fromkeys(phases))
-
-    def start_compiling(phases, args, mesh):
+    def _start(self, phases, args, mesh):
         if not phases:
             return
         specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(
             a.shape, a.dtype, sharding=getattr(a, "sharding", None),
             weak_type=getattr(a, "weak_type", False)), args)
         futures = {phase: concurrent.futures.Future() for phase in phases}
-        ahead.update(futures)
+        self.futures.update(futures)
 
         def compile_all():
             for phase, future in futures.items():
                 try:
-                    future.set_result(run_steps_on.lower(*specs, phase=phase, mesh=mesh)
+                    future.set_result(self.run_steps_on.lower(*specs, phase=phase, mesh=mesh)
                                       .compile())
                 except Exception:  # noqa: BLE001  the call compiles it again and reports
                     future.set_result(None)
@@ -252,16 +273,11 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
         # tearing the backend down under them
         threading.Thread(target=compile_all, name="compile-ahead").start()
 
-    if not per_dispatch:
-        run_steps.traces = traces
-        run_steps.epoch_orders = epoch_orders
-        run_steps.compile_ahead = compile_ahead
-        run_steps.used_ahead = used_ahead
-        return run_steps
 
+def one_step_per_dispatch(run_steps, streamed: bool, epoch_orders):
+    """`run_steps` as one compiled step (num_steps=None) per dispatch, the call's stats summed
+    on the device."""
     def run_steps_per_dispatch(state, data, num_steps, phase, order=None):
-        """The same steps, one compiled step (`run_steps` with num_steps=None) per dispatch;
-        the call's stats summed on the device."""
         if order is None and not streamed:
             order = epoch_orders(state, data)
         total = None
@@ -275,8 +291,4 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
                 "last_loss": stats["last_loss"]}
         return state, total
 
-    run_steps_per_dispatch.traces = traces
-    run_steps_per_dispatch.epoch_orders = epoch_orders
-    run_steps_per_dispatch.compile_ahead = lambda phases: None  # compiles one step per phase
-    run_steps_per_dispatch.used_ahead = set()
     return run_steps_per_dispatch

@@ -1,11 +1,16 @@
-"""Resuming a workdir: the newest intact checkpoint, under the config it was trained with.
+"""What a run reads from and writes to its workdir while it trains.
 
-A rerun of a command on the same workdir restores the newest checkpoint that passes its
-checksums (`checkpoint.restore_latest_intact`) if it holds the same members and was trained
+Resuming: a rerun of a command on the same workdir restores the newest checkpoint that passes
+its checksums (`checkpoint.restore_latest_intact`) if it holds the same members and was trained
 with the same config. Keys that do not change what the members have learned
-(`RESUME_SAFE_KEYS`, `RESUME_SAFE_SECTIONS`) may differ; any other difference is refused in
-one line unless allowed (`--allow_config_change`, logged). A checkpoint whose config lacks keys
-this version has (written by an earlier version) is refused in one line naming them.
+(`RESUME_SAFE_KEYS`, `RESUME_SAFE_SECTIONS`) may differ; any other difference is refused in one
+line unless allowed (`--allow_config_change`, logged). A checkpoint whose config lacks keys this
+version has (written by an earlier version) is refused in one line naming them.
+
+Recording: `Recorder.after_call` is the loop's `on_call_end`: it appends the call's losses to
+`metrics/train_metrics.csv` (process 0) and saves a checkpoint every `checkpoint.every_n_steps`
+steps; `save_final` writes one at the last step (or where a stop was requested), with the data
+pipeline's position where there is one.
 """
 
 import dataclasses
@@ -15,7 +20,7 @@ import os
 from typing import Any, List, Optional, Tuple
 
 from wscrl_jax.run.members import checkpoint_template
-from wscrl_jax.tracking import flat_config
+from wscrl_jax.tracking import RunTracker, TrainMetricsWriter, flat_config
 from wscrl_jax.train import checkpoint
 
 log = logging.getLogger("wscrl_jax")
@@ -104,3 +109,53 @@ def write_config(workdir: str, config, restored: Optional[Restored]):
     with open(path + ".tmp", "w") as f:
         f.write(config.to_json_best_effort(indent=2))
     os.replace(path + ".tmp", path)
+
+
+class Recorder:
+    """Checkpoints and training metrics of one run. main: this process writes files."""
+
+    def __init__(self, workdir: str, config, members: List[Tuple[int, int]], start_step: int,
+                 main: bool, stream=None):
+        self.config, self.members, self.stream = config, members, stream
+        ck = config.checkpoint
+        self.every = int(ck.every_n_steps or 0)
+        self.last_saved = start_step
+        self.manager = checkpoint.make_manager(workdir, ck.max_to_keep, ck.async_save)
+        self.writer = self.tracker = None
+        if main:
+            self.tracker = RunTracker(workdir, config, members)
+            self.writer = TrainMetricsWriter(
+                os.path.join(workdir, "metrics", "train_metrics.csv"), start_step)
+
+    def save(self, step: int, state, force: bool = False):
+        """A checkpoint of the real members at `step` (asynchronous)."""
+        extra = None if self.stream is None else {"data_iterators": self.stream.state()}
+        checkpoint.save(self.manager, step, state, self.config, self.members, force=force,
+                        extra=extra)
+        self.last_saved = step
+
+    def save_final(self, step: int, state):
+        """A checkpoint at `step` unless one exists; waits until every save is on disk."""
+        if step not in self.manager.all_steps():
+            self.save(step, state, force=True)
+        self.manager.wait_until_finished()
+
+    def after_call(self, state, info: dict):
+        """info: {"step", "epoch", "loss" [members]} of the call that just ended."""
+        if self.writer is not None:
+            self.writer.write(info["step"], info["epoch"], info["loss"])
+            self.tracker.log_train(info["step"], info["epoch"], info["loss"])
+        if self.every and info["step"] - self.last_saved >= self.every:
+            self.save(info["step"], state)
+
+    def log_final(self, step: int, rows: Optional[list]):
+        if self.tracker is not None:
+            self.tracker.log_final(step, rows)
+
+    def close(self):
+        if self.stream is not None:
+            self.stream.close()
+        self.manager.close()
+        if self.writer is not None:
+            self.writer.close()
+            self.tracker.close()
