@@ -110,8 +110,8 @@ def restore_state(workdir: str, template, step: Optional[int] = None):
 
 
 def restore_latest_intact(workdir: str, template: Union[Callable[[dict], object], object],
-                          step: Optional[int] = None, required: bool = False
-                          ) -> Optional[Tuple[int, object, dict]]:
+                          step: Optional[int] = None, required: bool = False,
+                          read_only: bool = False) -> Optional[Tuple[int, object, dict]]:
     """(step, state, meta) of the newest checkpoint that reads back and passes its checksums;
     None when the workdir has no checkpoint at all and none was ever rejected (with
     `required`, a CheckpointError instead).
@@ -125,7 +125,8 @@ def restore_latest_intact(workdir: str, template: Union[Callable[[dict], object]
     step is tried: missing or rejected, it is a CheckpointError. Checkpoints written before
     checksums existed are accepted with a warning. Raises CheckpointError when no step is
     intact, or when a readable checkpoint does not fit `template` (another model or config:
-    that is not corruption, so nothing is moved)."""
+    that is not corruption, so nothing is moved). `read_only`: a rejected step is logged and
+    skipped but left where it is (readers such as `wscrl_jax.load` never write the workdir)."""
     directory = checkpoint_dir(workdir)
     # one view of the disk for all processes: process 0 may create the directory right after
     if not main_value(os.path.isdir(directory)):
@@ -152,11 +153,11 @@ def restore_latest_intact(workdir: str, template: Union[Callable[[dict], object]
                 meta = _read_meta(manager, candidate)
             except Exception as e:  # anything Orbax or json raise: unreadable
                 rejected.append(_reject(workdir, candidate, "unreadable",
-                                        f"its meta cannot be read ({_one_line(e)})"))
+                                        f"its meta cannot be read ({_one_line(e)})", read_only))
                 continue
             problem = _check_meta(meta, candidate)
             if problem:
-                rejected.append(_reject(workdir, candidate, "checksum", problem))
+                rejected.append(_reject(workdir, candidate, "checksum", problem, read_only))
                 continue
             target = template(meta) if callable(template) else template
             target, upgrade = _saved_form(meta, target)
@@ -165,7 +166,7 @@ def restore_latest_intact(workdir: str, template: Union[Callable[[dict], object]
                 state = _read_state(manager, candidate, target)
             except Exception as e:  # anything Orbax or tensorstore raise
                 rejected.append(_reject(workdir, candidate, "unreadable",
-                                        f"its state cannot be read ({_one_line(e)})"))
+                                        f"its state cannot be read ({_one_line(e)})", read_only))
                 continue
             if INTEGRITY_KEY not in meta:
                 log.warning("Checkpoint at step %d in %s is not verifiable (written before "
@@ -175,17 +176,19 @@ def restore_latest_intact(workdir: str, template: Union[Callable[[dict], object]
             problem = _compare(meta[INTEGRITY_KEY]["leaves"], _leaf_digests(
                 to_host(state)))
             if problem:
-                rejected.append(_reject(workdir, candidate, "checksum", problem))
+                rejected.append(_reject(workdir, candidate, "checksum", problem, read_only))
                 continue
             return candidate, upgrade(state), meta
     finally:
         manager.close()
     if step is not None:
+        where = "left in place" if read_only else f"was moved to {rejected[0]}"
         raise CheckpointError(f"checkpoint at step {step} in {directory} failed the integrity "
-                              f"check and was moved to {rejected[0]}")
+                              f"check and {where}")
+    where = "were left in place" if read_only else f"were moved to {rejected_dir(workdir)}"
     raise CheckpointError(f"no intact checkpoint in {directory}: step(s) "
                           f"{', '.join(str(s) for s in steps)} failed the integrity check and "
-                          f"were moved to {rejected_dir(workdir)}")
+                          f"{where}")
 
 
 def _read_meta(manager, step) -> dict:
@@ -288,9 +291,13 @@ def _compare(recorded, actual) -> Optional[str]:
             f"(first: {bad[0]})")
 
 
-def _reject(workdir, step, reason, problem) -> str:
+def _reject(workdir, step, reason, problem, read_only: bool = False) -> str:
     """Moves step's directory out of checkpoints/ (so Orbax neither lists it nor refuses to
-    save that step again), logs one line, returns where it went."""
+    save that step again), logs one line, returns where it went; `read_only`: logs it and
+    leaves it in place."""
+    if read_only:
+        log.warning("Checkpoint at step %d rejected: %s; left in place", step, problem)
+        return os.path.join(checkpoint_dir(workdir), str(step))
     target = os.path.join(rejected_dir(workdir), f"{step}-{reason}")
     n = 1
     while os.path.exists(target):
