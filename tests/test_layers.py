@@ -38,7 +38,8 @@ ALLOWED = {
     "nn": set(),
 }
 ROOT_LAYER = "__init__"  # wscrl_jax/__init__.py: anyone may import it; it imports only
-ROOT_IMPORTS = {"api"}  # ... the API, lazily (module __getattr__)
+# the API (lazily, module __getattr__) and the train package (made callable as the API's train)
+ROOT_IMPORTS = {"api", "train"}
 
 
 def module_name(relpath):

@@ -5,7 +5,9 @@ overrides)` and `wscrl_jax.APIError` (docs/python_api.md) are imported on first 
 `import wscrl_jax` stays cheap (no JAX start-up).
 """
 
-_API = ("APIError", "LoadWarning", "get_config", "load", "train")
+import types
+
+_API = ("APIError", "LoadWarning", "get_config", "load")
 
 
 def __getattr__(name):
@@ -17,3 +19,19 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(list(globals()) + list(_API))
+
+
+class _CallableTrainPackage(types.ModuleType):
+    """The `wscrl_jax.train` subpackage (the training machinery), also callable:
+    `wscrl_jax.train(config, workdir, ...)` is `wscrl_jax.api.run.train`."""
+
+    def __call__(self, config, workdir, **kwargs):
+        from wscrl_jax.api.run import train
+        return train(config, workdir, **kwargs)
+
+
+# The subpackage and the function share the name: importing wscrl_jax.train anywhere would
+# replace a plain function attribute, so the package itself is made callable (its __init__ is
+# empty: this imports nothing else).
+from wscrl_jax import train  # noqa: E402
+train.__class__ = _CallableTrainPackage

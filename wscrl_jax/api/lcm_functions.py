@@ -178,7 +178,7 @@ def elcm_intervention_posterior(method, variables, z1, z2):
 
 def intervene(method, variables, key, x, value, target):
     """Counterfactual observations [n, dim_x] of x [n, dim_x] under do(z_target = value)
-    (value [n], target a traced int), the rest of each observation's noise kept; also the
+    (value [n, 1], target a traced int), the rest of each observation's noise kept; also the
     counterfactual causal variables [n, dim_z].
 
     ILCM / dVAE: the target's noise becomes its solution function run forward at `value`
@@ -188,6 +188,7 @@ def intervene(method, variables, key, x, value, target):
     abduction (noise of the encoded causal variables), action (z_target = value) and prediction
     (every other variable from its own noise and its parents, d sweeps: exact on an acyclic
     graph), decoded."""
+    value = value[:, 0]
     columns = jnp.arange(method.dim_z)
     hit = columns == target
     if model_kind(method) == "ilcm":

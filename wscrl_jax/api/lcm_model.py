@@ -157,7 +157,8 @@ class LCMModel:
 
     # ------------------------------------------------------------------ counterfactuals
     def intervene(self, x, target: int, value, return_causal: bool = False):
-        """Counterfactual observations of x under do(z_target = value) (value: a number or [N]),
+        """Counterfactual observations of x under do(z_target = value) (value: a number, [N], or
+        [members, N] for each member its own),
         the rest of each observation's noise kept: ILCM / dVAE through its solution functions
         (descendants of the target move, non-descendants keep their values), ELCM through its
         explicit SCM. Returns observations like x (images for image and two-stage runs), and
@@ -171,9 +172,16 @@ class LCMModel:
                 f"has {self.dim_z} causal variables, 0 to {self.dim_z - 1}")
         obs = self._observations(x)
         n = obs.shape[-2]
-        values = as_observations(np.broadcast_to(np.asarray(value, np.float32), (n,))[:, None],
-                                 (1,), "value")[:, 0]
-        x_cf, z_cf = self._run("intervene", [obs, values], [1, 0],
+        value = np.asarray(value, np.float32)
+        if value.ndim == 2:  # each member its own values
+            require(value.shape == (self.num_members, n), f"value has shape {value.shape}; "
+                    f"pass a number, [N] or [members, N] = [{self.num_members}, {n}]")
+        else:
+            require(value.ndim == 0 or value.shape == (n,), f"value has shape {value.shape}; "
+                    f"pass a number, [N] = [{n}] or [members, N]")
+            value = np.broadcast_to(value, (n,))
+        values = as_observations(value[..., None], (1,), "value")
+        x_cf, z_cf = self._run("intervene", [obs, values], [1, 1],
                                shared=(jnp.int32(target),))
         x_cf = self._to_observations(x_cf)
         return (x_cf, z_cf) if return_causal else x_cf
