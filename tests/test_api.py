@@ -164,15 +164,31 @@ def test_bad_use_is_one_api_error(ilcm_run, model, tmp_path):
         assert "\n" not in str(info.value)
 
 
-def test_a_model_without_a_causal_model_refuses_intervene():
-    config = load_config("scaling", "betavae,fast")
+def untrained(variant):
+    """An untrained model of configs/scaling.py:<variant>,fast (3 variables), not from disk."""
+    config = load_config("scaling", f"{variant},fast")
     config.data.dim_z = 3
     method = get_method(config)
     state = init_states(method, [0])
     restored = Restored("unused", method, {"params": state.params,
                                            "model_state": state.model_state},
                         [(0, 0)], [0], 0, config, single=True)
-    betavae = LCMModel(restored)
+    return LCMModel(restored)
+
+
+def test_elcm_intervenes_through_its_explicit_scm():
+    elcm = untrained("elcm")
+    assert elcm.kind == "elcm"
+    x = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
+    x_cf, z_cf = elcm.intervene(x, 1, -0.3, return_causal=True)
+    assert x_cf.shape == (20, 3) and np.allclose(z_cf[:, 1], -0.3)
+    assert elcm.infer_intervention(x, x_cf).posterior.shape == (20, 4)
+    assert elcm.graph("learned").adjacency.shape == (3, 3)
+    assert elcm.sample(10)["z2"].shape == (10, 3)
+
+
+def test_a_model_without_a_causal_model_refuses_intervene():
+    betavae = untrained("betavae")
     x = np.zeros((4, 3), np.float32)
     assert betavae.encode_to_causal(x).shape == (4, 3)
     with pytest.raises(wscrl_jax.APIError, match="beta-VAE has none"):
@@ -210,3 +226,69 @@ def test_example_draws_counterfactuals(ilcm_run, tmp_path):
     assert os.path.getsize(path) > 10000
     assert errors["target"].shape == (1, 3) and np.all(np.isfinite(errors["target"]))
     assert np.all(errors["roundtrip"] >= 0)
+
+
+# ---------------------------------------------------------------- acceptance on the smoke model
+
+
+@pytest.fixture(scope="module")
+def smoke_model(tmp_path_factory):
+    """The README's smoke run (configs/scaling.py:ilcm,fast, 3 variables, seeds 42)."""
+    workdir = str(tmp_path_factory.mktemp("api_smoke"))
+    wscrl_jax.train(counterfactuals.smoke_config(), workdir)
+    return wscrl_jax.load(workdir)
+
+
+def _implicit_adjacency(model, x):
+    try:
+        return model.graph("implicit").adjacency
+    except wscrl_jax.APIError:
+        return model.graph("implicit", x1=x).adjacency
+
+
+@pytest.mark.slow
+def test_smoke_model_counterfactuals_are_causal(smoke_model):
+    x = smoke_model.dataset("test")["x1"][:1000]
+    errors = counterfactual_summary(smoke_model, x)
+    assert np.all(errors["target"] <= 0.2)
+    assert np.all(errors["non_descendants"] <= np.maximum(0.1, errors["roundtrip"]))
+
+
+@pytest.mark.slow
+def test_smoke_model_samples_match_the_test_split(smoke_model):
+    test = smoke_model.dataset("test")
+    samples = smoke_model.sample(len(test["x1"]), seed=0)
+    for name in ("x1", "z1"):
+        if name == "z1":  # the model's causal variables, against those of the test split
+            reference = smoke_model.encode_to_causal(test["x1"])
+        else:
+            reference = test["x1"]
+        mean_error = np.abs(samples[name].mean(0) - reference.mean(0)) / reference.std(0)
+        cov_s, cov_t = np.cov(samples[name].T), np.cov(reference.T)
+        cov_error = np.linalg.norm(cov_s - cov_t) / np.linalg.norm(cov_t)
+        print(f"sample {name}: mean error {mean_error.max():.3f} std, covariance "
+              f"relative Frobenius error {cov_error:.3f}")
+        assert mean_error.max() < 0.1 and cov_error < 0.1
+
+
+@pytest.mark.slow
+def test_sweep_counterfactuals_all_members_at_once(tmp_path_factory):
+    """A 3 x 3 sweep (model seeds x data seeds) of the smoke run, every member at once."""
+    workdir = str(tmp_path_factory.mktemp("api_sweep"))
+    config = counterfactuals.smoke_config()
+    config.sweep.seeds = "42,43,44"
+    config.sweep.data_seeds = "42,43,44"
+    wscrl_jax.train(config, workdir)
+    model = wscrl_jax.load(workdir)
+    assert model.num_members == 9
+    x = model.dataset("test")["x1"][:, :1000]  # each member its own test split
+    errors = counterfactual_summary(model, x)
+    assert np.median(errors["target"]) <= 0.2
+    assert np.median(errors["non_descendants"] - np.maximum(0.1, errors["roundtrip"])) <= 0
+
+
+def counterfactual_summary(model, x):
+    errors = counterfactuals.counterfactual_errors(model, x, _implicit_adjacency(model, x))
+    for name, values in errors.items():
+        print(f"{name} (members x targets): {np.round(values, 3).tolist()}")
+    return errors

@@ -11,6 +11,7 @@ import numpy as np
 from wscrl_jax.api.errors import APIError
 
 DEFAULT_CHUNK = 4096  # rows per compiled call
+IMAGE_CHUNK = 256  # rows per compiled call for image models (activation memory)
 
 
 class MemberRunner:

@@ -17,7 +17,7 @@ import numpy as np
 
 from wscrl_jax.api import lcm_functions as F
 from wscrl_jax.api import lcm_graphs
-from wscrl_jax.api.batching import DEFAULT_CHUNK, MemberRunner
+from wscrl_jax.api.batching import DEFAULT_CHUNK, IMAGE_CHUNK, MemberRunner
 from wscrl_jax.api.errors import APIError, as_observations, require
 from wscrl_jax.train import checkpoint
 
@@ -52,7 +52,8 @@ class LCMModel:
         self.images = self.config.method == "lcm_images"
         own_shape = (resolution, resolution, 3) if self.images else (int(self.method.dim_x),)
         self.observation_shape = stage1.observation_shape if stage1 is not None else own_shape
-        self._runner = MemberRunner(self.variables, self.single, chunk or DEFAULT_CHUNK)
+        default = IMAGE_CHUNK if self.images else DEFAULT_CHUNK
+        self._runner = MemberRunner(self.variables, self.single, chunk or default)
         bind = lambda f: functools.partial(f, self.method)  # noqa: E731  one object: one jit
         self._fn = {name: bind(getattr(F, name)) for name in (
             "encode_to_noise", "encode_to_causal", "decode_noise", "decode_causal",

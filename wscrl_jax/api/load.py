@@ -89,19 +89,23 @@ def restore(workdir: str, step: Optional[int] = None, member: Optional[int] = No
 
 
 def load(workdir: str, step: Optional[int] = None, member: Optional[int] = None,
-         chunk: Optional[int] = None):
+         chunk: Optional[int] = None, compose: bool = True):
     """A trained run as a model object: `LCMModel` (ILCM, dVAE, beta-VAE, ELCM; scaling and
     CausalCircuit) or `MDCRLModel`; a two-stage run's stage 2 composes its stage 1 (the
     workdir named by its `data.stage1_workdir`, that run's `data.stage1_member`), so it takes
     the raw observations or images. `member`: one member of a sweep (default: all, with a
     leading member axis on every result; a run of one member has none). `chunk`: rows per
-    compiled call (default 4096)."""
+    compiled call (default 4096; 256 for image models). `compose=False`: a two-stage run's
+    stage 2 alone, on its own inputs (the stage-1 codes)."""
     restored = restore(workdir, step, member)
     family = restored.config.method
     stage1 = None
-    if restored.config.data.get("dataset") in ("causalcircuit_codes", "encoded"):
+    if compose and restored.config.data.get("dataset") in ("causalcircuit_codes", "encoded"):
         d = restored.config.data
-        stage1 = load(d.stage1_workdir, member=int(d.stage1_member), chunk=chunk)
+        try:
+            stage1 = load(d.stage1_workdir, member=int(d.stage1_member), chunk=chunk)
+        except APIError as e:
+            raise APIError(f"stage 1 of {workdir} (data.stage1_workdir): {e}") from None
     if family in ("lcm", "lcm_images"):
         from wscrl_jax.api.lcm_model import LCMModel
         return LCMModel(restored, stage1=stage1, chunk=chunk)

@@ -12,11 +12,9 @@ from typing import Optional
 
 import numpy as np
 
-from wscrl_jax.api.batching import DEFAULT_CHUNK, MemberRunner
+from wscrl_jax.api.batching import DEFAULT_CHUNK, IMAGE_CHUNK, MemberRunner
 from wscrl_jax.api.errors import as_observations, require
 from wscrl_jax.data.encoded import read_member_arrays
-
-IMAGE_CHUNK = 256  # rows per compiled call for image models (activation memory)
 
 
 def _encode(method, variables, key, x):
