@@ -54,8 +54,13 @@ class ImageLCMMethod(LCMMethod):
         self.options = dataclasses.replace(self.options, convolutional=True,
                                            evaluates_padding=False)
         self.resolution = int(config.data.resolution)
-        self.sources = _data_sources(config.data)
         self._written_codes = None  # codes of the state `write_outputs` saw, for `evaluate`
+
+    @functools.cached_property
+    def sources(self):
+        """The built dataset's TFDS sources, opened on first use (a loaded model that only
+        encodes and decodes needs no dataset)."""
+        return _data_sources(self.config.data)
 
     @staticmethod
     def observation_dim(data_cfg) -> int:

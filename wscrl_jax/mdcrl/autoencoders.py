@@ -51,6 +51,9 @@ class LinearAE(nn.Module):
     def encode(self, x):
         return self.encoder(x)
 
+    def decode(self, z):
+        return self.decoder(z)
+
     def __call__(self, x):
         z = self.encoder(x)
         return z, self.decoder(z)
@@ -69,6 +72,9 @@ class MLPAE(nn.Module):
 
     def encode(self, x):
         return self.encoder(x)
+
+    def decode(self, z):
+        return self.decoder(z)
 
     def __call__(self, x):
         z = self.encode(x)
@@ -93,10 +99,13 @@ class PolyAE(nn.Module):
         h = nn.leaky_relu(self.enc[1](h), 0.5)
         return self.enc[2](h)
 
+    def decode(self, z):
+        """The polynomial decoder of the first `decoder_latent` code coordinates."""
+        return self.decoder(polynomial_features(z[:, :self.decoder_latent], self.poly_degree))
+
     def __call__(self, x):
         z = self.encode(x)
-        feats = polynomial_features(z[:, :self.decoder_latent], self.poly_degree)
-        return z, self.decoder(feats)
+        return z, self.decode(z)
 
 
 class _BatchNormMLP(nn.Module):
@@ -132,6 +141,9 @@ class BatchNormMLPAE(nn.Module):
 
     def encode(self, x, train: bool = False, mask=None):
         return self.encoder(x, train, mask)
+
+    def decode(self, z, train: bool = False, mask=None):
+        return self.decoder(z, train, mask)
 
     def __call__(self, x, train: bool = False, mask=None):
         z = self.encoder(x, train, mask)
