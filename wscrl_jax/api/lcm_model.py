@@ -18,7 +18,7 @@ import numpy as np
 from wscrl_jax.api import lcm_functions as F
 from wscrl_jax.api import lcm_graphs
 from wscrl_jax.api.batching import DEFAULT_CHUNK, IMAGE_CHUNK, MemberRunner
-from wscrl_jax.api.errors import APIError, as_observations, require
+from wscrl_jax.api.errors import as_observations, require
 from wscrl_jax.train import checkpoint
 
 KIND_NAMES = {"ilcm": "ILCM", "elcm": "ELCM", "betavae": "beta-VAE"}
