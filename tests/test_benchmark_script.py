@@ -1,4 +1,4 @@
-"""`scripts/benchmark.py` (the figures of docs/benchmarks.md): a case reports its throughput and,
+"""`scripts/benchmark.py` (the figures of docs/performance.md): a case reports its throughput and,
 with `--floor`, both floors (the loss alone, and with clipping and the optimizer)."""
 
 import os
