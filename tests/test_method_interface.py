@@ -169,3 +169,14 @@ def test_the_interface_stays_narrow():
     assert len(public) <= 17, public
     for cls in (LCMMethod, MDCRLMethod):
         assert not cls.__abstractmethods__
+
+
+def test_lcm_summary_takes_the_noise_median_over_the_members_that_have_it():
+    """The WS-CRL summary line: one member as the reference logs it; several as medians, with
+    the noise disentanglement of the members that report one."""
+    one = {"causal_disentanglement": 0.94}
+    assert LCMMethod.summary(None, [one]) == "causal disentanglement = 0.94"
+    rows = [{"causal_disentanglement": 0.9}, {"causal_disentanglement": 0.7,
+                                              "noise_disentanglement": 0.6}]
+    assert LCMMethod.summary(None, rows) == ("causal disentanglement = 0.80, noise "
+                                             "disentanglement = 0.60 (medians of 2 members)")
