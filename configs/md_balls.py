@@ -67,10 +67,11 @@ def get_config(arg=None):
     c = md_mixing.get_config(base + (",fast" if fast else ""))
     m, t = c.model, c.training
     if stage == "stage1":
-        stage2_keys = {k: c.data[k] for k in ("stage1_workdir", "stage1_member",
-                                              "normalize_per_split", "code_range")}
+        shared_keys = {k: c.data[k] for k in ("stage1_workdir", "stage1_member",
+                                              "normalize_per_split", "code_range",
+                                              "polynomial_degree")}
         c.data = balls_data_block(fast)
-        c.data.update(stage2_keys)  # unused by stage 1; kept so every MD-CRL config has them
+        c.data.update(shared_keys)  # unused by balls stage 1; every MD-CRL config has them
         # resnet18 (README, resnet18_ae_balls.yaml) or cnn (cnn_ae_balls.yaml, model default)
         m.autoencoder = "cnn" if "cnn" in options else "resnet18"
         m.z_dim = 128  # code size (README; balls.yaml default 64)
