@@ -3,7 +3,7 @@
 `get_config("ilcm")`, `"dvae"`, `"betavae"`, each with `,fast`. Mirrors the reference's
 `config/{causalcircuit_ilcm,causalcircuit_dvae,causalcircuit_betavae}.yaml` (models
 `config/model/causalcircuit_*.yaml`, training `config/training/causalcircuit_{ilcm,baselines,
-fast}.yaml`, data `causalcircuit_reduced_dim.yaml`; ws-crl.md 6.6-6.7). Keys the reference does
+fast}.yaml`, data `causalcircuit_reduced_dim.yaml`; `experiments/causalcircuit.py`). Keys the reference does
 not set for CausalCircuit are the scaling config's (configs/scaling.py, which documents each).
 
     python scripts/train.py --config configs/causalcircuit.py:ilcm \
@@ -59,7 +59,7 @@ def get_config(arg=None):
         m[name].hidden_layers = 5
         m[name].std = std
         m[name].min_std = min_std
-        m[name].fix_std = fix_std  # decoder: std inverse_softplus(1.0) = 0.5413 (gotcha 5)
+        m[name].fix_std = fix_std  # decoder: std inverse_softplus(1.0) = 0.5413 (ws-crl gotcha 5)
 
     # ---------------------------------------------------------------- training
     t = c.training

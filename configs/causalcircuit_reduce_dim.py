@@ -3,7 +3,7 @@
 `get_config("512")` (the reference's resolution) or `"64"` (the TFDS dataset built with
 `--resolution 64`), each with `,fast`; a bare `fast` means `512,fast`. Mirrors the reference's
 `config/causalcircuit_reduce_dim.yaml` (data `causalcircuit_raw`, model and training
-`causalcircuit_reduce_dim[_fast]`; ws-crl.md 6.3-6.5): an ILCM-shaped model whose whole run is
+`causalcircuit_reduce_dim[_fast]`; `experiments/causalcircuit_reduce_dim.py`): an ILCM-shaped model whose whole run is
 beta-VAE pretraining, because `pretrain_epochs` (60) exceeds `epochs` (50) (ws-crl gotcha 27,
 reproduced). At the end it writes the encoder means of every split to WORKDIR/encoded/ for
 configs/causalcircuit.py, and figures/reconstructions.png.
@@ -29,7 +29,7 @@ RESOLUTIONS = ("512", "64")
 
 
 def _image_net(fix_std: bool, min_std: float) -> ml_collections.ConfigDict:
-    """`model.encoder` / `model.decoder` of the reference's image VAE (ws-crl.md 6.3)."""
+    """`model.encoder` / `model.decoder` of the reference's image VAE (`ws_crl/encoder/image_vae.py`)."""
     g = ml_collections.ConfigDict()
     g.type = "conv"  # CoordConv ResNet (wscrl_jax/lcm/image_vae.py)
     g.hidden_channels = 32  # channels of the first block; the plan doubles them per block
@@ -99,6 +99,6 @@ def get_config(arg=None):
 
     # ---------------------------------------------------------------- evaluation
     e = c.eval
-    e.graphs = False  # no SCM is trained (gotcha 27); the codes' DCI is computed instead
+    e.graphs = False  # no SCM is trained (ws-crl gotcha 27); the codes' DCI is computed instead
     e.dci_train_pairs = 10000  # training pairs whose codes fit the codes' DCI regressors
     return c

@@ -1,5 +1,5 @@
-"""MD-CRL on multi-domain balls images, two stages (the reference README's balls commands,
-md-crl.md sections 7, 8.3 and 10).
+"""MD-CRL on multi-domain balls images, two stages (the reference README's balls commands;
+reference: `datamodule/md_balls_dataset.py`, `models/balls_autoencoder_pl.py`).
 
 Variants, `--config configs/md_balls.py:VARIANT[,OPTION...]`
 (`stage1|stage2[,minmax|mmd|minmax_mmd|none][,cnn][,fast]`):

@@ -1,4 +1,5 @@
-"""MD-CRL on synthetic multi-domain mixing data (the reference README commands, md-crl.md s10).
+"""MD-CRL on synthetic multi-domain mixing data (the reference README commands;
+reference: `datamodule/mixing_dataset.py`, `models/mixing_autoencoder_pl.py`).
 
 Variants, `--config configs/md_mixing.py:VARIANT[,OPTION...]`
 (`linear|poly_stage1|poly_stage2[,minmax|mmd|minmax_mmd|none][,dynamic][,fast]`):

@@ -59,7 +59,7 @@ def test_stage1_trains_writes_codes_and_figures(balls_runs):
     assert np.isfinite(row["val_loss"]) and 0 < row["val_loss"] < 1.0
     for key in ("r2", "~r2", "hz_z_r2", "hz_~z_~r2", "full_hz_z_~r2"):
         assert np.isfinite(row[key]), key
-    assert not any(k.startswith("hz_colors") for k in row)  # constant targets (gotcha 21)
+    assert not any(k.startswith("hz_colors") for k in row)  # constant targets (md-crl gotcha 21)
     with open(os.path.join(w1, "encoded", "meta.json")) as f:
         meta = json.load(f)
     assert meta["source"] == "balls" and meta["latent_dim"] == 6 and meta["z_dim"] == 4

@@ -144,7 +144,7 @@ def test_loss_ignores_padding_rows():
 
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_online_codes_hold_each_batch_encoded_before_its_update(shuffle):
-    """Gotcha 12: stage 1's saved training codes are the last epoch's, each batch encoded with
+    """md-crl gotcha 12: stage 1's saved training codes are the last epoch's, each batch encoded with
     the weights before its own update; here only the epoch's last batch saw the weights of
     the step before the end."""
     c = tiny_md_config("poly_stage1,fast")

@@ -1,5 +1,5 @@
 """The ground-truth latent causal model of the scaling data as a flow model
-(`ws_crl/lcm/flow_lcm.py: FlowLCM`, ws-crl.md 1.5 and 7.2): an SCM on the causal variables z
+(reference: `ws_crl/lcm/flow_lcm.py: FlowLCM`, sampling in `ws_crl/lcm/base.py`): an SCM on the causal variables z
 (additive noise in the reference), atomic-or-none perfect interventions, and an invertible
 mixing x = F(z).
 

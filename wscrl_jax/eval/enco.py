@@ -1,5 +1,5 @@
 """Post-hoc ENCO graph learning on causal codes (`ws_crl/posthoc_graph_learning/enco.py`,
-itself from CITRIS; ws-crl.md 5.5), compiled: whole epochs are scans of steps and the
+itself from CITRIS; called by `experiments/scaling.py: eval_enco_graph`), compiled: whole epochs are scans of steps and the
 epoch loop a `fori_loop`, so one member's ENCO is one call, and `jax.vmap` runs a sweep's.
 
 The data: observational codes z1 [N, d] fit the conditional densities ("distribution" epochs);
@@ -106,7 +106,7 @@ def conditional_nll(params, z, parents):
 
 def _lr_factor(step, s: EncoSettings):
     """`CosineWarmupScheduler`: cosine from 1 to min_factor over max_iters, times t / warmup
-    while t <= warmup (so step 0 has learning rate 0, gotcha 22)."""
+    while t <= warmup (so step 0 has learning rate 0, ws-crl gotcha 22)."""
     t = step.astype(jnp.float32)
     cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * t / s.max_iters)) * (1 - s.min_factor) + s.min_factor
     return cosine * jnp.where(t <= s.warmup, t / s.warmup, 1.0)

@@ -1,6 +1,6 @@
 """Gradient-boosted regression trees in JAX, split for split as scikit-learn's defaults.
 
-What DCI needs (``ws-crl.md`` 5.2): ``sklearn.ensemble.GradientBoostingRegressor()`` with its
+What DCI needs (reference: ``ws_crl/metrics.py: compute_dci``): ``sklearn.ensemble.GradientBoostingRegressor()`` with its
 defaults -- squared error, initial prediction the mean, 100 stages of one depth-3 regression tree
 on the residuals, learning rate 0.1, exact ("best") split search over every feature, thresholds
 at midpoints, ``min_samples_leaf`` 1 -- and its impurity-based ``feature_importances_``. This

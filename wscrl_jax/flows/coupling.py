@@ -1,4 +1,4 @@
-"""Coupling layers with the reference's semantics (nflows, ws-crl.md 7.3) on distrax's
+"""Coupling layers with the reference's semantics (nflows, as called by `ws_crl/transforms.py`) on distrax's
 `MaskedCoupling`.
 
 A coupling layer transforms the features where `mask` is True, elementwise, with parameters
