@@ -177,7 +177,7 @@ def get_config(arg=None):
     t.early_stopping.min_delta = 1e-4  # improvement in val_loss that counts
     # members vmapped ("vmap") or one after the other ("sequential"); "auto": sequential for the
     # MMD penalties on one CPU device (faster there), vmap otherwise. The same computation
-    # either way, up to floating-point rounding (final R^2 within about 0.002 here).
+    # either way, up to floating-point rounding (which moves the final R^2 a little).
     t.member_loop = "auto"
 
     # ------------------------------------------------ sweep, checkpoints, evaluation

@@ -90,7 +90,7 @@ def conditional_nll(params, z, parents):
 
     The layers run with the variable axis j leading ([d, ..., features]): XLA's CPU dots want
     their batch axis major, and this layout spares a transpose around each of the three layers
-    (about 20 % of a sweep's ENCO time on the 2-core CPU; the same products, last bits aside).
+    (a noticeable share of ENCO's time on CPU; the same products, last bits aside).
     """
     values = z[..., None, :] * parents
     h = jnp.concatenate([values, jnp.broadcast_to(2.0 * parents - 1.0, values.shape)], axis=-1)

@@ -86,8 +86,8 @@ def cumsum(values):
     running sum over the rest.
 
     Same values as ``jnp.cumsum`` up to float64 rounding (the order of additions differs), and
-    on XLA's CPU backend about 5x faster: its running sum (a reduce-window) costs several ns per
-    element, the dominant cost of the trees before. Counts (sums of 0/1 values) are exact below
+    on XLA's CPU backend several times faster: its running sum (a reduce-window) is slow per
+    element and would dominate the cost of the trees. Counts (sums of 0/1 values) are exact below
     2**53 in float64 and 2**24 in float32.
     """
     *batch, n = values.shape
