@@ -3,8 +3,9 @@
 `get_config("ilcm")`, `"dvae"`, `"betavae"`, each with `,fast`. Mirrors the reference's
 `config/{causalcircuit_ilcm,causalcircuit_dvae,causalcircuit_betavae}.yaml` (models
 `config/model/causalcircuit_*.yaml`, training `config/training/causalcircuit_{ilcm,baselines,
-fast}.yaml`, data `causalcircuit_reduced_dim.yaml`; `experiments/causalcircuit.py`). Keys the reference does
-not set for CausalCircuit are the scaling config's (configs/scaling.py, which documents each).
+fast}.yaml`, data `causalcircuit_reduced_dim.yaml`; `experiments/causalcircuit.py`). Keys the
+reference does not set for CausalCircuit are the scaling config's (configs/scaling.py, which
+documents each).
 
     python scripts/train.py --config configs/causalcircuit.py:ilcm \
         --config.data.stage1_workdir=W1 --workdir W2

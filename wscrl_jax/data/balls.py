@@ -12,8 +12,8 @@ Latents (one dataset of `n` samples, `D` domains, balls of radius `ball_size` in
 2. Domain labels (`domain_labels`): contiguous blocks of `m = int((1 / D) * n)` rows in index order
    (the reference's float arithmetic). The `n - D * m` remainder rows keep label 0 **and are full
    domain-0 samples** (their spurious balls are drawn in domain 0's box): the reference selects
-   `domain_mask == 0`, which includes them. This differs from the mixing data (md-crl gotcha 7), where
-   the remainder rows keep spurious zeros.
+   `domain_mask == 0`, which includes them. This differs from the mixing data (md-crl gotcha
+   7), where the remainder rows keep spurious zeros.
 3. Spurious balls (indices `n_inv ...`): `U(low + ball_size, high - ball_size)` per coordinate in
    the sample's domain box; a spurious ball with a *later* spurious ball closer than
    `2 * ball_size` is redrawn in the same box, at most `max_redraws` (100) rounds.

@@ -5,8 +5,8 @@ Reference: `MixingAutoencoderPL.on_train_epoch_end` / `on_validation_epoch_end` 
 `datamodule/md_mixing_encoded_dataset.py` (stage 2 reads). The reference saves torch tensors and
 stage 2 parses the stage-1 run's `config_tree.txt` for its sizes; here a run writes
 `WORKDIR/encoded/member<i>.npz` per member and explicit metadata in `WORKDIR/encoded/meta.json`
-(md-crl gotcha 14). Each file is written to a temporary name and renamed, so a reader never sees half
-a file.
+(md-crl gotcha 14). Each file is written to a temporary name and renamed, so a reader never
+sees half a file.
 
 Files:
 

@@ -83,8 +83,8 @@ class MixingDataConfig:
     num_samples_train: int = 12000  # drawn once, then split into train/valid
     num_samples_valid: int = 2000
     num_samples_test: int = 2000
-    # Fix for md-crl gotcha 5 (off = reference): the test split reuses the train mixing map, spurious
-    # ranges and polynomial normalisation factor instead of drawing its own.
+    # Fix for md-crl gotcha 5 (off = reference): the test split reuses the train mixing map,
+    # spurious ranges and polynomial normalisation factor instead of drawing its own.
     test_shares_distribution: bool = False
     max_rank_tries: int = 1000
 
@@ -383,7 +383,8 @@ def _latents(
 
     if cfg.correlated_z and d_sp > 0:
         coin = jax.random.bernoulli(k_coin, cfg.corr_prob, (n, d_sp)).astype(z.dtype)
-        # Same-index coordinate (md-crl gotcha 8): invariant k when d_sp <= d_inv; pre-update values.
+        # Same-index coordinate (md-crl gotcha 8): invariant k when d_sp <= d_inv; pre-update
+        # values.
         z = z.at[:, d_inv:].add(coin * z[:, :d_sp])
     return {"z": z, "domain": domain, "spurious_low": lows, "spurious_high": highs}
 

@@ -1,6 +1,7 @@
 """Post-hoc ENCO graph learning on causal codes (`ws_crl/posthoc_graph_learning/enco.py`,
-itself from CITRIS; called by `experiments/scaling.py: eval_enco_graph`), compiled: whole epochs are scans of steps and the
-epoch loop a `fori_loop`, so one member's ENCO is one call, and `jax.vmap` runs a sweep's.
+itself from CITRIS; called by `experiments/scaling.py: eval_enco_graph`), compiled: whole epochs
+are scans of steps and the epoch loop a `fori_loop`, so one member's ENCO is one call, and
+`jax.vmap` runs a sweep's.
 
 The data: observational codes z1 [N, d] fit the conditional densities ("distribution" epochs);
 codes after the intervention z2 [N, d] with their intervention masks [N, d] fit the graph

@@ -1,11 +1,12 @@
 """Gradient-boosted regression trees in JAX, split for split as scikit-learn's defaults.
 
-What DCI needs (reference: ``ws_crl/metrics.py: compute_dci``): ``sklearn.ensemble.GradientBoostingRegressor()`` with its
-defaults -- squared error, initial prediction the mean, 100 stages of one depth-3 regression tree
-on the residuals, learning rate 0.1, exact ("best") split search over every feature, thresholds
-at midpoints, ``min_samples_leaf`` 1 -- and its impurity-based ``feature_importances_``. This
-module fits those trees as pure array programs, so that :func:`fit` can be mapped over
-true factors and sweep members and compiled once (``wscrl_jax/eval/dci.py``).
+What DCI needs (reference: ``ws_crl/metrics.py: compute_dci``):
+``sklearn.ensemble.GradientBoostingRegressor()`` with its defaults -- squared error, initial
+prediction the mean, 100 stages of one depth-3 regression tree on the residuals, learning rate 0.1,
+exact ("best") split search over every feature, thresholds at midpoints, ``min_samples_leaf`` 1 --
+and its impurity-based ``feature_importances_``. This module fits those trees as pure array
+programs, so that :func:`fit` can be mapped over true factors and sweep members and compiled once
+(``wscrl_jax/eval/dci.py``).
 
 How it matches scikit-learn (``sklearn/tree/_splitter.pyx``, ``_criterion.pyx``,
 ``ensemble/_gb.py``):

@@ -2,10 +2,10 @@
 
 Reference: `experiments/causalcircuit_reduce_dim.py` with `config/causalcircuit_reduce_dim.yaml`
 and `ws_crl/encoder/image_vae.py`: the ILCM (or dVAE / beta-VAE) of `lcm/method.py` with the
-CoordConv ResNet encoder and decoder of `lcm/image_vae.py`, trained on the TFDS `causalcircuit` dataset through
-a Grain pipeline (`data/causalcircuit/pipeline.py`: per-member shuffling from the data seed,
-JPEGs decoded in worker processes, its iterator state in the checkpoint). Batches reach the
-step as uint8 images and become floats in [0, 1] inside it.
+CoordConv ResNet encoder and decoder of `lcm/image_vae.py`, trained on the TFDS `causalcircuit`
+dataset through a Grain pipeline (`data/causalcircuit/pipeline.py`: per-member shuffling from the
+data seed, JPEGs decoded in worker processes, its iterator state in the checkpoint). Batches reach
+the step as uint8 images and become floats in [0, 1] inside it.
 
 After training every split is encoded (encoder means, the reference's `encode_decode_pair`
 codes) and written for stage 2 (`data/causalcircuit/codes.py`), with

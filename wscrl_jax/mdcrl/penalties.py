@@ -13,7 +13,8 @@ Conventions shared by every function:
 
 The MMD penalty is in `mmd.py`; `penalty_terms` combines it with the others here.
 
-Reference quirks that change numbers are reproduced by default (md-crl gotchas 9, 10, 11, 27); fixes sit behind documented keyword flags.
+Reference quirks that change numbers are reproduced by default (md-crl gotchas 9, 10, 11, 27);
+fixes sit behind documented keyword flags.
 """
 
 from __future__ import annotations
@@ -152,8 +153,8 @@ def hinge_loss(
 
     `var` is the unbiased per-domain variance. The caller multiplies by `hinge_loss_weight` (the
     reference function ignores its weight argument). Reference (default): NaN when any of the
-    `num_domains` domains has fewer than 2 rows in the batch (md-crl gotcha 27). `skip_degenerate=True`:
-    such domains contribute 0.
+    `num_domains` domains has fewer than 2 rows in the batch (md-crl gotcha 27).
+    `skip_degenerate=True`: such domains contribute 0.
 
     Args:
       z: [batch, z_dim]; domains: [batch] or [batch, 1].
