@@ -1,5 +1,5 @@
-"""MD-CRL on multi-domain balls images, two stages (the reference README's balls commands,
-md-crl.md sections 7, 8.3 and 10).
+"""MD-CRL on multi-domain balls images, two stages (the reference README's balls commands;
+reference: `datamodule/md_balls_dataset.py`, `models/balls_autoencoder_pl.py`).
 
 Variants, `--config configs/md_balls.py:VARIANT[,OPTION...]`
 (`stage1|stage2[,minmax|mmd|minmax_mmd|none][,cnn][,fast]`):
@@ -18,6 +18,18 @@ Variants, `--config configs/md_balls.py:VARIANT[,OPTION...]`
 Everything else (optimiser, scheduler, trainer, sweep, checkpoint keys and their comments) is
 `configs/md_mixing.py`'s; sweeps as there, e.g. `--config.sweep.seeds=1235,4256,49685,7383,9271`
 for the README's five stage-2 seeds.
+
+Expected (figures recorded in docs/benchmarks.md; the README's 1000-epoch stage 1 has not been
+run):
+
+* `stage1` (ResNet-18) at the README's data sizes, 25 epochs on an H100 sharing the GPU with
+  other runs: 130 s, `hz_z_~r2` of the whole code 0.991. On the 2-core CPU a ResNet-18 step takes
+  about 18 s (about an hour an epoch): use an accelerator. `stage1,cnn` with 14000 training
+  images and 16 epochs on the 2-core CPU: 912 s, `hz_z_~r2` 0.997.
+* `stage2`, the five seeds, 300 epochs, on the H100 stage 1: `minmax` 66 s, median
+  `hz_z_~r2_linreg` 0.720 and `hz_~z_~r2_linreg` 0.209; `none` 31 s, 0.953 and 0.903. On the
+  2-core CPU (on the CNN stage 1): `minmax` 13.2 min, medians 0.718 and 0.178; `none` 5.1 min,
+  0.963 and 0.972. `mmd` and `minmax_mmd`: no figures recorded.
 """
 
 import os

@@ -15,8 +15,8 @@ in order, a plain gradient step; no shuffling, optimizer, clipping or bookkeepin
 same with gradient clipping and the method's optimizer on the arrays the phase's loss reaches
 (`floor_optimizer_steps_per_s`; no non-finite guard, schedules or statistics): the arithmetic a
 faithful step cannot avoid, without and with its optimizer. The epoch's shuffle is made once
-before the timed calls, as training makes it once per epoch (100k rows: ~40 ms on 2 CPU cores,
-~26 us a step of a 1,563-step epoch; the reference's figures exclude its data loader too).
+before the timed calls, as training makes it once per epoch (a small cost per step; the
+reference's figures exclude its data loader too).
 MD-CRL cases (`configs/md_mixing.py` variants, `+` for `,`) time one epoch per call, as its
 training loop does (a call never crosses an epoch: validation and early stopping run between
 epochs).

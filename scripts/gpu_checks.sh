@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The GPU checks the issues ask for, in parts that fit one device call each:
+# The GPU checks behind docs/gpu.md, in parts that fit one device call each:
 #
 #   bash scripts/gpu_checks.sh OUTDIR PART [PART...]
 #
 # PART: smoke (README smoke run, wall time), members (ILCM main phase, d=4, 1/9/64/256
-# members), steps (the issue-17 table, 1 and 9 members), eval (the 9-member dim_z=4 sweep,
-# training plus evaluation), balls_bench (stage-1 steps/s at batch 256), balls (both stages at
-# the README's data sizes, stage-1 epochs from $BALLS_EPOCHS), nonlinear (issue 13's 3x3 sweeps,
-# full schedule, four methods side by side on the one GPU).
+# members), steps (steps/s per method and phase, 1 and 9 members), eval (the 9-member
+# dim_z=4 sweep, training plus evaluation), balls_bench (stage-1 steps/s at batch 256), balls
+# (both stages at the README's data sizes, stage-1 epochs from $BALLS_EPOCHS), nonlinear
+# (3-seed sweeps on nonlinear mechanisms and flow mixing, full schedule, four methods side by
+# side on the one GPU).
 # Each part logs to OUTDIR/PART.log (benchmarks: JSON lines) and keeps its workdirs under
 # OUTDIR/runs; with PACK=FILE set, all of it but checkpoints and codes is archived to FILE
 # after each part. Needs the package importable (PYTHONPATH or pip install -e .).

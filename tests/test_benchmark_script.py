@@ -1,18 +1,40 @@
 """`scripts/benchmark.py` (the figures of docs/performance.md): a case reports its throughput and,
 with `--floor`, both floors (the loss alone, and with clipping and the optimizer)."""
 
+import math
 import os
 import sys
 
-from conftest import ROOT
+import pytest
+
+from conftest import ROOT, load_config
+from wscrl_jax.train.loop import steps_per_epoch
 
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import benchmark  # noqa: E402
 
 
 def test_md_case_reports_steps_and_both_floors():
-    result = benchmark.bench_md_case("linear+none", z_dim=4, num_domains=2, members=1, calls=1,
-                                     floor=True)
-    assert result["method"] == "mdcrl:linear+none" and result["members"] == 1
-    for key in ("steps_per_s", "floor_steps_per_s", "floor_optimizer_steps_per_s"):
-        assert result[key] > 0, key
+    """One MD-CRL case with both floors: the fields describe the case that ran (one epoch a call,
+    every member), and the floors, which do a subset of a training step's work, run at a rate of
+    the step's order. The calls last milliseconds, so the bound leaves a factor 10 for a loaded
+    machine; a floor that timed its own compilation (about a second) would be far below it."""
+    members, calls = 2, 2
+    result = benchmark.bench_md_case("linear+none", z_dim=4, num_domains=2, members=members,
+                                     calls=calls, floor=True)
+    config = load_config("md_mixing", "linear,none")
+    n_train = config.data.num_samples.train - config.data.num_samples.valid
+    epoch_steps = steps_per_epoch(n_train, config.training.batchsize)
+    assert result["method"] == "mdcrl:linear+none" and result["phase"] == "train"
+    assert (result["members"], result["dim_z"], result["num_domains"]) == (members, 4, 2)
+    assert result["batch"] == config.training.batchsize
+    assert result["padded_to"] >= members and result["padded_to"] % result["devices"] == 0
+    # a call is one epoch: its time is the epoch's steps at the reported rate
+    assert result["call_s"] == pytest.approx(epoch_steps / result["steps_per_s"], abs=1e-4)
+    # every step advances every member
+    assert result["member_steps_per_s"] == pytest.approx(members * result["steps_per_s"],
+                                                         abs=0.1 * members)
+    assert result["compile_s"] > result["call_s"] > 0
+    for key in ("floor_steps_per_s", "floor_optimizer_steps_per_s"):
+        assert math.isfinite(result[key]) and result[key] >= 0.1 * result["steps_per_s"], (
+            key, result)

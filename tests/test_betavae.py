@@ -1,6 +1,7 @@
-"""beta-VAE baseline (reference section 3.3): loss = -ll + beta * (log q - log N(z1) - log N(z2)),
-with pretrain_beta during pretraining. Decoder inputs (the posterior samples) are recorded with
-`flax.linen.intercept_methods` and every term is recomputed by hand."""
+"""beta-VAE baseline (reference: `ws_crl/lcm/elcm.py` with an unstructured prior): loss = -ll +
+beta * (log q - log N(z1) - log N(z2)), with pretrain_beta during pretraining. Decoder inputs (the
+posterior samples) are recorded with `flax.linen.intercept_methods` and every term is recomputed by
+hand."""
 
 import flax.linen as nn
 import jax

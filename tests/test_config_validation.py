@@ -14,6 +14,7 @@ from conftest import ROOT, load_config
 from wscrl_jax.config_checks import ConfigError
 from wscrl_jax.data.encoded import encoded_meta_path, write_encoded_meta
 from wscrl_jax.methods import validate_config
+from wscrl_jax.train.sweep import grid_points, sweep_members
 
 NAN, INF = math.nan, math.inf
 
@@ -53,25 +54,51 @@ def make_config(spec, stage1_workdir, overrides):
     return config
 
 
+def _refused_in_one_line(config, key, value):
+    """The message of validating `config` with `key` set to `value`; asserts it is one line
+    naming the key and the value."""
+    set_key(config, key, value)
+    with pytest.raises(ConfigError) as info:
+        validate_config(config)
+    text = str(info.value)
+    assert f"{key}={value!r}" in text and "\n" not in text, text
+    return text
+
+
 def test_every_shipped_variant_validates(stage1_workdir):
-    for method in ("ilcm", "dvae", "betavae", "elcm"):
-        for fast in ("", ",fast"):
-            validate_config(load_config("scaling", method + fast))
-    for stage in ("linear", "poly_stage1", "poly_stage2"):
-        for penalty in ("", ",minmax", ",mmd", ",minmax_mmd", ",none"):
-            for options in ("", ",dynamic", ",fast", ",dynamic,fast"):
-                validate_config(make_config(f"md_mixing:{stage}{penalty}{options}",
-                                            stage1_workdir, {}))
+    """Every variant validates as shipped, and the same variant with one bad value is refused
+    in one line naming the key: validation really runs on each variant's path."""
+    variants = [f"scaling:{method}{fast}" for method in ("ilcm", "dvae", "betavae", "elcm")
+                for fast in ("", ",fast")]
+    variants += [f"md_mixing:{stage}{penalty}{options}"
+                 for stage in ("linear", "poly_stage1", "poly_stage2")
+                 for penalty in ("", ",minmax", ",mmd", ",minmax_mmd", ",none")
+                 for options in ("", ",dynamic", ",fast", ",dynamic,fast")]
+    for spec in variants:
+        config = make_config(spec, stage1_workdir, {})
+        assert validate_config(config) is None, spec
+        text = _refused_in_one_line(config, "training.epochs", 0)
+        assert "must be an integer >= 1" in text, (spec, text)
 
 
 def test_sweeps_that_stay_valid():
+    """Blanks around seeds and a two-key grid validate and mean what they say; one step
+    further (a repeated seed) is one line naming the key."""
     c = load_config("scaling", "ilcm,fast")
     c.sweep.seeds, c.sweep.data_seeds = " 4901, 4902,4903 ", "302,303"
     validate_config(c)
+    assert sweep_members(c) == [(s, d) for s in (4901, 4902, 4903) for d in (302, 303)]
+    _refused_in_one_line(c, "sweep.seeds", "4901,4902,4901")
     c = load_config("md_mixing", "linear,fast")
     c.sweep.seeds = "1235,4256,49685,7383,9271"
     c.sweep.grid = "data.z_dim=4,8;model.penalty_weight=0.0,1.0"
     validate_config(c)
+    points = [point for point, _ in grid_points(c)]
+    assert points == [{"data.z_dim": z, "model.penalty_weight": w}
+                      for z in (4, 8) for w in (0.0, 1.0)]
+    assert all(sub.data.z_dim == point["data.z_dim"] for point, sub in grid_points(c))
+    assert sweep_members(c) == [(s, s) for s in (1235, 4256, 49685, 7383, 9271)]
+    _refused_in_one_line(c, "sweep.seeds", "1235,1235")
 
 
 SCALING, ILCM = "scaling:ilcm,fast", "scaling:ilcm"  # ILCM: the full schedules (cosine, ramps)

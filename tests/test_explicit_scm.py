@@ -1,5 +1,5 @@
 """wscrl_jax.causal.explicit_scm vs the reference's MLP explicit SCMs
-(`ws_crl/causal/scm.py`, sections 2.7, 3.5; gotchas 10, 32)."""
+(`ws_crl/causal/scm.py`, `ws_crl/transforms.py`; ws-crl gotchas 10, 32)."""
 
 import math
 

@@ -1,5 +1,5 @@
-"""Numerics of wscrl_jax.nn.{gaussian,init,mlp} against closed forms (reference sections 2.2, 2.3,
-gotchas 5 and 16)."""
+"""Numerics of wscrl_jax.nn.{gaussian,init,mlp} against closed forms (reference:
+`ws_crl/encoder/vae.py`; ws-crl gotchas 5 and 16)."""
 
 import math
 
@@ -116,7 +116,7 @@ def test_reparameterize_uses_the_key():
 
 
 def test_inverse_softplus_values():
-    # log(e^1 - 1) = log(1.718281828) = 0.5413248546 (gotcha 5's decoder std)
+    # log(e^1 - 1) = log(1.718281828) = 0.5413248546 (ws-crl gotcha 5's decoder std)
     assert inverse_softplus(1.0) == pytest.approx(0.5413248546129181, abs=1e-12)
     # encoder bias of the scaling config: log(expm1(0.01 - 1e-4)) = -4.6102...
     assert inverse_softplus(0.01 - 1e-4) == pytest.approx(math.log(math.expm1(0.0099)), rel=1e-12)
@@ -216,7 +216,7 @@ def test_gaussian_mlp_std_floor_is_min_std(x_in):
 
 
 def test_gaussian_mlp_fix_std_is_inverse_softplus(x_in):
-    # gotcha 5: the frozen head is a bare Linear (no softplus), weight 0, bias
+    # ws-crl gotcha 5: the frozen head is a bare Linear (no softplus), weight 0, bias
     # inverse_softplus(init_std), and min_std is forced to 0 -> std = log(e - 1) = 0.5413.
     mod = GaussianMLP(hidden=(8,), out=3, init_std=1.0, min_std=1e-3, fix_std=True)
     variables = mod.init(jax.random.PRNGKey(0), x_in)

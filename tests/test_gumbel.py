@@ -1,4 +1,4 @@
-"""wscrl_jax.causal.gumbel vs the reference's ws_crl/gumbel.py (reference section 3.7)."""
+"""wscrl_jax.causal.gumbel vs the reference's ws_crl/gumbel.py."""
 
 import jax
 import jax.numpy as jnp

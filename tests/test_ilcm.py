@@ -1,4 +1,5 @@
-"""ILCM numerics against the reference's equations (sections 2.8-2.12, 3.2; gotchas 2, 16-19).
+"""ILCM numerics against the reference's equations (`ws_crl/lcm/ilcm.py`;
+ws-crl gotchas 2, 16, 17, 18, 19).
 
 The model's random draws cannot be replayed by hand, so the closed-form tests record the
 decoder's inputs (the projected samples e1', e2') with `flax.linen.intercept_methods` and
@@ -121,7 +122,7 @@ def _hand_main(v, x1, x2, e1s, e2s, iterations, loss_weights, lam=0.5, fix=False
             log_p = log_p + (I * (log_standard_normal(z) - np.log(scale))).sum(-1)
         ll = ll + w * ll_k
         kl_e = kl_e + w * (log_q - log_p)
-        # reference: w * (w log w) (gotcha 2); fixed: w log w
+        # reference: w * (w log w) (ws-crl gotcha 2); fixed: w log w
         log_q_int = log_q_int + (w * np.log(w) if fix else w * w * np.log(w))
         log_p_int = log_p_int + w * (-math.log(K))
     kl_int = log_q_int - log_p_int
@@ -198,7 +199,7 @@ def test_projection_stochastic_weights_are_uniform_per_element(variables, poster
 
 
 def test_projection_z2_strategy_selects_x1_posterior(variables, posteriors):
-    # gotcha 18: lambda = 1 weights mu1, despite the name
+    # ws-crl gotcha 18: lambda = 1 weights mu1, despite the name
     mu1, mu2 = posteriors
     tiny = jnp.full((4, D), 1e-7)
     e1, e2, _ = _project("z2", variables, mu1, tiny, mu2, tiny,
@@ -302,7 +303,7 @@ def test_without_modelled_interventions(variables, data):
 
 
 def test_regularizers_use_fresh_unprojected_samples(variables, data):
-    # gotcha 19: z-regularisation and consistency MSE come from separate posterior samples
+    # ws-crl gotcha 19: z-regularisation and consistency MSE come from separate posterior samples
     x1, x2 = data
     (_, out), seen = _run(ILCM(**KW), variables, x1, x2, _loss_weights(), Phase(), {},
                           key=jax.random.PRNGKey(9))

@@ -1,5 +1,5 @@
 """wscrl_jax.causal.implicit_scm vs the reference's MLPImplicitSCM
-(sections 2.6, 2.7, 2.13, 3.2)."""
+(`ws_crl/causal/implicit_scm.py`, `ws_crl/transforms.py`, `ws_crl/utils.py: clean_and_clamp`)."""
 
 import math
 

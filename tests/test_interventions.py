@@ -1,5 +1,5 @@
 """wscrl_jax.causal.interventions vs the reference's InterventionPrior and
-HeuristicInterventionEncoder (reference sections 2.4, 2.5)."""
+HeuristicInterventionEncoder (`ws_crl/causal/interventions.py`)."""
 
 import jax
 import jax.numpy as jnp

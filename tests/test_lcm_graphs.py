@@ -113,7 +113,7 @@ def test_elcm_trains_and_reports_its_learned_graph(tmp_path):
 
 
 def test_elcm_loss_with_a_fixed_order_graph_is_finite_and_marginalises_targets():
-    """The fixed-order explicit SCM, unusable in the reference's ELCM (gotcha 10)."""
+    """The fixed-order explicit SCM, unusable in the reference's ELCM (ws-crl gotcha 10)."""
     import jax
     from wscrl_jax.lcm.method import LCMMethod
     config = tiny_scaling_config("elcm", dim_z=D)

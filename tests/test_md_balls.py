@@ -16,6 +16,7 @@ from wscrl_jax.run import members as run_members
 from wscrl_jax.config_checks import ConfigError
 from wscrl_jax.data.encoded import load_encoded_splits
 from wscrl_jax.methods import validate_config
+from wscrl_jax.tracking import read_csv
 from wscrl_jax.train.state import member
 
 
@@ -59,7 +60,7 @@ def test_stage1_trains_writes_codes_and_figures(balls_runs):
     assert np.isfinite(row["val_loss"]) and 0 < row["val_loss"] < 1.0
     for key in ("r2", "~r2", "hz_z_r2", "hz_~z_~r2", "full_hz_z_~r2"):
         assert np.isfinite(row[key]), key
-    assert not any(k.startswith("hz_colors") for k in row)  # constant targets (gotcha 21)
+    assert not any(k.startswith("hz_colors") for k in row)  # constant targets (md-crl gotcha 21)
     with open(os.path.join(w1, "encoded", "meta.json")) as f:
         meta = json.load(f)
     assert meta["source"] == "balls" and meta["latent_dim"] == 6 and meta["z_dim"] == 4
@@ -132,11 +133,16 @@ def test_balls_config_errors():
 @pytest.mark.slow
 def test_resnet18_stage1_runs_end_to_end(tmp_path):
     """The README's stage-1 autoencoder (ResNet-18 trunk, 11.5 M parameters) trains, writes
-    its codes and evaluates on tiny data (2 epochs of 3 steps at batch 32)."""
+    its codes and evaluates on tiny data (2 epochs of 3 steps at batch 32): the training loss
+    (pixel MSE) of the last call is below the first call's."""
     c = tiny_balls_stage1()
     c.model.autoencoder = "resnet18"
     c.training.batchsize = 32
     rows = experiment.run(c, str(tmp_path), progress=False)
     assert rows[0]["status"] == "ok" and np.isfinite(rows[0]["val_loss"])
+    losses = [float(r["loss"]) for r in
+              read_csv(os.path.join(tmp_path, "metrics", "train_metrics.csv"))]
+    assert len(losses) >= 2 and np.isfinite(losses).all(), losses
+    assert losses[-1] < losses[0], losses
     data = load_encoded_splits(str(tmp_path), 0, code_range="unit")
     assert data["valid"]["x"].shape == (32, 6) and np.isfinite(data["train"]["x"]).all()

@@ -144,8 +144,8 @@ def test_loss_ignores_padding_rows():
 
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_online_codes_hold_each_batch_encoded_before_its_update(shuffle):
-    """Gotcha 12: stage 1's saved training codes are the last epoch's, each batch encoded with
-    the weights before its own update; here only the epoch's last batch saw the weights of
+    """md-crl gotcha 12: stage 1's saved training codes are the last epoch's, each batch encoded
+    with the weights before its own update; here only the epoch's last batch saw the weights of
     the step before the end."""
     c = tiny_md_config("poly_stage1,fast")
     c.data.z_dim, c.data.x_dim, c.data.num_domains, c.data.polynomial_degree = 4, 16, 4, 2

@@ -116,7 +116,7 @@ def test_linear_mixing_and_rank_check(linear_splits):
     assert np.linalg.matrix_rank(g) == 4 and g.min() >= 0 and g.max() < 1
     s = splits["train"]
     np.testing.assert_allclose(np.asarray(s["x"]), np.asarray(s["z"]) @ g, rtol=1e-5, atol=1e-5)
-    # the test split has its own mixing map (reference gotcha 5) unless the fix flag is set
+    # the test split has its own mixing map (md-crl gotcha 5) unless the fix flag is set
     assert not np.allclose(np.asarray(info["test"]["mixing"]["G"]), g)
 
     calls = []
@@ -215,7 +215,7 @@ def test_dynamic_scm_adds_same_index_invariant():
 
 
 def test_uneven_blocks_and_manual_strategy():
-    # n not divisible by D: trailing rows keep domain 0 and spurious zeros (reference gotcha 7)
+    # n not divisible by D: trailing rows keep domain 0 and spurious zeros (md-crl gotcha 7)
     cfg = M.MixingDataConfig(
         num_domains=3, num_samples_train=10, num_samples_valid=0, num_samples_test=0
     )

@@ -1,4 +1,5 @@
-"""Loss composition and intervention metrics (reference section 4.6, gotcha 4)."""
+"""Loss composition and intervention metrics (reference: `ws_crl/training.py:
+VAEMetrics`; ws-crl gotcha 4)."""
 
 import math
 
@@ -87,7 +88,7 @@ def test_missing_terms_are_skipped(batch):
 
 
 def test_inverse_consistency_counts_twice(batch):
-    # gotcha 4: the reference adds the inverse-consistency term twice
+    # ws-crl gotcha 4: the reference adds the inverse-consistency term twice
     lb = jnp.asarray(batch["loss_b"], jnp.float32)
     outs = _outputs(batch, ("inverse_consistency_mse",))
     got = total_loss(lb, outs, jnp.ones(B), _loss_weights(inv=0.3))

@@ -1,4 +1,5 @@
-"""Scaling toy data and ground-truth graphs (reference section 1, gotchas 1, 30, 31)."""
+"""Scaling toy data and ground-truth graphs (reference: `experiments/scaling.py:
+generate_datasets`, `ws_crl/causal/graph.py`; ws-crl gotchas 1, 30, 31)."""
 
 import jax
 import ml_collections

@@ -1,4 +1,5 @@
-"""Step and LR schedules (reference sections 4.3, 4.5, 4.9; gotchas 3 and 29)."""
+"""Step and LR schedules (reference: `experiments/experiment_utils.py`,
+`config/training/scaling*.yaml`; ws-crl gotchas 3 and 29)."""
 
 import math
 
@@ -38,7 +39,8 @@ def test_beta_schedule_with_overshoot(training):
     # constant_linear_constant 0 -> 1, ice 10, decay 10: s = f - 10, t = s / 9.
     beta = step_schedule(training.beta_schedule, training.epochs)
     cases = {0.0: 0.0, 5.0: 0.0, 10.0: 0.0, 10.5: 0.5 / 9, 15.0: 5 / 9, 19.0: 1.0,
-             19.5: 9.5 / 9,  # = 1.0556: extrapolation in the last epoch of the ramp (gotcha 3)
+             # 1.0556: extrapolation in the last epoch of the ramp (ws-crl gotcha 3)
+             19.5: 9.5 / 9,
              19.99: 9.99 / 9, 20.0: 1.0, 50.0: 1.0}
     for f, expected in cases.items():
         assert float(beta(f)) == pytest.approx(expected, rel=1e-6, abs=1e-7), f

@@ -76,8 +76,8 @@ def _parse_flags(argv: List[str], define: Callable[[flags.FlagValues], None],
 
 def use_cpu_devices(count: Optional[int]):
     """Splits the CPU into `count` host devices (default: one a core) before JAX starts, so
-    that the members of a sweep run side by side on the cores (10 members on 2 cores: 2.5x the
-    member-steps/s of one device). GPU and TPU runs are unaffected: their devices are the
+    that the members of a sweep run side by side on the cores (more member-steps/s than one
+    device; figures in docs/performance.md). GPU and TPU runs are unaffected: their devices are the
     accelerators. An XLA_FLAGS device count set by the user wins; once JAX has started (a second
     run in one process) the devices stay as they are."""
     if count is not None and count < 1:

@@ -2,7 +2,7 @@
 
 Mirrors `ws_crl/causal/scm.py` (`FixedOrderSCM` / `MLPFixedOrderSCM` and `VariableOrderSCM` /
 `MLPVariableOrderCausalModel`) and `ws_crl/transforms.py` (`ConditionalAffineScalarTransform`,
-`make_mlp_structure_transform`, `make_intervention_transform`); reference sections 2.7, 3.5.
+`make_mlp_structure_transform`, `make_intervention_transform`).
 The graph is not part of the module: every method takes per-sample adjacency matrices
 `adjacency` [B, d, d] (A[b, i, j] = edge i -> j; float, possibly soft or straight-through), e.g.
 from `causal/learned_graphs.py: sample_adjacency`.

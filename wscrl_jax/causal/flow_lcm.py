@@ -1,7 +1,7 @@
-"""The ground-truth latent causal model of the scaling data as a flow model
-(`ws_crl/lcm/flow_lcm.py: FlowLCM`, ws-crl.md 1.5 and 7.2): an SCM on the causal variables z
-(additive noise in the reference), atomic-or-none perfect interventions, and an invertible
-mixing x = F(z).
+"""The ground-truth latent causal model of the scaling data as a flow model (reference:
+`ws_crl/lcm/flow_lcm.py: FlowLCM`, sampling in `ws_crl/lcm/base.py`): an SCM on the causal
+variables z (additive noise in the reference), atomic-or-none perfect interventions, and an
+invertible mixing x = F(z).
 
 * Mechanisms (`MECHANISMS`): `linear`, the reference's z_i = pre_i + eps_i with
   pre_i = sum_j w_ji z_j; or, not in the reference, with g_i random monotone rational-quadratic

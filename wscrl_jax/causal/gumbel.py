@@ -1,6 +1,6 @@
 """Differentiable discrete sampling: Gumbel-Bernoulli, SoftSort, Gumbel-perturbed permutations.
 
-Mirrors `ws_crl/gumbel.py` (reference section 3.7). Pure JAX with explicit PRNG keys.
+Mirrors the reference's `ws_crl/gumbel.py`. Pure JAX with explicit PRNG keys.
 
 Straight-through estimators are written as `hard + (soft - stop_gradient(soft))`, so the forward
 value is exactly the hard one (0/1), and the gradient is the soft sample's.

@@ -100,7 +100,7 @@ class ImplicitSCM(nn.Module):
 
     `s = exp(log_s) + min_std`. The context of variable i is `[a_i * e + (1 - a_i) * dummy, a_i]`
     with `a_i` the ancestor mask row and dummy values zero (the reference's dummies become
-    zero after its in-place write, gotcha 6).
+    zero after its in-place write, ws-crl gotcha 6).
 
     `transform="rq_spline"` (not in the reference) follows the affine map by a monotone
     rational-quadratic spline of the same context: `eps_i = g_i(z_i * s_i + m_i; c_i)`, distrax's

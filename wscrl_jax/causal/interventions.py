@@ -51,7 +51,7 @@ class HeuristicInterventionEncoder(nn.Module):
 class MLPInterventionEncoder(nn.Module):
     """ReLU MLP on [mu1, mu2 - mu1] with a softmax over the K targets, then the same offset.
 
-    The reference's `mlp` variant cannot be called with the offset (gotcha 8); here it is
+    The reference's `mlp` variant cannot be called with the offset (ws-crl gotcha 8); here it is
     made to work by applying the offset like the heuristic encoder does.
     """
 

@@ -1,7 +1,7 @@
 """Learned graph parameterisations: ENCO, DDS and fixed order, as pure functions on param dicts.
 
 Mirrors `ws_crl/causal/graph.py` (`LearnedGraph`, `ENCOLearnedGraph`, `DDSLearnedGraph`,
-`FixedOrderLearnedGraph`; reference section 3.6). A graph's parameters are a plain dict of
+`FixedOrderLearnedGraph`). A graph's parameters are a plain dict of
 arrays (the reference's parameter names), so they can sit inside a TrainState and be vmapped
 over members. `kind`, `mode` and `n` are static; `tau` may be traced.
 
@@ -157,7 +157,7 @@ def _sample_random(key, params, kind, n, hard, tau):
 def sample_adjacency(key, params, kind: str, n: int, mode: str = "hard", tau=1.0):
     """Samples n adjacency matrices.
 
-    Modes (reference section 3.6):
+    Modes (as the reference's `sample_adjacency_matrices`):
       hard: straight-through Gumbel-Bernoulli edges (values 0/1; dds: also a hard permutation).
       soft: relaxed Gumbel-Bernoulli edges in (0, 1) at temperature `tau`.
       deterministic: value `hard_adjacency(params)` repeated n times, gradient of a *random* soft

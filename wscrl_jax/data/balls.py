@@ -1,7 +1,7 @@
 """Multi-domain balls images of MD-CRL, generated and rendered in JAX.
 
 Reference: `datamodule/md_balls_dataset.py: MDBalls` (+ `abstract_md_balls_dataset.py:
-BallsDataset`, `base_datamodule.py: BaseDataModule`); md-crl reference sections 7.1 and 2.
+BallsDataset`, `base_datamodule.py: BaseDataModule`).
 Everything is vectorised over samples (no pygame, no per-sample Python loop) and jit-compiled.
 
 Latents (one dataset of `n` samples, `D` domains, balls of radius `ball_size` in [0, 1] units):
@@ -12,8 +12,8 @@ Latents (one dataset of `n` samples, `D` domains, balls of radius `ball_size` in
 2. Domain labels (`domain_labels`): contiguous blocks of `m = int((1 / D) * n)` rows in index order
    (the reference's float arithmetic). The `n - D * m` remainder rows keep label 0 **and are full
    domain-0 samples** (their spurious balls are drawn in domain 0's box): the reference selects
-   `domain_mask == 0`, which includes them. This differs from the mixing data (gotcha 7), where
-   the remainder rows keep spurious zeros.
+   `domain_mask == 0`, which includes them. This differs from the mixing data (md-crl gotcha
+   7), where the remainder rows keep spurious zeros.
 3. Spurious balls (indices `n_inv ...`): `U(low + ball_size, high - ball_size)` per coordinate in
    the sample's domain box; a spurious ball with a *later* spurious ball closer than
    `2 * ball_size` is redrawn in the same box, at most `max_redraws` (100) rounds.

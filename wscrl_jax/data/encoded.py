@@ -5,8 +5,8 @@ Reference: `MixingAutoencoderPL.on_train_epoch_end` / `on_validation_epoch_end` 
 `datamodule/md_mixing_encoded_dataset.py` (stage 2 reads). The reference saves torch tensors and
 stage 2 parses the stage-1 run's `config_tree.txt` for its sizes; here a run writes
 `WORKDIR/encoded/member<i>.npz` per member and explicit metadata in `WORKDIR/encoded/meta.json`
-(gotcha 14). Each file is written to a temporary name and renamed, so a reader never sees half
-a file.
+(md-crl gotcha 14). Each file is written to a temporary name and renamed, so a reader never
+sees half a file.
 
 Files:
 
@@ -121,8 +121,8 @@ def load_encoded_splits(workdir: str, member_index: int, per_split: bool = True,
     `code_range="symmetric"` (mixing): `x = 2 (z_hat - min) / (max - min) - 1`; `"unit"`
     (balls, `md_balls_encoded_dataset.py` with `normalize: True`): `x = (z_hat - min) / (max -
     min)`; with the global extrema of each split's own codes for train and valid (reference,
-    gotcha 13); `per_split=False` uses the training split's extrema for every split. The
-    reference's stage-2 test split is its validation split (gotcha 6); here `test` is the
+    md-crl gotcha 13); `per_split=False` uses the training split's extrema for every split. The
+    reference's stage-2 test split is its validation split (md-crl gotcha 6); here `test` is the
     stage-1 test split (same mixing map when `data.test_shares_distribution`), for the
     held-out R^2 only, and always scaled with the training extrema: with its own extrema the
     fitted train -> test regressions would see differently scaled inputs (held-out R^2 0.41

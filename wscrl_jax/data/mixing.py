@@ -20,7 +20,7 @@ first:
 Splits (reference `BaseDataModule.prepare_data`): one dataset of `num_samples_train` rows is drawn
 and randomly split into train (`num_samples_train - num_samples_valid` rows) and valid
 (`num_samples_valid`); a separate test dataset of `num_samples_test` rows gets **its own mixing
-map and spurious ranges** (gotcha 5) unless `test_shares_distribution=True`.
+map and spurious ranges** (md-crl gotcha 5) unless `test_shares_distribution=True`.
 
 Everything is a function of one explicit key (or integer seed), never of model-init draws. The
 latent sampling and the mixing are jit-compiled with static shapes; only the linear-mixing rank
@@ -83,8 +83,8 @@ class MixingDataConfig:
     num_samples_train: int = 12000  # drawn once, then split into train/valid
     num_samples_valid: int = 2000
     num_samples_test: int = 2000
-    # Fix for gotcha 5 (off = reference): the test split reuses the train mixing map, spurious
-    # ranges and polynomial normalisation factor instead of drawing its own.
+    # Fix for md-crl gotcha 5 (off = reference): the test split reuses the train mixing map,
+    # spurious ranges and polynomial normalisation factor instead of drawing its own.
     test_shares_distribution: bool = False
     max_rank_tries: int = 1000
 
@@ -307,7 +307,7 @@ def domain_blocks(cfg: MixingDataConfig, n: int) -> tuple[np.ndarray, np.ndarray
 
     auto: `size = int((1 / D) * n)` and `start = e * size` (reference arithmetic); manual:
     `size_e = int(domain_lengths[e] * n)`, consecutive. Rows after the last block belong to no
-    block: they keep spurious value 0 and domain 0 (gotcha 7, reproduced).
+    block: they keep spurious value 0 and domain 0 (md-crl gotcha 7, reproduced).
     """
     d = cfg.num_domains
     if cfg.generation_strategy == "manual":
@@ -383,7 +383,8 @@ def _latents(
 
     if cfg.correlated_z and d_sp > 0:
         coin = jax.random.bernoulli(k_coin, cfg.corr_prob, (n, d_sp)).astype(z.dtype)
-        # Same-index coordinate (gotcha 8): invariant k when d_sp <= d_inv; pre-update values.
+        # Same-index coordinate (md-crl gotcha 8): invariant k when d_sp <= d_inv; pre-update
+        # values.
         z = z.at[:, d_inv:].add(coin * z[:, :d_sp])
     return {"z": z, "domain": domain, "spurious_low": lows, "spurious_high": highs}
 

@@ -1,7 +1,7 @@
 """PyTorch's CPU random number generator, in numpy, for the few draws of a ground truth.
 
 The reference builds the scaling ground truth right after `torch.manual_seed(data seed)`
-(`experiments/scaling.py: generate_datasets`, ws-crl.md 1.7), so its mechanism weights and
+(reference: `experiments/scaling.py: generate_datasets`), so its mechanism weights and
 rotation coefficients are a deterministic function of the seed. Reproducing those numbers
 needs torch's generator, not torch: a Mersenne Twister (MT19937, seeded as numpy's legacy
 `RandomState` seeds it) and ATen's transforms of its 32/64-bit outputs
@@ -96,7 +96,7 @@ def _box_muller_16(u: np.ndarray, mean: np.float32, std: np.float32) -> np.ndarr
 
 def reference_scaling_nature(dim_z: int, seed: int, causal_effects: str = "bimodal"):
     """The reference's mechanism weights and SO(n) coefficients after `manual_seed(seed)`
-    (`experiments/scaling.py: create_true_model`), in its draw order (ws-crl.md 1.7):
+    (`experiments/scaling.py: create_true_model`), in its draw order:
 
     1. per variable, `FixedGraphLinearANM`'s transforms: `Linear(d, 1)` init (d + 1 uniforms),
        structure `log_scale`, intervention `shift` and `log_scale` (one normal each);

@@ -2,8 +2,8 @@
  * mirrors scikit-learn's GradientBoostingRegressor defaults), written as plain loops.
  *
  * Why it exists: on a CPU, XLA runs gbrt.py's array program (running sums as matrix products,
- * partitions as scatters) at about 17 ms a depth-3 tree on 100k x 4 codes; these loops do the
- * same work in a few ms. gbrt_native.py loads this file's shared library with ctypes and falls
+ * partitions as scatters) several times more slowly than these loops do the same work
+ * (docs/performance.md). gbrt_native.py loads this file's shared library with ctypes and falls
  * back to gbrt.py where it was not built.
  *
  * The algorithm, per stage (see gbrt.py for how each rule matches scikit-learn):

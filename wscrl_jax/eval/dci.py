@@ -1,7 +1,8 @@
 """DCI scores (disentanglement, completeness, informativeness) with gradient-boosted trees.
 
 Mirrors ``ws_crl/metrics.py: compute_dci`` of the PyTorch reference (Eastwood & Williams, ICLR
-2018, https://openreview.net/pdf?id=By-7dz-AZ), see ``ws-crl.md`` section 5.2:
+2018, https://openreview.net/pdf?id=By-7dz-AZ) (called by
+``experiments/scaling.py: eval_dci_scores``):
 
 * one ``sklearn.ensemble.GradientBoostingRegressor`` with default hyper-parameters per true factor
   j, fit on (model codes -> factor j); column j of the importance matrix ``R`` (shape
@@ -29,7 +30,7 @@ meaning:
 * the model codes are handed to scikit-learn as float32, which is the dtype scikit-learn casts
   them to internally anyway (fit and predict), so this only avoids a copy.
 
-Validation is expensive (ws-crl.md gotcha 24: the reference fits these regressors on 100k samples
+Validation is expensive (ws-crl gotcha 24: the reference fits these regressors on 100k samples
 every 10000 steps and at step 1), hence the parallel fitting.
 """
 

@@ -1,6 +1,6 @@
 """Domain accuracies of learned codes: how well a linear classifier reads the domain from each
-block of the code (reference: `MixingMDEncodedAutoencoderPL.validation_step`, section 8.2 of the
-notes; scikit-learn's `LogisticRegression(random_state=0, max_iter=500)`, as the reference).
+block of the code (reference: `MixingMDEncodedAutoencoderPL.validation_step`;
+scikit-learn's `LogisticRegression(random_state=0, max_iter=500)`, as the reference).
 
 Blocks: `domain_acc` (all of z_hat), `hz_domain_acc` (the invariant block h_inv = the first
 `d_model` columns), `~hz_domain_acc` (the spurious block h_sp = the rest). Invariant codes that

@@ -1,6 +1,7 @@
 """Post-hoc ENCO graph learning on causal codes (`ws_crl/posthoc_graph_learning/enco.py`,
-itself from CITRIS; ws-crl.md 5.5), compiled: whole epochs are scans of steps and the
-epoch loop a `fori_loop`, so one member's ENCO is one call, and `jax.vmap` runs a sweep's.
+itself from CITRIS; called by `experiments/scaling.py: eval_enco_graph`), compiled: whole epochs
+are scans of steps and the epoch loop a `fori_loop`, so one member's ENCO is one call, and
+`jax.vmap` runs a sweep's.
 
 The data: observational codes z1 [N, d] fit the conditional densities ("distribution" epochs);
 codes after the intervention z2 [N, d] with their intervention masks [N, d] fit the graph
@@ -90,7 +91,7 @@ def conditional_nll(params, z, parents):
 
     The layers run with the variable axis j leading ([d, ..., features]): XLA's CPU dots want
     their batch axis major, and this layout spares a transpose around each of the three layers
-    (about 20 % of a sweep's ENCO time on the 2-core CPU; the same products, last bits aside).
+    (a noticeable share of ENCO's time on CPU; the same products, last bits aside).
     """
     values = z[..., None, :] * parents
     h = jnp.concatenate([values, jnp.broadcast_to(2.0 * parents - 1.0, values.shape)], axis=-1)
@@ -106,7 +107,7 @@ def conditional_nll(params, z, parents):
 
 def _lr_factor(step, s: EncoSettings):
     """`CosineWarmupScheduler`: cosine from 1 to min_factor over max_iters, times t / warmup
-    while t <= warmup (so step 0 has learning rate 0, gotcha 22)."""
+    while t <= warmup (so step 0 has learning rate 0, ws-crl gotcha 22)."""
     t = step.astype(jnp.float32)
     cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * t / s.max_iters)) * (1 - s.min_factor) + s.min_factor
     return cosine * jnp.where(t <= s.warmup, t / s.warmup, 1.0)

@@ -1,11 +1,12 @@
 """Gradient-boosted regression trees in JAX, split for split as scikit-learn's defaults.
 
-What DCI needs (``ws-crl.md`` 5.2): ``sklearn.ensemble.GradientBoostingRegressor()`` with its
-defaults -- squared error, initial prediction the mean, 100 stages of one depth-3 regression tree
-on the residuals, learning rate 0.1, exact ("best") split search over every feature, thresholds
-at midpoints, ``min_samples_leaf`` 1 -- and its impurity-based ``feature_importances_``. This
-module fits those trees as pure array programs, so that :func:`fit` can be mapped over
-true factors and sweep members and compiled once (``wscrl_jax/eval/dci.py``).
+What DCI needs (reference: ``ws_crl/metrics.py: compute_dci``):
+``sklearn.ensemble.GradientBoostingRegressor()`` with its defaults -- squared error, initial
+prediction the mean, 100 stages of one depth-3 regression tree on the residuals, learning rate 0.1,
+exact ("best") split search over every feature, thresholds at midpoints, ``min_samples_leaf`` 1 --
+and its impurity-based ``feature_importances_``. This module fits those trees as pure array
+programs, so that :func:`fit` can be mapped over true factors and sweep members and compiled once
+(``wscrl_jax/eval/dci.py``).
 
 How it matches scikit-learn (``sklearn/tree/_splitter.pyx``, ``_criterion.pyx``,
 ``ensemble/_gb.py``):
@@ -86,8 +87,8 @@ def cumsum(values):
     running sum over the rest.
 
     Same values as ``jnp.cumsum`` up to float64 rounding (the order of additions differs), and
-    on XLA's CPU backend about 5x faster: its running sum (a reduce-window) costs several ns per
-    element, the dominant cost of the trees before. Counts (sums of 0/1 values) are exact below
+    on XLA's CPU backend several times faster: its running sum (a reduce-window) is slow per
+    element and would dominate the cost of the trees. Counts (sums of 0/1 values) are exact below
     2**53 in float64 and 2**24 in float32.
     """
     *batch, n = values.shape

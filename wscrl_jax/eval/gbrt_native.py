@@ -2,8 +2,8 @@
 
 Same algorithm, same rules, same outputs as :func:`wscrl_jax.eval.gbrt.fit` /
 :func:`~wscrl_jax.eval.gbrt.predict`, as numpy arrays. It exists because XLA's CPU backend runs
-the array program of ``gbrt.py`` at about 17 ms a depth-3 tree on 100k x 4 codes, where these
-loops take about 5 ms (``docs/benchmarks.md``). The library is built by ``pip install`` (see
+the array program of ``gbrt.py`` several times more slowly than these loops
+(``docs/performance.md``). The library is built by ``pip install`` (see
 ``setup.py``); where it was not (no C compiler), :func:`available` is False and the DCI falls back
 to the JAX trees. The running sums are added one by one in sorted order, as scikit-learn adds
 them, so results agree with ``gbrt.py`` to float64 rounding, not bit for bit.

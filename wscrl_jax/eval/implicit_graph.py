@@ -1,5 +1,5 @@
 """The causal graph implicit in a trained ILCM's solution functions
-(`ws_crl/posthoc_graph_learning/implicit.py`; ws-crl.md 5.4), as one compiled function.
+(reference: `ws_crl/posthoc_graph_learning/implicit.py`), as one compiled function.
 
 The model is seen through one callable, `solution(index, inputs, conditioning, mask_row,
 inverse) -> [B]`: solution function `index` (traced) on inputs [B] with noise context

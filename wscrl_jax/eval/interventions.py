@@ -2,8 +2,7 @@
 (`experiments/scaling.py: evaluate`, `ws_crl/metrics.py`), every member of a sweep at once.
 
 Host numpy in float64, as the reference: the arrays are small ([members, N, d + 1]), numpy
-runs them in milliseconds, and a compiled version cost more to compile (0.6-0.8 s on the CPU)
-than to run.
+runs them quickly, and a compiled version costs more to compile than to run.
 """
 
 import itertools

@@ -1,4 +1,5 @@
-"""Linear-regression R^2 metrics of MD-CRL (reference: section 8 of the notes).
+"""Linear-regression R^2 metrics of MD-CRL (reference: the `validation_step`s of
+`models/mixing_autoencoder_pl.py`, `mixing_md_encoded_autoencoder_pl.py` and the balls models).
 
 The reference fits `sklearn.linear_model.LinearRegression()` (with intercept) predicting `B` from
 `A` and reports its **in-sample** `score` (R^2 averaged uniformly over output columns; sklearn's
@@ -8,7 +9,7 @@ numpy float64 (no sklearn needed); `heldout_linear_r2` fits on one set and score
 md-crl gotcha 15).
 
 Named metric sets reproduce the reference's log keys:
-`mixing_r2_metrics` (stage 1 and stage 2, including the stage-2 name swap of gotcha 16),
+`mixing_r2_metrics` (stage 1 and stage 2, including the stage-2 name swap of md-crl gotcha 16),
 `start_r2_metrics` (`*_linreg_start`), `balls_stage1_r2_metrics`, `balls_stage2_r2_metrics`.
 Domain accuracies (logistic regression) are in `domain_accuracy.py`.
 """
@@ -92,7 +93,7 @@ def mixing_r2_spec(stage: int = 1, consistent_names: bool = False) -> dict:
     Returns {name: (source, target)} with source/target one of
     "z", "zh", "z_inv", "z_sp" (true, split at `d_data` by the caller), "h_inv", "h_sp"
     (learned, split at `d_model`). Stage 2 uses `d_data = d_model` in the reference and swaps the
-    meaning of `hz_~z_~r2` (h_sp -> z_inv) and `~hz_z_~r2` (h_inv -> z_sp) (gotcha 16,
+    meaning of `hz_~z_~r2` (h_sp -> z_inv) and `~hz_z_~r2` (h_inv -> z_sp) (md-crl gotcha 16,
     reproduced); `consistent_names=True` keeps the stage-1 meanings.
     """
     spec = {

@@ -1,5 +1,5 @@
-"""Coupling layers with the reference's semantics (nflows, ws-crl.md 7.3) on distrax's
-`MaskedCoupling`.
+"""Coupling layers with the reference's semantics (nflows, as called by `ws_crl/transforms.py`)
+on distrax's `MaskedCoupling`.
 
 A coupling layer transforms the features where `mask` is True, elementwise, with parameters
 that a `ResidualNet` computes from the other ("identity") features. The inner transforms:

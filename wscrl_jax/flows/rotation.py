@@ -1,4 +1,4 @@
-"""SO(n) rotations as bijectors (`ws_crl/encoder/flow.py: SONEncoder`, ws-crl.md 1.4).
+"""SO(n) rotations as bijectors (reference: `ws_crl/encoder/flow.py: SONEncoder`).
 
 distrax's `UnconstrainedAffine` would also rotate, but computes a log-determinant (LU) and an
 inverse (a solve) that for a rotation are exactly 0 and the transpose; `Rotation` says so.

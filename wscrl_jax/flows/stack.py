@@ -1,5 +1,5 @@
-"""The reference's coupling-flow stack (`ws_crl/transforms.py: make_scalar_transform`, ws-crl.md
-7.3) as a Flax module holding the conditioner parameters.
+"""The reference's coupling-flow stack (`ws_crl/transforms.py: make_scalar_transform`) as a
+Flax module holding the conditioner parameters.
 
 For i in 0..layers-1: a fixed random permutation, then a coupling layer on the alternating mask
 (even features when i is even); then a last permutation and, with `sigmoid`, a sigmoid.

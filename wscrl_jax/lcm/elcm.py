@@ -1,6 +1,7 @@
-"""Explicit latent causal model (`ws_crl/lcm/elcm.py: ELCM` with an MLP explicit SCM and a
-learned graph; ws-crl.md 3.3-3.6): a VAE whose codes are the causal variables themselves, with
-the weakly supervised prior of an explicit SCM over a learned ENCO / DDS / fixed-order graph.
+"""Explicit latent causal model (`ws_crl/lcm/elcm.py: ELCM` with an MLP explicit SCM and a learned
+graph; `ws_crl/causal/scm.py`, `ws_crl/causal/graph.py`): a VAE whose codes are the causal
+variables themselves, with the weakly supervised prior of an explicit SCM over a learned
+ENCO / DDS / fixed-order graph.
 
 Main-phase prior of a pair, one graph A sampled per pair (`training.graph_sampling`):
 

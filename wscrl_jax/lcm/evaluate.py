@@ -64,7 +64,7 @@ def _test_outputs(method, params, model_state, batch, key, phase, beta):
 @partial(jax.jit, static_argnums=(0, 5))
 def _iwae_log_likelihood(method, params, model_state, batch, key, n_samples):
     """IWAE estimate [M, B]: logmeanexp over n copies of -loss_b at the forward defaults
-    (full Gaussian constants, stochastic encoder, interventions modelled; gotcha 15)."""
+    (full Gaussian constants, stochastic encoder, interventions modelled; ws-crl gotcha 15)."""
     def one(params, model_state, batch, key):
         def one_copy(k):
             loss_b, _ = method.per_sample(params, model_state, batch["x1"], batch["x2"], k,

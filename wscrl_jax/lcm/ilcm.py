@@ -4,7 +4,8 @@ Per-sample loss in the main phase, with w_k = q(I_k | x1, x2) over the K targets
 
     loss_b = -sum_k w_k ll_k + beta * sum_k w_k KL_eps,k + beta_I * (sum_k w_k^2 log w_k + log K)
 
-where the w_k^2 is the reference's double weighting (gotcha 2, `fix_entropy_weighting` fixes).
+where the w_k^2 is the reference's double weighting (ws-crl gotcha 2, `fix_entropy_weighting`
+fixes).
 All K interventions are evaluated at once as a leading [K, ...] axis.
 """
 
@@ -129,7 +130,8 @@ class ILCM(PairAutoencoder):
         return ll, mean
 
     def _regularizers(self, x1, x2, mu1, s1, mu2, s2):
-        """z-regularisation and consistency MSE from fresh unprojected samples (gotcha 19)."""
+        """z-regularisation and consistency MSE from fresh unprojected samples (ws-crl gotcha
+        19)."""
         e1 = reparameterize(self.make_rng("sample"), mu1, s1)
         e2 = reparameterize(self.make_rng("sample"), mu2, s2)
         return {"z_regularization": sq_norm(e1) + sq_norm(e2),
@@ -149,7 +151,8 @@ class ILCM(PairAutoencoder):
             return jax.random.uniform(self.make_rng("sample"), shape)
         if self.averaging_strategy in ("average", "mean"):
             return jnp.full(shape, 0.5)
-        if self.averaging_strategy == "z2":  # weights x1's posterior, despite the name (gotcha 18)
+        # "z2" weights x1's posterior, despite the name (ws-crl gotcha 18)
+        if self.averaging_strategy == "z2":
             return jnp.ones(shape)
         raise ValueError(f"unknown averaging strategy {self.averaging_strategy!r}")
 
@@ -217,7 +220,7 @@ class ILCM(PairAutoencoder):
         if self.fix_entropy_weighting:
             log_q_int = jnp.log(weights)
         else:
-            log_q_int = weights * jnp.log(weights)  # weighted again below (gotcha 2)
+            log_q_int = weights * jnp.log(weights)  # weighted again below (ws-crl gotcha 2)
         log_p_int = -math.log(num_targets)
         wsum = lambda a: jnp.sum(weights * a, axis=0)  # noqa: E731
         ll = wsum(ll1 + ll2)

@@ -1,11 +1,11 @@
 """The LCM on image pairs read from disk: CausalCircuit stage 1 (`method = "lcm_images"`).
 
 Reference: `experiments/causalcircuit_reduce_dim.py` with `config/causalcircuit_reduce_dim.yaml`
-(ws-crl.md 6.3-6.5): the ILCM (or dVAE / beta-VAE) of `lcm/method.py` with the CoordConv ResNet
-encoder and decoder of `lcm/image_vae.py`, trained on the TFDS `causalcircuit` dataset through
-a Grain pipeline (`data/causalcircuit/pipeline.py`: per-member shuffling from the data seed,
-JPEGs decoded in worker processes, its iterator state in the checkpoint). Batches reach the
-step as uint8 images and become floats in [0, 1] inside it.
+and `ws_crl/encoder/image_vae.py`: the ILCM (or dVAE / beta-VAE) of `lcm/method.py` with the
+CoordConv ResNet encoder and decoder of `lcm/image_vae.py`, trained on the TFDS `causalcircuit`
+dataset through a Grain pipeline (`data/causalcircuit/pipeline.py`: per-member shuffling from the
+data seed, JPEGs decoded in worker processes, its iterator state in the checkpoint). Batches reach
+the step as uint8 images and become floats in [0, 1] inside it.
 
 After training every split is encoded (encoder means, the reference's `encode_decode_pair`
 codes) and written for stage 2 (`data/causalcircuit/codes.py`), with

@@ -162,8 +162,9 @@ class LCMMethod(Method):
 
     def end_epoch(self, state, epoch: int, stats, data):
         """At `training.fix_topological_order_epoch`: each member's topological order from its
-        solution functions on the validation split (`fix_topological_order`, ws-crl.md 4.2; the
-        masked noise is zero, not the logged medians: gotcha 6)."""
+        solution functions on the validation split (reference: `fix_topological_order` in
+        `experiments/scaling.py: train`; the masked noise is zero, not the logged medians:
+        ws-crl gotcha 6)."""
         del stats
         if self._fix_order_epoch is None or epoch + 1 != self._fix_order_epoch:
             return state

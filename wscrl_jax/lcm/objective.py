@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from wscrl_jax.lcm.phases import LossWeights
 
 # Per-sample outputs whose batch means are logged, in a fixed order (the reference's
-# LOG_MEAN_VARS, with `kl_e` in place of the never-emitted `kl_epsilon`: gotcha 20).
+# LOG_MEAN_VARS, with `kl_e` in place of the never-emitted `kl_epsilon`: ws-crl gotcha 20).
 LOG_MEAN_VARS = ("elbo", "kl", "kl_e", "kl_intervention_target", "mse", "consistency_mse",
                  "inverse_consistency_mse", "log_prior", "log_prior_observed",
                  "log_prior_intervened", "log_prior_nonintervened", "log_likelihood",
@@ -29,7 +29,7 @@ def entropy(p):
 
 def total_loss(loss_b, outputs, weights, loss_weights: LossWeights):
     """Scalar training loss: mean loss + edges + cyclicity (learned graphs) + z-reg +
-    consistency + 2x inverse consistency (gotcha 4) - entropy weight * H(mean_b q)."""
+    consistency + 2x inverse consistency (ws-crl gotcha 4) - entropy weight * H(mean_b q)."""
     loss = weighted_mean(loss_b, weights)
     if "edges" in outputs:
         loss += loss_weights.edge * weighted_mean(outputs["edges"], weights)

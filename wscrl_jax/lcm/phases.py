@@ -38,7 +38,7 @@ class Phase(NamedTuple):
 
 
 EVAL_PHASE = Phase()
-# the reference's IWAE ignores the eval settings (gotcha 15): forward defaults
+# the reference's IWAE ignores the eval settings (ws-crl gotcha 15): forward defaults
 IWAE_PHASE = Phase(full_likelihood=True, graph_mode="hard", graph_samples=1)
 
 

@@ -7,7 +7,7 @@ Every module maps `x [batch, x_dim] -> (z_hat [batch, latent], x_hat [batch, x_d
   with `x_dim = latent`): `Linear(x -> latent)`, `Linear(latent -> x)`, both with bias. `FCAE`
   init: xavier-normal weights (gain 1, std `sqrt(2 / (fan_in + fan_out))`), zero biases.
 * `MLPAE`: the FCAE init on a LeakyReLU MLP encoder/decoder (the reference's
-  `mlp_ae_synthetic.yaml` is not readable by `FCAE`, gotcha 18; this is the evident intent).
+  `mlp_ae_synthetic.yaml` is not readable by `FCAE`, md-crl gotcha 18; this is the evident intent).
 * `PolyAE` (`poly_ae.yaml`, `FCAEPoly`): encoder `Linear(x -> x//2) LeakyReLU(0.5)
   Linear(x//2 -> x//2) LeakyReLU(0.5) Linear(x//2 -> latent)`, all bias-free; decoder
   `PolyDecoder`: Kronecker monomial features of degree <= `poly_degree` of the first
@@ -125,7 +125,7 @@ class _BatchNormMLP(nn.Module):
 
 class BatchNormMLPAE(nn.Module):
     """`mlp_ae.yaml` (the balls stage 2; the README's `mlp_ae_balls` does not exist, md-crl
-    gotcha 2): encoder `[Linear(-> width) BN LeakyReLU] x 3, Linear(-> latent)`, decoder the
+    md-crl gotcha 2): encoder `[Linear(-> width) BN LeakyReLU] x 3, Linear(-> latent)`, decoder the
     same to `x_dim`; FCAE init (xavier-normal, zero bias), BatchNorm statistics in the
     `batch_stats` collection. x [B, x_dim] -> (z [B, latent], x_hat [B, x_dim]); `train` uses
     the batch statistics of the rows where `mask` [B] is set."""

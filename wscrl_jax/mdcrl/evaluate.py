@@ -1,4 +1,4 @@
-"""Final evaluation of one MD-CRL member (reference: section 8 of the notes,
+"""Final evaluation of one MD-CRL member (reference:
 `MixingAutoencoderPL.validation_step` / `on_train_start` and the stage-2
 `MixingMDEncodedAutoencoderPL`; balls: `evaluate_balls_member`).
 

@@ -10,7 +10,8 @@ from the same kernel values, the gradient with respect to the points,
 
 i.e. `-4 (rowsum(H) t - H t)`, and keeps only that [n, d] gradient for the backward pass
 (the derivative of the reference's direct differences; it differs from JAX's derivative of
-the same sum in the last digits). Profile and timings: docs/benchmarks.md (issue 17).
+the same sum in the last digits). Fewer passes over memory make it faster; timings in
+docs/performance.md.
 """
 
 from __future__ import annotations

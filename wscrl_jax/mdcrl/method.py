@@ -11,7 +11,7 @@ optimisers), the Lightning trainer and callbacks (`configs/trainer/default.yaml`
 stored as uint8 [N, 64, 64, 3], converted to [-1, 1] per batch), stage 1 (reconstruction only).
 Stage 1 with `model.save_encoded_data` writes its codes for stage 2 (`write_outputs`,
 `data/encoded.py`). `"encoded"`: stage 2 on those codes, min-max scaled to [-1, 1] (mixing) or
-[0, 1] (balls) per split (`data.code_range`, gotcha 13). Per member: data `{split: {"x" [N,
+[0, 1] (balls) per split (`data.code_range`, md-crl gotcha 13). Per member: data `{split: {"x" [N,
 x_dim], "z" [N, z_dim], "domain" [N]}}`; params `{"ae": ..., ["classifier"]}`; model state
 (checkpointed): learning rate, plateau and early-stopping counters (`train/callbacks.py`), an
 `active` flag (an early-stopped member stops updating while the others go on), the last
@@ -110,7 +110,7 @@ class MDCRLMethod(Method):
             decoder_latent = self.data_cfg.z_dim
         self.steps_per_epoch = math.ceil(n_train / self.batch_size)
         self.n_train = n_train
-        # Stage 1 keeps the last epoch's online training codes (reference, gotcha 12).
+        # Stage 1 keeps the last epoch's online training codes (reference, md-crl gotcha 12).
         self.online_codes = (not self.stage2 and bool(m.save_encoded_data)
                              and m.encoded_train_codes == "online")
         self.module = build_autoencoder(
@@ -318,9 +318,9 @@ class MDCRLMethod(Method):
 
     def end_epoch(self, state, epoch: int, stats, data):
         """After each epoch: validation loss, ReduceLROnPlateau on the last training-step loss
-        (`monitor: train_loss`, gotcha 22), early stopping on the validation loss."""
+        (`monitor: train_loss`, md-crl gotcha 22), early stopping on the validation loss."""
         step = int(to_host(state.step)[0])
-        # Validation reuses the last training step's penalty weight (gotcha 11).
+        # Validation reuses the last training step's penalty weight (md-crl gotcha 11).
         loss_weights = self.loss_weights((step - 1) / self.steps_per_epoch)
         if self.options.convolutional:
             val = validation.val_loss_on_host(self._val_batch, self.batch_size, state.params,

@@ -129,9 +129,10 @@ def penalty_mmd(
     """MMD penalty (`mmd_loss`): sum over present domain pairs of `mmd(Z_e, Z_e')`.
 
     For each pair `e < e'` with both domains present, both domains' rows are taken in batch order
-    and truncated to the first `m = min(n_e, n_e')` rows (gotcha 10, reproduced), restricted to the
-    first `d_inv` columns. Defaults are the configs' `(1.0, 1, 1.0)`; the README's linear-mixing
-    runs use `fix_sigma=None` (adaptive bandwidth, computed per pair on the 2m truncated rows).
+    and truncated to the first `m = min(n_e, n_e')` rows (md-crl gotcha 10, reproduced),
+    restricted to the first `d_inv` columns. Defaults are the configs' `(1.0, 1, 1.0)`; the
+    README's linear-mixing runs use `fix_sigma=None` (adaptive bandwidth, computed per pair on
+    the 2m truncated rows).
 
     `capacity` (static): at most that many rows per domain are used, i.e.
     `m = min(n_e, n_e', capacity)`. `None` = no limit (exact). Implementation, all static shapes:

@@ -1,6 +1,6 @@
 """Files an MD-CRL run writes after training: the stage-1 codes for stage 2 (reference:
-`MixingAutoencoderPL.on_train_epoch_end` / `on_validation_epoch_end`, `BallsAutoencoderPL`'s,
-section 6.1 of the notes) and the figures (WORKDIR/figures/)."""
+`MixingAutoencoderPL.on_train_epoch_end` / `on_validation_epoch_end`, `BallsAutoencoderPL`'s)
+and the figures (WORKDIR/figures/)."""
 
 import importlib.util
 import logging
@@ -21,7 +21,7 @@ def write_outputs(method, workdir: str, state, data, members):
     `model.save_encoded_data`: the codes of every split of every member plus explicit
     metadata for stage 2 (`data/encoded.py`). Validation and test codes come from the final
     weights; training codes are the last epoch's online codes
-    (`model.encoded_train_codes="online"`, reference, gotcha 12) or the final weights'
+    (`model.encoded_train_codes="online"`, reference, md-crl gotcha 12) or the final weights'
     (`"final"`). state, data: stacked over members."""
     if method.images:
         write_balls_figures(method, workdir, state, data, members)

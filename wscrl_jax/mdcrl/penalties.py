@@ -13,8 +13,8 @@ Conventions shared by every function:
 
 The MMD penalty is in `mmd.py`; `penalty_terms` combines it with the others here.
 
-Reference quirks that change numbers are reproduced by default (gotchas 9, 10, 11, 27 of the
-reference notes); fixes sit behind documented keyword flags.
+Reference quirks that change numbers are reproduced by default (md-crl gotchas 9, 10, 11, 27);
+fixes sit behind documented keyword flags.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def domain_extremes(z: Array, domains: Array, num_domains: int, d_inv: int, top_
       maxs: [num_domains, d_inv, top_k], the `top_k` largest values in descending order;
       counts: [num_domains] int32 rows per domain.
       Domains with fewer than `top_k` rows (including empty ones) get all-zero extremes, as the
-      reference's zero-initialised buffers (gotcha 9).
+      reference's zero-initialised buffers (md-crl gotcha 9).
     """
     batch = z.shape[0]
     mask = domain_masks(domains, num_domains)  # [D, B]
@@ -153,8 +153,8 @@ def hinge_loss(
 
     `var` is the unbiased per-domain variance. The caller multiplies by `hinge_loss_weight` (the
     reference function ignores its weight argument). Reference (default): NaN when any of the
-    `num_domains` domains has fewer than 2 rows in the batch (gotcha 27). `skip_degenerate=True`:
-    such domains contribute 0.
+    `num_domains` domains has fewer than 2 rows in the batch (md-crl gotcha 27).
+    `skip_degenerate=True`: such domains contribute 0.
 
     Args:
       z: [batch, z_dim]; domains: [batch] or [batch, 1].
@@ -208,7 +208,7 @@ def penalty_domain_classification(z: Array, domains: Array, weight: Array, d_inv
     Reference `penalty_domain_classification` with `LogisticRegressionModel`: logits
     `z_inv @ weight`, `CE = mean cross-entropy`; returns `(-CE, accuracy)`. The penalty is `-CE`.
     In the reference the classifier weights are trained by the same optimiser on the same loss
-    (so it is not adversarial, gotcha 17); how `weight` is trained is the caller's choice.
+    (so it is not adversarial, md-crl gotcha 17); how `weight` is trained is the caller's choice.
 
     Args:
       z: [batch, z_dim]; domains: [batch] or [batch, 1]; weight: [d_inv, num_domains]
@@ -234,7 +234,7 @@ def penalty_warmup_weight(step, penalty_weight: float, wait_steps: int = 0, line
 
     0 for `step < wait_steps`; `penalty_weight * (step - wait_steps) / linear_steps` for
     `wait_steps <= step < wait_steps + linear_steps`; `penalty_weight` afterwards. With the defaults
-    step 0 gets weight 0 (gotcha 11, reproduced). jit-compatible (`step` may be traced).
+    step 0 gets weight 0 (md-crl gotcha 11, reproduced). jit-compatible (`step` may be traced).
     In the reference validation reuses the last training value, and stage-2 models skip warm-up.
     """
     step = jnp.asarray(step, jnp.float32)

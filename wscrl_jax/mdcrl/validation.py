@@ -46,7 +46,7 @@ def member_val_loss(batch_terms, batch_size: int, params, model_state, valid, lo
 def val_loss_on_host(members_batch_terms, batch_size: int, params, model_state, valid,
                      loss_weights):
     """`member_val_loss` of every member of a convolutional model: the batches in a host loop
-    (XLA's CPU backend convolves ~25x slower inside `lax.map`), each one compiled call of
+    (XLA's CPU backend convolves much more slowly inside `lax.map`), each one compiled call of
     `members_batch_terms` (`batch_terms` vmapped over members); the same weighted mean.
     params, model_state, valid: [members, ...]; returns {name: [members]}."""
     n, b = valid["x"].shape[1], batch_size

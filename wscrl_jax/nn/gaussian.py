@@ -18,7 +18,7 @@ def floored_variance(std):
     """std^2 floored at 1e-6 in the forward pass with an identity gradient.
 
     PyTorch's `gaussian_nll_loss` clamps a clone of the variance under `no_grad`, so the
-    value is clamped while gradients flow as if it were not (reference gotcha 16).
+    value is clamped while gradients flow as if it were not (ws-crl gotcha 16).
     """
     var = jnp.square(std)
     return var + jax.lax.stop_gradient(jnp.maximum(var, VARIANCE_FLOOR) - var)
@@ -57,7 +57,7 @@ class GaussianMLP(nn.Module):
     ReLU trunk (ReLU after the last hidden layer too), linear mean head, and
     `std = min_std + softplus(W h + b)` with W ~ N(0, 1e-3^2), b = inverse_softplus(init_std -
     min_std). With `fix_std` the std is the constant `inverse_softplus(init_std)`: the
-    reference's frozen zero-weight head has no softplus (gotcha 5, reproduced).
+    reference's frozen zero-weight head has no softplus (ws-crl gotcha 5, reproduced).
     """
 
     hidden: Sequence[int]

@@ -3,14 +3,13 @@
 JAX lowers its threefry2x32 hash on CPU as a rolled loop (five iterations of four rounds) to keep
 compile times of large programs down; on GPU and TPU it uses the unrolled form. Inside a
 compiled training step every random draw (reparameterisation noise, averaging weights) then
-runs a small while loop of about fifteen kernels per iteration: in the ILCM's pretraining step
-that was 40 % of all kernels (profile in docs/benchmarks.md). `use_unrolled_threefry` registers
+runs a small while loop of many kernels per iteration, a large share of all the kernels of a
+small model's step (docs/performance.md). `use_unrolled_threefry` registers
 JAX's own unrolled lowering for CPU too; the hash, and so every random number, is bit for bit
 the same (tests/test_prng.py), and fused into one kernel per draw. The compiled step and the
-parameter init register it (`make_run_steps`, `init_states`): the CausalCircuit image VAE's
-init (93 parameter arrays, one draw each) compiles in 6 s unrolled against 14 s rolled. The
-data generation lowers inside `rolled_threefry`: its few large draws compile faster rolled
-(2.5 s against 4.4-6.3 s for the scaling data).
+parameter init register it (`make_run_steps`, `init_states`): an init of many parameter
+arrays, one draw each, also compiles faster unrolled. The data generation lowers inside
+`rolled_threefry`: its few large draws compile faster rolled.
 """
 
 import contextlib

@@ -1,7 +1,7 @@
 """CausalCircuit stage-1 codes on disk: what the image VAE writes and stage 2 trains on.
 
 Reference: `experiments/causalcircuit_reduce_dim.py: save_representations` (writes an 8-tuple
-of tensors per split, ws-crl.md 6.5) and `experiments/causalcircuit.py: get_dataloader`
+of tensors per split) and `experiments/causalcircuit.py: get_dataloader`
 (reads it). Here a stage-1 run writes `WORKDIR/encoded/member<i>.npz` (`<field>_<split>` for
 the fields below, rows in the download's order) and `WORKDIR/encoded/meta.json` with
 `source: causalcircuit`, through the same atomic writers as MD-CRL's stage 1
