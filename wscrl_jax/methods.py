@@ -8,7 +8,7 @@ from wscrl_jax.lcm.image_method import ImageLCMMethod
 from wscrl_jax.lcm.method import LCMMethod
 from wscrl_jax.mdcrl.method import MDCRLMethod
 from wscrl_jax.train.method import Method
-from wscrl_jax.train.sweep import grid_points, parse_grid, parse_seeds
+from wscrl_jax.train.sweep import OWN_DATASETS, grid_points, parse_grid, parse_seeds
 
 METHODS = {"lcm": LCMMethod, "lcm_images": ImageLCMMethod, "mdcrl": MDCRLMethod}
 
@@ -53,6 +53,9 @@ def check_members(config):
     parsed = _seeds(data_seeds, "sweep.data_seeds", same)
     unique_seeds(parsed, "sweep.data_seeds", data_seeds, "data seed")
     if parsed:
+        return
+    if config.get("data", {}).get("dataset") in OWN_DATASETS:  # own data: the split seed
+        seed_value(config.data.get("split_seed"), "data.split_seed")
         return
     nature = config.get("data", {}).get("nature", {})
     require("seed" in nature, f"sweep.data_seeds={data_seeds!r} must be {same} or comma-separated "

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from wscrl_jax.causal.learned_graphs import GRAPH_KINDS
 from wscrl_jax.data.causalcircuit.codes import load_codes
+from wscrl_jax.data.own_pairs import load_pairs, make_pairs_data
 from wscrl_jax.data.scaling import make_scaling_data
 from wscrl_jax.lcm import config as lcm_config
 from wscrl_jax.lcm.betavae import BetaVAE
@@ -112,10 +113,15 @@ class LCMMethod(Method):
         self.has_solution_functions = config.model.type == "intervention_noise_vae"
         # ILCM with a learned graph, ELCM: the graph kind it trains (else None)
         self.graph_kind = getattr(self.module, "graph_kind", None)
+        if config.data.dataset == "pairs" and "z1" not in load_pairs(
+                config.data.path, self.dim_z).arrays:
+            self.headline_metrics = ("nll",)  # no true variables: no DCI (lcm/evaluate.py)
 
     @staticmethod
     def observation_dim(data_cfg) -> int:
-        """Features of one observation: `data.dim_x`."""
+        """Features of one observation: `data.dim_x`, or own pairs' from their files."""
+        if data_cfg.dataset == "pairs":
+            return load_pairs(data_cfg.path, data_cfg.dim_z).dim_x
         return data_cfg.dim_x
 
     # ------------------------------------------------------------------ config
@@ -150,8 +156,11 @@ class LCMMethod(Method):
 
     # ------------------------------------------------------------------ data and init
     def make_data(self, data_seed: int) -> Dict[str, Dict[str, jnp.ndarray]]:
-        """The scaling data of `data_seed`, or the stage-1 codes (the same for every seed)."""
+        """The scaling data of `data_seed`, the stage-1 codes (the same for every seed), or own
+        pairs (`data_seed`: the split seed of one file)."""
         d = self.config.data
+        if d.dataset == "pairs":
+            return make_pairs_data(d, data_seed)
         if d.dataset == "causalcircuit_codes":
             return load_codes(d.stage1_workdir, d.stage1_member, TRUE_GRAPHS[d.true_graph])
         return make_scaling_data(d, data_seed)
