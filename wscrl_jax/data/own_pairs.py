@@ -94,12 +94,17 @@ def _read(source: npz_files.Source, dim_z: int) -> Pairs:
             npz_files.same_value(path, "true_graph", g, graph, graph_path)
             graph, graph_path = g, path
         tables[split] = arrays
+    if len(first[1]) >= 2:
+        raise DataFileError(f"{first[0]}: array 'x1' holds images {list(first[1])}; data."
+                            "dataset=pairs trains on vectors [N, dim_x]: reduce images first "
+                            "with an image VAE (the two-stage route, docs/own_data.md)")
     _check_same_arrays(source, tables)
     return Pairs(source, tables, graph, int(first[1][0]))
 
 
 def _check_observations(path: str, arrays, first):
-    """x1 and x2: the same shape, vectors [N, dim_x] of the same dim_x as the first file."""
+    """x1 and x2: the same shape, of the same size per row as in the first file; vectors
+    [N, dim_x] of floats (images are refused by `_read`)."""
     x1, x2 = arrays["x1"], arrays["x2"]
     if x1.shape != x2.shape:
         raise DataFileError(f"{path}: array 'x2' has shape {list(x2.shape)}, array 'x1' "
@@ -108,10 +113,8 @@ def _check_observations(path: str, arrays, first):
         what = "images" if x1.ndim >= 3 else "observations"
         raise DataFileError(f"{path}: array 'x1' holds {what} of shape {list(x1.shape[1:])}, "
                             f"{first[0]} of {list(first[1])}; every split needs the same size")
-    if x1.ndim >= 3:
-        raise DataFileError(f"{path}: array 'x1' holds images {list(x1.shape)}; data.dataset="
-                            "pairs trains on vectors [N, dim_x]: reduce images first with an "
-                            "image VAE (the two-stage CausalCircuit route, docs/own_data.md)")
+    if x1.ndim >= 3:  # refused once every split's size is compared (`_read`)
+        return
     if x1.ndim != 2 or x1.shape[0] == 0 or x1.shape[1] == 0:
         raise DataFileError(f"{path}: array 'x1' has shape {list(x1.shape)}; [N, dim_x] "
                             "vectors with N, dim_x >= 1 expected")
