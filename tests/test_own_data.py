@@ -266,6 +266,24 @@ def test_domains_put_the_invariant_latents_first(tmp_path):
     assert data["valid"]["domain"].dtype == np.int32
 
 
+def test_one_domains_file_is_split_and_checked(tmp_path):
+    rng = np.random.default_rng(3)
+    a = domain_arrays(120, rng, domains=4)
+    a["invariant"] = np.array([1])
+    a["x"][:, 0] = np.arange(120)  # row ids
+    np.savez(tmp_path / "all.npz", **a)
+    c = load_config("md_mixing", "linear,minmax,fast")
+    c.data.dataset, c.data.path, c.data.z_dim = "domains", str(tmp_path / "all.npz"), 4
+    c.training.batchsize = 32
+    validate_config(c)  # sweep.data_seeds="same": each member's split seed is its model seed
+    data = make_domains_data(c.data, 5)
+    ids = [np.asarray(data[s]["x"][:, 0]).astype(int) for s in ("train", "valid", "test")]
+    assert [len(i) for i in ids] == [96, 12, 12]
+    assert sorted(np.concatenate(ids)) == list(range(120))
+    np.testing.assert_array_equal(np.asarray(data["test"]["z"]),
+                                  a["z"][ids[2]][:, [1, 0, 2, 3]])
+
+
 # ---------------------------------------------------------------- exported = built-in
 def _rows_equal(a, b):
     assert [list(r) for r in a] == [list(r) for r in b]  # same columns in the same order
