@@ -68,8 +68,16 @@ def get_config(arg=None):
 
     # ------------------------------------------------ data (datamodule/mixing*.yaml, dataset/*)
     d = c.data = ml_collections.ConfigDict()
-    # mixing (generated from the seed) or encoded (stage 2: the stage-1 run's codes)
+    # mixing (generated from the seed), encoded (stage 2: the stage-1 run's codes) or domains
+    # (your own multi-domain data from data.path, docs/own_data.md; z_dim: latents to learn)
     d.dataset = "encoded" if stage == "poly_stage2" else "mixing"
+    # domains: a directory with train.npz, val.npz, test.npz or one .npz file split at random
+    d.path = ""
+    # domains in one file: seed of its split (the members' data seed; with the default
+    # sweep.data_seeds="same" each member's model seed)
+    d.split_seed = 0
+    d.val_fraction = 0.1  # domains in one file: fraction of rows for validation
+    d.test_fraction = 0.1  # domains in one file: fraction of rows for the test split
     d.generation_strategy = "auto"  # "auto" (random per-domain ranges) or "manual"
     d.num_domains = 16 if poly else 4  # D, number of domains
     d.z_dim = 14 if poly else 4  # true latent dimension

@@ -73,10 +73,20 @@ def get_config(arg=None):
 
     # ---------------------------------------------------------------- data (data/scaling.yaml)
     c.data = ml_collections.ConfigDict()
-    c.data.dataset = "scaling"  # the scaling toy data (generated from data.nature.seed)
+    # "scaling": the toy data generated from data.nature.seed; "pairs": your own pairs from
+    # data.path (docs/own_data.md)
+    c.data.dataset = "scaling"
     c.data.dim_z = 2  # number of causal variables (tested with 2..30 in the reference)
     # observation dimension: a reference to dim_z, the observations are a rotation of z
+    # (pairs: read from the files, this key is not used)
     c.data.dim_x = c.data.get_ref("dim_z")
+    # pairs: a directory with train.npz, val.npz, test.npz (optional dci_train.npz) or one .npz
+    # file split at random into train / val / test rows
+    c.data.path = ""
+    # pairs in one file: seed of its split (the members' data seed; sweep: sweep.data_seeds)
+    c.data.split_seed = 0
+    c.data.val_fraction = 0.1  # pairs in one file: fraction of rows for validation
+    c.data.test_fraction = 0.1  # pairs in one file: fraction of rows for the test split
     # mixing z -> x: "so_n" (the reference's rotation) or "flow" (the rotation, then a random
     # rational-quadratic coupling flow; not in the reference)
     c.data.mixing = "so_n"

@@ -10,6 +10,7 @@ method checks its own sections in `Method.validate_config`, next to its allowed 
 import importlib.util
 import math
 import numbers
+import os
 
 # Seeds become uint32 PRNG keys (`train/state.py`) and numpy generator seeds: anything outside
 # [0, 2**32) either fails there or silently collides with another seed.
@@ -157,3 +158,23 @@ def check_checkpoint(ck):
     positive_int(ck.every_n_steps, "checkpoint.every_n_steps", 0)
     optional_int(ck.max_to_keep, "checkpoint.max_to_keep", 1, unset="keep all")
     boolean(ck.async_save, "checkpoint.async_save")
+
+
+def check_own_data_split(d, sweep):
+    """`data.path`, `data.split_seed`, `data.val_fraction`, `data.test_fraction` of a user's
+    own data (`data.dataset` pairs or domains, docs/own_data.md), and `sweep.data_seeds`: split
+    seeds where one file is split, refused where a directory fixes the splits."""
+    require(isinstance(d.path, str) and d.path, "data.path is not set; pass a directory with "
+            "train.npz, val.npz and test.npz, or one .npz file: --config.data.path=PATH")
+    seed_value(d.split_seed, "data.split_seed")
+    finite_number(d.val_fraction, "data.val_fraction", 0, exclusive=True, maximum=1,
+                  exclusive_max=True)
+    finite_number(d.test_fraction, "data.test_fraction", 0, exclusive=True, maximum=1,
+                  exclusive_max=True)
+    require(d.val_fraction + d.test_fraction < 1, f"data.val_fraction={d.val_fraction} and "
+            f"data.test_fraction={d.test_fraction} leave no training rows; their sum must be < 1")
+    data_seeds = sweep.get("data_seeds")
+    require(not os.path.isdir(d.path) or data_seeds in ("", None, "same"),
+            f"sweep.data_seeds={data_seeds!r}: data.path={d.path} is a directory whose "
+            "train/val/test files fix the splits, so there are no split seeds to sweep; leave "
+            "sweep.data_seeds empty, or pass one .npz file to split")

@@ -11,7 +11,7 @@ from typing import Dict, Type, Union
 from wscrl_jax.config_checks import (SEED_LIMIT, ConfigError, check_checkpoint, check_tracking,
                                      one_of, optional_int, require, seed_value, unique_seeds)
 from wscrl_jax.train.method import Method
-from wscrl_jax.train.sweep import grid_points, parse_grid, parse_seeds
+from wscrl_jax.train.sweep import OWN_DATASETS, grid_points, parse_grid, parse_seeds
 
 METHODS: Dict[str, Union[str, Type[Method]]] = {
     "lcm": "wscrl_jax.lcm.method:LCMMethod",
@@ -76,6 +76,9 @@ def check_members(config):
     parsed = _seeds(data_seeds, "sweep.data_seeds", same)
     unique_seeds(parsed, "sweep.data_seeds", data_seeds, "data seed")
     if parsed:
+        return
+    if config.get("data", {}).get("dataset") in OWN_DATASETS:  # own data: the split seed
+        seed_value(config.data.get("split_seed"), "data.split_seed")
         return
     nature = config.get("data", {}).get("nature", {})
     require("seed" in nature, f"sweep.data_seeds={data_seeds!r} must be {same} or comma-separated "

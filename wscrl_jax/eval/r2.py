@@ -129,7 +129,10 @@ def _blocks(z, z_hat, d_data: int, d_model: int) -> dict:
     }
 
 
-def _norm_stats(z_hat, d_model: int, x=None) -> dict:
+def code_norms(z_hat, d_model: int, x=None) -> dict:
+    """Metrics of the learned codes alone (no truth): the mean norms of the invariant block
+    (`z_norm`) and of the rest (`~z_norm`) of z_hat [n, latent]; with observations x [n, x_dim],
+    their mean per-row variances over x's mean norm (`z_var/x_norm`, `~z_var/x_norm`)."""
     zh = np.asarray(z_hat, np.float64)
     out = {
         "z_norm": float(np.mean(np.linalg.norm(zh[:, :d_model], axis=1))),
@@ -166,7 +169,7 @@ def mixing_r2_metrics(
     blocks = _blocks(z, z_hat, d_data, d_model)
     spec = mixing_r2_spec(stage, consistent_names)
     out = {k: linear_r2(blocks[s], blocks[t], fit_intercept) for k, (s, t) in spec.items()}
-    out.update(_norm_stats(z_hat, d_model, x if stage == 1 else None))
+    out.update(code_norms(z_hat, d_model, x if stage == 1 else None))
     return out
 
 

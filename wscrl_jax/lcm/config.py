@@ -9,10 +9,12 @@ from wscrl_jax.causal.gumbel import SAMPLING_MODES
 from wscrl_jax.causal.implicit_scm import SOLUTION_TRANSFORMS
 from wscrl_jax.causal.learned_graphs import GRAPH_KINDS
 from wscrl_jax.config_checks import (SEED_LIMIT, ConfigError, batch_fits, boolean,
-                                     check_shared_training, finite_number, is_int, one_of,
-                                     optional_int, positive_int, require)
+                                     check_own_data_split, check_shared_training, finite_number,
+                                     is_int, one_of, optional_int, positive_int, require)
 from wscrl_jax.data.causalcircuit.toy import TOY_GRAPH
 from wscrl_jax.data.encoded import Stage1OutputMissing, read_encoded_meta
+from wscrl_jax.data.npz_files import DataFileError
+from wscrl_jax.data.own_pairs import load_pairs, split_sizes
 from wscrl_jax.data.scaling import CAUSAL_EFFECTS, NATURE_RNGS, SPLITS
 from wscrl_jax.eval import gbrt_native
 from wscrl_jax.eval.dci import DCI_BACKENDS
@@ -20,8 +22,9 @@ from wscrl_jax.lcm.ilcm import AVERAGING_STRATEGIES
 from wscrl_jax.train.schedules import LR_SCHEDULE_TYPES, STEP_SCHEDULE_TYPES
 
 MODEL_TYPES = ("intervention_noise_vae", "causal_vae")
-# the scaling toy data, or the codes of a CausalCircuit stage-1 run (configs/causalcircuit.py)
-DATASETS = ("scaling", "causalcircuit_codes")
+# the scaling toy data, the codes of a CausalCircuit stage-1 run (configs/causalcircuit.py), or
+# the user's own pairs (data/own_pairs.py)
+DATASETS = ("scaling", "causalcircuit_codes", "pairs")
 TRUE_GRAPHS = {"": None, "toy": TOY_GRAPH}  # data.true_graph of stage-1 codes
 ADJACENCY_TO_STRUCTURE = {"none": "none", "none_trivial": "trivial",
                           "none_fixed_order": "fixed_order",
@@ -67,6 +70,9 @@ def check_data(c):
         batch_fits(c.training.batchsize, n_train,
                    f"the stage-1 training split in {d.stage1_workdir}/encoded/meta.json")
         return
+    if d.dataset == "pairs":
+        check_pairs(c)
+        return
     require(d.dim_x == d.dim_z,
             f"data.dim_x={d.dim_x} must equal data.dim_z={d.dim_z} for scaling data")
     for split in ("train", "val", "test"):
@@ -80,6 +86,27 @@ def check_data(c):
     finite_number(d.nature.observation_noise, "data.nature.observation_noise", 0,
                   allow_none=True, unset="no noise")
     batch_fits(c.training.batchsize, d.samples.train, "data.samples.train")
+
+
+def check_pairs(c):
+    """Own pairs (`data.dataset=pairs`): the split keys, then every file read and checked
+    (`data/own_pairs.py`), a training split of at least one batch and non-empty val and test
+    splits."""
+    d = c.data
+    check_own_data_split(d, c.get("sweep", {}))
+    try:
+        pairs = load_pairs(d.path, d.dim_z)
+    except DataFileError as e:
+        raise ConfigError(str(e)) from None
+    sizes = split_sizes(pairs, d.val_fraction, d.test_fraction)
+    where = {s: pairs.source.files.get(s, d.path) for s in sizes}
+    require(sizes["train"] >= c.training.batchsize,
+            f"{where['train']}: array 'x1' gives {sizes['train']} training pairs, fewer than one "
+            f"batch (training.batchsize={c.training.batchsize}); use more pairs or a smaller "
+            "batch size")
+    for split in ("val", "test"):
+        require(sizes[split] >= 1, f"{where[split]}: array 'x1' gives no {split} pairs; add "
+                f"rows or raise data.{split}_fraction")
 
 
 def check_network(g, name: str):

@@ -4,7 +4,9 @@ every member of a sweep together.
 DCI on causal codes (regressors fit on `dci_train`, scored on the evaluation split), the
 graphs (`lcm/graphs.py`), then the test-set loss terms on the whole split as one batch and the
 IWAE negative log-likelihood; where the data carry it, `flow_nll`, the ground truth's exact NLL
-of the same pairs (`causal/flow_lcm.py`), the floor that `nll` approaches.
+of the same pairs (`causal/flow_lcm.py`), the floor that `nll` approaches. Metrics whose ground
+truth the data lack (own pairs, `data/own_pairs.py`) are left out, and one log line says which
+(`skipped_metrics`).
 """
 
 import logging
@@ -112,15 +114,20 @@ def evaluate_lcm_members(method, params, model_state, data, keys, *, real: int,
     # of codes to factors waits for the DCI.
     backend = resolve_dci_backend(cfg.eval.dci_backend)
     noise = None
-    if "e1" in split:  # true noise known (CausalCircuit): DCI of the encoder means too
+    if "e1" in split and "z1" in split:  # true noise known (CausalCircuit): DCI of the means
         noise = _encode_noise(method, params, jnp.concatenate([data["dci_train"]["x1"],
                                                                split["x1"]], axis=1))[:real]
     background = ThreadPoolExecutor(max_workers=1)
-    pending = background.submit(_dci_stage, cfg, backend, codes_train, codes_test, finite, noise,
-                                data, split, real)
+    pending = None
+    if "z1" in split:  # true causal variables known
+        pending = background.submit(_dci_stage, cfg, backend, codes_train, codes_test, finite,
+                                    noise, data, split, real)
 
     def dci_results():
-        """(dci, noise_dci) of every member, waiting for the background fits."""
+        """(dci, noise_dci) of every member, waiting for the background fits; (None, None)
+        without true causal variables."""
+        if pending is None:
+            return None, None
         dci, noise_dci, seconds = pending.result()
         if not hasattr(dci_results, "logged"):
             log.info("DCI of %d member(s) (%d training codes each, %s) in %.1f s", real,
@@ -184,8 +191,12 @@ def _evaluate_stages(method, params, model_state, data, keys, bar, split, finite
     batch = {"x1": split["x1"], "x2": split["x2"]}
     means, q = jax.device_get(_test_outputs(method, params, model_state, batch, k_test, phase,
                                             float(cfg.eval.beta)))
-    interventions = (None if q is None else intervention_metrics_members(
-        q, jax.device_get(split["intervention_labels"]), method.dim_z))
+    interventions = (None if q is None or "intervention_labels" not in split
+                     else intervention_metrics_members(
+                         q, jax.device_get(split["intervention_labels"]), method.dim_z))
+    skipped = skipped_metrics(split, "truth" in data, with_graphs, q is not None)
+    if skipped:
+        log.info("Metrics skipped, the data lack their ground truth: %s", "; ".join(skipped))
     bar.update()
 
     bar.set_description("evaluation: IWAE NLL")
@@ -193,7 +204,7 @@ def _evaluate_stages(method, params, model_state, data, keys, bar, split, finite
                                                     int(cfg.training.iwae_samples)), axis=1))
     bar.update()
 
-    bar.set_description(f"evaluation: DCI ({backend})")
+    bar.set_description(f"evaluation: DCI ({backend})" if "z1" in split else "evaluation")
     dci, noise_dci = dci_results()
     bar.update()
 
@@ -202,8 +213,9 @@ def _evaluate_stages(method, params, model_state, data, keys, bar, split, finite
         if not finite[i]:
             results.append(MemberNotEvaluated("its causal codes are not finite"))
             continue
-        metrics = {f"noise_{k}": v for k, v in noise_dci[i].items()} if "e1" in split else {}
-        metrics.update({f"causal_{k}": v for k, v in dci[i].items()})
+        metrics = {} if noise_dci is None else {f"noise_{k}": v for k, v in noise_dci[i].items()}
+        if dci is not None:
+            metrics.update({f"causal_{k}": v for k, v in dci[i].items()})
         metrics.update(graph_columns[i])
         member_means = {k: v[i] for k, v in means.items()}
         if interventions is not None:
@@ -221,6 +233,22 @@ def _evaluate_stages(method, params, model_state, data, keys, bar, split, finite
             metrics["flow_nll"] = -float(np.mean(np.asarray(split["true_log_prob"][i])))
         results.append(metrics)
     return results
+
+
+def skipped_metrics(split, true_graph: bool, with_graphs: bool,
+                    intervention_posterior: bool) -> List[str]:
+    """What the evaluation leaves out for want of ground truth in the evaluation `split`
+    ({name: array}), one phrase each: DCI without `z1`, the intervention metrics without
+    `intervention_labels` (models with an intervention posterior), the graph matching and SHDs
+    without a true graph (models with graphs)."""
+    out = []
+    if "z1" not in split:
+        out.append("DCI (causal_*) and the graph matching need the true causal variables z1")
+    if intervention_posterior and "intervention_labels" not in split:
+        out.append("the intervention metrics need intervention_labels")
+    if with_graphs and not true_graph:
+        out.append("the structural Hamming distances (*_shd) need true_graph and z1")
+    return out
 
 
 def _move_after(metrics: dict, anchor: str, key: str, value) -> dict:

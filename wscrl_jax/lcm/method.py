@@ -14,6 +14,7 @@ import numpy as np
 
 from wscrl_jax.causal.learned_graphs import GRAPH_KINDS
 from wscrl_jax.data.causalcircuit.codes import load_codes
+from wscrl_jax.data.own_pairs import load_pairs, make_pairs_data
 from wscrl_jax.data.scaling import make_scaling_data
 from wscrl_jax.lcm import config as lcm_config
 from wscrl_jax.lcm.betavae import BetaVAE
@@ -114,7 +115,9 @@ class LCMMethod(Method):
 
     @staticmethod
     def observation_dim(data_cfg) -> int:
-        """Features of one observation: `data.dim_x`."""
+        """Features of one observation: `data.dim_x`, or own pairs' from their files."""
+        if data_cfg.dataset == "pairs":
+            return load_pairs(data_cfg.path, data_cfg.dim_z).dim_x
         return data_cfg.dim_x
 
     @staticmethod
@@ -146,8 +149,11 @@ class LCMMethod(Method):
 
     # ------------------------------------------------------------------ data and init
     def make_data(self, data_seed: int) -> Dict[str, Dict[str, jnp.ndarray]]:
-        """The scaling data of `data_seed`, or the stage-1 codes (the same for every seed)."""
+        """The scaling data of `data_seed`, the stage-1 codes (the same for every seed), or own
+        pairs (`data_seed`: the split seed of one file)."""
         d = self.config.data
+        if d.dataset == "pairs":
+            return make_pairs_data(d, data_seed)
         if d.dataset == "causalcircuit_codes":
             return load_codes(d.stage1_workdir, d.stage1_member, TRUE_GRAPHS[d.true_graph])
         return make_scaling_data(d, data_seed)
@@ -256,13 +262,16 @@ class LCMMethod(Method):
 
     def summary(self, rows: List[Dict[str, float]]) -> str:
         """"causal disentanglement = 0.94" (one member) or the median over members, with the
-        noise disentanglement where the run knows the true noise (CausalCircuit)."""
+        noise disentanglement where the run knows the true noise (CausalCircuit); the IWAE NLL
+        where the data have no true causal variables (own pairs without z1)."""
         def part(key, name):
             values = [r[key] for r in rows if key in r]
             return f"{name} = {float(np.nanmedian(values)):.2f}" if values else None
 
         parts = [p for p in (part("causal_disentanglement", "causal disentanglement"),
                              part("noise_disentanglement", "noise disentanglement")) if p]
+        if not parts:
+            parts = [p for p in [part("nll", "IWAE NLL")] if p]
         text = ", ".join(parts)
         if len(rows) > 1:
             text += f" (median{'s' if len(parts) > 1 else ''} of {len(rows)} members)"

@@ -4,17 +4,19 @@ values: every key the data, the model, the optimiser, the scheduler and the trai
 import math
 import numbers
 
-from wscrl_jax.config_checks import (ConfigError, batch_fits, boolean, check_shared_training,
-                                     finite_number, flag, is_int, number_pair, one_of,
-                                     optional_int, positive_int, require)
+from wscrl_jax.config_checks import (ConfigError, batch_fits, boolean, check_own_data_split,
+                                     check_shared_training, finite_number, flag, is_int,
+                                     number_pair, one_of, optional_int, positive_int, require)
 from wscrl_jax.data.balls import balls_data_config
 from wscrl_jax.data.encoded import CODE_RANGES, Stage1OutputMissing, read_encoded_meta
 from wscrl_jax.data.mixing import MLP_ACTIVATIONS, mixing_data_config
+from wscrl_jax.data.npz_files import DataFileError
+from wscrl_jax.data.own_domains import load_domains, split_sizes
 from wscrl_jax.mdcrl.autoencoders import AUTOENCODERS, IMAGE_AUTOENCODERS
 from wscrl_jax.mdcrl.penalties import LOSS_TRANSFORMS
 from wscrl_jax.train.schedules import TRANSFORMERS_SCHEDULE_TYPES
 
-DATASETS = ("mixing", "encoded", "balls")
+DATASETS = ("mixing", "encoded", "balls", "domains")  # domains: own data (data/own_domains.py)
 SCHEDULERS = ("reduce_on_plateau", "none") + TRANSFORMERS_SCHEDULE_TYPES
 OPTIMIZERS = ("adam", "adamw")
 ENCODED_TRAIN_CODES = ("online", "final")
@@ -59,6 +61,9 @@ def validate(c):
         batch_fits(t.batchsize, n_train,
                    f"the stage-1 training split in {d.stage1_workdir}/encoded/meta.json")
         split_keys = f"int(stage-1 latent_dim {x_dim} * model.z_dim_invariant_fraction)"
+    elif d.dataset == "domains":
+        d_inv, x_dim = _validate_domains(c)
+        split_keys = "data.z_dim_invariant + model.mismatch_dims"
     else:
         one_of(d.generation_strategy, ("auto", "manual"), "data.generation_strategy")
         positive_int(d.num_domains, "data.num_domains")
@@ -188,6 +193,35 @@ def validate(c):
     finite_number(es.min_delta, "training.early_stopping.min_delta", 0)
     boolean(c.eval.domain_accuracy, "eval.domain_accuracy")
     boolean(c.eval.stage2_reference_names, "eval.stage2_reference_names")
+
+
+def _validate_domains(c):
+    """Own multi-domain data (`data.dataset=domains`): the split keys, every file read and
+    checked (`data/own_domains.py`), a training split of at least one batch; returns (the
+    model's d_inv, x_dim)."""
+    d, m, t = c.data, c.model, c.training
+    check_own_data_split(d, c.get("sweep", {}))
+    positive_int(d.z_dim, "data.z_dim")
+    optional_int(d.z_dim_invariant, "data.z_dim_invariant", 0, unset="z_dim // 2")
+    require(d.z_dim_invariant is None or d.z_dim_invariant <= d.z_dim,
+            f"data.z_dim_invariant={d.z_dim_invariant} must be <= data.z_dim={d.z_dim}")
+    positive_int(m.mismatch_dims, "model.mismatch_dims", 0)
+    require(not m.save_encoded_data, "model.save_encoded_data=True: two-stage runs on own "
+            "data (data.dataset=domains) are not supported; use a single-stage autoencoder")
+    try:
+        domains = load_domains(d.path)
+    except DataFileError as e:
+        raise ConfigError(str(e)) from None
+    sizes = split_sizes(domains, d.val_fraction, d.test_fraction)
+    where = {s: domains.source.files.get(s, d.path) for s in sizes}
+    require(sizes["train"] >= t.batchsize,
+            f"{where['train']}: array 'x' gives {sizes['train']} training rows, fewer than one "
+            f"batch (training.batchsize={t.batchsize}); use more rows or a smaller batch size")
+    for split in ("val", "test"):
+        require(sizes[split] >= 2, f"{where[split]}: array 'x' gives {sizes[split]} {split} "
+                f"row(s); at least 2 needed (add rows or raise data.{split}_fraction)")
+    z_inv = d.z_dim // 2 if d.z_dim_invariant is None else d.z_dim_invariant
+    return z_inv + m.mismatch_dims, domains.x_dim
 
 
 def _validate_balls(c) -> int:

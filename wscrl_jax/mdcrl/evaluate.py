@@ -8,18 +8,22 @@ size as Lightning logs them (plus in-sample domain accuracies with `eval.domain_
 `full_*`, the same R^2 on the whole validation split at once; `heldout_*`, regressions (and
 domain classifiers) fitted on the training codes and scored on the test codes; the final
 `val_loss`, `learning_rate` and `stopped_epoch`. `start_metrics` gives the `*_linreg_start`
-keys of the untrained model.
+keys of the untrained model. Own data without true latents z (`data/own_domains.py`) keep the
+metrics of the codes alone: the code norms (`z_norm`, ...) and the domain accuracies.
 """
 
+import logging
 from typing import Dict, Optional
 
 import numpy as np
 
 from wscrl_jax.eval.domain_accuracy import domain_accuracies, heldout_domain_accuracies
-from wscrl_jax.eval.r2 import (balls_stage1_r2_metrics, balls_stage2_r2_metrics,
+from wscrl_jax.eval.r2 import (balls_stage1_r2_metrics, balls_stage2_r2_metrics, code_norms,
                                heldout_linear_r2, mixing_r2_metrics, mixing_r2_metrics_heldout,
                                start_r2_metrics)
 from wscrl_jax.train.method import MemberNotEvaluated
+
+log = logging.getLogger("wscrl_jax")
 
 
 def batch_mean_metrics(z, codes, x: Optional[np.ndarray], domains, *, d_data: int, d_inv: int,
@@ -29,17 +33,20 @@ def batch_mean_metrics(z, codes, x: Optional[np.ndarray], domains, *, d_data: in
     batches of `batch_size` rows, averaged with the batches' sizes as weights.
 
     Args:
-      z: [n, z_dim] true latents; codes: [n, latent]; x: [n, x_dim] observations (stage 1, adds
-      the `z_var/x_norm` keys) or None; domains: [n].
+      z: [n, z_dim] true latents, or None (unknown: the code norms only); codes: [n, latent];
+      x: [n, x_dim] observations (stage 1, adds the `z_var/x_norm` keys) or None; domains: [n].
     """
-    n = z.shape[0]
+    n = codes.shape[0]
     sums: Dict[str, float] = {}
     for start in range(0, n, batch_size):
         sl = slice(start, min(n, start + batch_size))
         rows = sl.stop - sl.start
-        batch_metrics = mixing_r2_metrics(
-            z[sl], codes[sl], d_data, d_inv, stage=stage,
-            x=None if x is None else x[sl], consistent_names=consistent_names)
+        x_batch = None if x is None else x[sl]
+        if z is None:
+            batch_metrics = code_norms(codes[sl], d_inv, x_batch if stage == 1 else None)
+        else:
+            batch_metrics = mixing_r2_metrics(z[sl], codes[sl], d_data, d_inv, stage=stage,
+                                              x=x_batch, consistent_names=consistent_names)
         if domain_accuracy:
             batch_metrics.update(domain_accuracies(codes[sl], domains[sl], d_inv))
         for k, v in batch_metrics.items():
@@ -52,7 +59,7 @@ def evaluate_member(method, params, model_state, data) -> Dict[str, float]:
 
     Args:
       method: the `MDCRLMethod`; params, model_state: one member's (no member axis);
-      data: that member's {split: {"x" [N, x_dim], "z" [N, z_dim], "domain" [N]}}.
+      data: that member's {split: {"x" [N, x_dim], "z" [N, z_dim] (optional), "domain" [N]}}.
     Raises `MemberNotEvaluated` when a split's codes are not finite.
     """
     ev = method.config.eval
@@ -60,24 +67,26 @@ def evaluate_member(method, params, model_state, data) -> Dict[str, float]:
     consistent = not bool(ev.stage2_reference_names)
     codes = _finite_codes(method, params, model_state, data)
     valid = data["valid"]
-    z_v = np.asarray(valid["z"])
+    truth = "z" in valid
+    z_v = np.asarray(valid["z"]) if truth else None
     metrics = batch_mean_metrics(
         z_v, codes["valid"], None if method.stage2 else np.asarray(valid["x"]),
         np.asarray(valid["domain"]), d_data=method.d_data, d_inv=method.d_inv,
         batch_size=method.batch_size, stage=stage, consistent_names=consistent,
         domain_accuracy=bool(ev.domain_accuracy))
-    full = mixing_r2_metrics(z_v, codes["valid"], method.d_data, method.d_inv, stage=stage,
-                             consistent_names=consistent)
-    metrics.update({f"full_{k}": v for k, v in full.items() if "norm" not in k})
-    if "test" in data:
+    if truth:
+        full = mixing_r2_metrics(z_v, codes["valid"], method.d_data, method.d_inv, stage=stage,
+                                 consistent_names=consistent)
+        metrics.update({f"full_{k}": v for k, v in full.items() if "norm" not in k})
+    if "test" in data and truth:
         held = mixing_r2_metrics_heldout(
             np.asarray(data["train"]["z"]), codes["train"], np.asarray(data["test"]["z"]),
             codes["test"], method.d_data, method.d_inv, stage=stage, consistent_names=consistent)
         metrics.update({f"heldout_{k}": v for k, v in held.items()})
-        if ev.domain_accuracy:
-            metrics.update(heldout_domain_accuracies(
-                codes["train"], np.asarray(data["train"]["domain"]), codes["test"],
-                np.asarray(data["test"]["domain"]), method.d_inv))
+    if "test" in data and ev.domain_accuracy:
+        metrics.update(heldout_domain_accuracies(
+            codes["train"], np.asarray(data["train"]["domain"]), codes["test"],
+            np.asarray(data["test"]["domain"]), method.d_inv))
     return _with_training_state(method, metrics, model_state)
 
 
@@ -138,12 +147,22 @@ def evaluate_balls_member(method, params, model_state, data) -> Dict[str, float]
     return _with_training_state(method, metrics, model_state)
 
 
+def log_skipped_metrics(data):
+    """One log line where the data ({split: {name: [members, N, ...]}}) lack the true
+    latents z: the R^2 metrics are left out."""
+    if "z" not in data["valid"]:
+        log.info("Metrics skipped, the data lack their ground truth: the R^2 metrics (*r2*, "
+                 "full_*, heldout_*r2, *_linreg_start) need the true latents z and invariant")
+
+
 def start_metrics(method, initial_params, initial_state, data) -> Dict[str, float]:
     """`*_linreg_start` (reference `on_train_start`): in-sample R^2 on the whole validation
     split before training, both splits at the model's d_inv. Stage 1: true z [N, z_dim]
     against the untrained model's codes; stage 2: against its input (the stage-1 codes).
-    Empty when the untrained codes are not finite."""
+    Empty when the untrained codes are not finite or the true latents unknown."""
     valid = data["valid"]
+    if "z" not in valid:
+        return {}
     codes = (valid["x"] if method.stage2
              else method.encode(initial_params, initial_state, valid["x"]))
     codes = np.asarray(codes)

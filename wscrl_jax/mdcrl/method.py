@@ -33,6 +33,7 @@ from wscrl_jax.data.balls import balls_data_config, make_balls_splits
 from wscrl_jax.data.balls_render import to_float_images
 from wscrl_jax.data.encoded import load_encoded_splits, read_encoded_meta
 from wscrl_jax.data.mixing import make_mixing_splits, mixing_data_config
+from wscrl_jax.data.own_domains import load_domains, make_domains_data, split_sizes
 from wscrl_jax.mdcrl import evaluate as mdcrl_eval
 from wscrl_jax.mdcrl import outputs, validation
 from wscrl_jax.mdcrl.autoencoders import BATCHNORM_AUTOENCODERS, build_autoencoder
@@ -98,6 +99,20 @@ class MDCRLMethod(Method):
             self.d_inv = self.d_data  # unused: stage 1 on images has no penalties
             self.true_z_dim = 2 * self.data_cfg.n_balls
             n_train = self.data_cfg.num_samples_train - self.data_cfg.num_samples_valid
+        elif d.dataset == "domains":  # own data: the latents to learn are data.z_dim
+            domains = load_domains(d.path)
+            self.num_domains, self.x_dim = domains.num_domains, domains.x_dim
+            self.latent = int(d.z_dim) + 2 * int(m.mismatch_dims)
+            z_inv = int(d.z_dim) // 2 if d.z_dim_invariant is None else int(d.z_dim_invariant)
+            self.d_inv = z_inv + int(m.mismatch_dims)
+            # the true invariant latents, first in the data's z (own_domains.make_domains_data)
+            known = domains.invariant is not None
+            self.d_data = len(domains.invariant) if known else z_inv
+            self.true_z_dim = domains.z_dim
+            n_train = split_sizes(domains, d.val_fraction, d.test_fraction)["train"]
+            decoder_latent = int(d.z_dim)
+            if not known:  # no R^2 without true latents (mdcrl/evaluate.py)
+                self.headline_metrics = ("val_loss",)
         else:
             self.data_cfg = mixing_data_config(d)
             self.num_domains = self.data_cfg.num_domains
@@ -153,6 +168,9 @@ class MDCRLMethod(Method):
 
     # ------------------------------------------------------------------ data and init
     def make_data(self, data_seed: int) -> Dict[str, Dict[str, jnp.ndarray]]:
+        """The splits of `data_seed` (own domains: the split seed of one file)."""
+        if self.config.data.dataset == "domains":
+            return make_domains_data(self.config.data, int(data_seed))
         if self.images:
             return make_balls_splits(int(data_seed), self.data_cfg)
         if not self.stage2:
@@ -386,7 +404,9 @@ class MDCRLMethod(Method):
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, params, model_state, data, keys, initial_params, *, real, progress):
         """Member by member (`mdcrl/evaluate.py`): the final metrics, then those of the
-        untrained model (`*_linreg_start`; none for balls, md-crl gotcha 23)."""
+        untrained model (`*_linreg_start`; none for balls, md-crl gotcha 23). Own data without
+        the true latents: one log line names the metrics skipped."""
+        mdcrl_eval.log_skipped_metrics(data)
         return evaluate_each(self._evaluate_member, params, model_state, data, keys,
                              initial_params, real=real, progress=progress)
 

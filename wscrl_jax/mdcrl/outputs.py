@@ -55,8 +55,8 @@ def write_invariant_figure(method, workdir: str, state, data, members, max_point
     invariant latents of (up to `max_points` of) the validation split against their least-squares
     linear read-out from the learned invariant block, the in-sample fit behind the R^2 metrics.
     state, data: stacked over members."""
-    if importlib.util.find_spec("matplotlib") is None:
-        return
+    if importlib.util.find_spec("matplotlib") is None or "z" not in data["valid"]:
+        return  # no figure without matplotlib or the true latents
     panels = []
     for index, (seed, data_seed) in enumerate(members):
         params, model_state = _member(state, index)

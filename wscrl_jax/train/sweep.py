@@ -12,6 +12,10 @@ from typing import List, Tuple
 
 import ml_collections
 
+# data read from the user's own files (`data.path`): a member's data seed is the seed that
+# splits one file into train / val / test (docs/own_data.md)
+OWN_DATASETS = ("pairs", "domains")
+
 
 def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -35,14 +39,21 @@ def parse_seeds(text) -> List[int]:
 
 def sweep_members(config) -> List[Tuple[int, int]]:
     """(model seed, data seed) of every member: the product of sweep.seeds and sweep.data_seeds,
-    each defaulting to the single config.seed / config.data.nature.seed. sweep.data_seeds="same"
+    each defaulting to the single config.seed / `default_data_seed`. sweep.data_seeds="same"
     pairs each model seed with itself as data seed (one global seed per run, as MD-CRL)."""
     sweep = config.get("sweep", {})
     seeds = parse_seeds(sweep.get("seeds")) or [int(config.seed)]
     if sweep.get("data_seeds") == "same":
         return [(s, s) for s in seeds]
-    data_seeds = parse_seeds(sweep.get("data_seeds")) or [int(config.data.nature.seed)]
+    data_seeds = parse_seeds(sweep.get("data_seeds")) or [default_data_seed(config)]
     return list(itertools.product(seeds, data_seeds))
+
+
+def default_data_seed(config) -> int:
+    """The data seed without `sweep.data_seeds`: `data.split_seed` for own data (`data.dataset`
+    in OWN_DATASETS), else `data.nature.seed`."""
+    d = config.data
+    return int(d.split_seed if d.get("dataset") in OWN_DATASETS else d.nature.seed)
 
 
 def parse_grid(text) -> List[Tuple[str, list]]:
