@@ -61,8 +61,9 @@ def test_other_members_are_unaffected_by_a_nan_member(clean_and_poisoned):
 
 
 def test_sequential_members_train_as_each_seed_alone(clean_and_poisoned):
-    """`training.member_loop="sequential"`: a sweep member gets the very numbers of its seed
-    trained alone, and numbers close to the vmapped member's (other rounding)."""
+    """`training.member_loop="sequential"` on one device (`training.cpu_devices=1`): a sweep
+    member gets the very numbers of its seed trained alone, and numbers close to the vmapped
+    member's (other rounding). The state is put on one device here, whatever the process has."""
     vmapped, _, _ = clean_and_poisoned
     params = []
     for seeds in ("1,2,3", "2"):
@@ -71,8 +72,11 @@ def test_sequential_members_train_as_each_seed_alone(clean_and_poisoned):
         config.sweep.seeds = seeds
         method, data, state = run_members.build(config, sweep_members(config))
         assert method.options.member_loop == "sequential"
-        train_data = {k: data["train"][k] for k in method.options.train_inputs}
-        params.append(train(method, state, train_data, config, progress=False).params)
+        one = jax.devices()[0]
+        train_data = jax.device_put({k: data["train"][k] for k in method.options.train_inputs},
+                                    one)
+        params.append(train(method, jax.device_put(state, one), train_data, config,
+                            progress=False).params)
     swept, alone = params
     for a, b, v in zip(*(jax.tree_util.tree_leaves(p) for p in (swept, alone, vmapped.params))):
         np.testing.assert_array_equal(np.asarray(a)[1], np.asarray(b)[0])
