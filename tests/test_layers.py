@@ -18,8 +18,10 @@ _MODEL_DEPS = {"train", "data", "causal", "flows", "nn", "eval", "config_checks"
 ALLOWED = {
     # + data: the dataset scripts (build_causalcircuit.py, make_toy_causalcircuit.py)
     "scripts": {"cli", "experiment", "methods", "tracking", "plots", "train", "config_checks",
-                "data"},
-    "cli": {"experiment", "methods", "config_checks", "tracking", "train"},
+                "data", "run_guard"},
+    "cli": {"experiment", "methods", "config_checks", "tracking", "train", "run_guard"},
+    # the CLI's workdir lock, workdir state, storage errors and stop signals (train/)
+    "run_guard": {"train"},
     "experiment": {"methods", "tracking", "plots", "train", "config_checks"},
     "methods": {"lcm", "mdcrl", "train", "config_checks"},
     "config_checks": set(),

@@ -172,6 +172,9 @@ def _define_train_flags(values: flags.FlagValues):
                       flag_values=values)
     flags.DEFINE_bool("reevaluate", False, "Evaluate a finished workdir again.",
                       flag_values=values)
+    flags.DEFINE_bool("overwrite", False, "Train on a workdir whose outputs (config.json, "
+                      "metrics, figures) have no checkpoint or another config: they are moved "
+                      "to WORKDIR/replaced_<time>/ first.", flag_values=values)
 
 
 def _define_evaluate_flags(values: flags.FlagValues):
@@ -205,31 +208,40 @@ def train_main(argv: Optional[List[str]] = None):
     except ConfigError as e:
         fail(f"invalid config: {e}")
     workdir = values.workdir
-    logger = _prepare_workdir(workdir)
-    logger.info("Command: %s", " ".join(argv or sys.argv))
+    import jax
 
-    from wscrl_jax import experiment
+    from wscrl_jax import experiment, run_guard
     from wscrl_jax.train.checkpoint import CheckpointError
     from wscrl_jax.train.loop import NonFiniteError
     from wscrl_jax.tracking import TrackingError
-    from wscrl_jax.train.preemption import Interrupted, StopRequest
+    from wscrl_jax.train.preemption import Interrupted, StopNow, StopRequest
 
-    enable_compilation_cache()
-    with _one_line_errors(logger), StopRequest() as stop:
-        try:
-            experiment.run(config, workdir, stop_requested=stop,
-                           allow_config_change=values.allow_config_change,
-                           reevaluate=values.reevaluate)
-        except Interrupted as e:
-            _fail_logged(logger, f"stopped by {e.signal_name} at step {e.step}; the checkpoint is "
-                         "saved, rerun the same command to resume",
-                         130 if e.signal_name == "SIGINT" else 143)
-        except (NonFiniteError, CheckpointError) as e:
-            _fail_logged(logger, str(e), 1)
-        except TrackingError as e:
-            _fail_logged(logger, str(e), 2)
-        except ConfigError as e:  # found only once the run is built (e.g. multi-process)
-            _fail_logged(logger, f"invalid config: {e}", 2)
+    # reliability hooks (run_guard): one process per workdir; never replace another run's files
+    with run_guard.lock_workdir(workdir, "training", jax.process_index()):
+        logger = _prepare_workdir(workdir)
+        if jax.process_index() == 0:
+            run_guard.check_workdir_state(workdir, config, values.overwrite)
+        logger.info("Command: %s", " ".join(argv or sys.argv))
+        enable_compilation_cache()
+        with _one_line_errors(logger, workdir), StopRequest() as stop:
+            try:
+                experiment.run(config, workdir, stop_requested=stop,
+                               allow_config_change=values.allow_config_change,
+                               reevaluate=values.reevaluate)
+            except Interrupted as e:
+                _fail_logged(logger, f"stopped by {e.signal_name} at step {e.step}; the "
+                             "checkpoint is saved, rerun the same command to resume",
+                             130 if e.signal_name == "SIGINT" else 143)
+            except StopNow as e:  # evaluation, or a second Ctrl-C: nothing left half-written
+                run_guard.remove_temporaries(workdir)
+                _fail_logged(logger, run_guard.stopped_message(e),
+                             run_guard.exit_code(e.signal_name))
+            except (NonFiniteError, CheckpointError) as e:
+                _fail_logged(logger, str(e), 1)
+            except TrackingError as e:
+                _fail_logged(logger, str(e), 2)
+            except ConfigError as e:  # found only once the run is built (e.g. multi-process)
+                _fail_logged(logger, f"invalid config: {e}", 2)
 
 
 def _prepare_workdir(workdir: str):
@@ -255,14 +267,22 @@ def _fail_logged(logger, message: str, code: int):
 
 
 @contextlib.contextmanager
-def _one_line_errors(logger):
-    """File-system errors (no space, read-only, not a directory) become one `error:` line with
-    the path; any other crash is logged with its traceback to output.log before it propagates."""
+def _one_line_errors(logger, workdir: Optional[str] = None):
+    """Storage errors (no space, quota, read-only, I/O; also the checkpoint library's
+    RESOURCE_EXHAUSTED) become one `error:` line with the path, after the workdir's temporary
+    files are removed (`run_guard.storage_failure`); other file-system errors one line with
+    the path; any other crash is logged with its traceback to output.log before it
+    propagates. Other libraries' error reports go to output.log only."""
+    from wscrl_jax import run_guard
     try:
-        yield
-    except OSError as e:
-        _fail_logged(logger, f"{e.strerror or e}: {e.filename or ''}".rstrip(": "), 1)
-    except Exception:
+        with run_guard.library_errors_to_log(logger):
+            yield
+    except Exception as e:
+        storage = run_guard.storage_failure(e, workdir)
+        if storage:
+            _fail_logged(logger, storage, 1)
+        if isinstance(e, OSError):
+            _fail_logged(logger, f"{e.strerror or e}: {e.filename or ''}".rstrip(": "), 1)
         logger.exception("The run crashed")
         raise
 
@@ -278,15 +298,25 @@ def evaluate_main(argv: Optional[List[str]] = None):
         fail(f"workdir {values.workdir} does not exist")
     start_processes(values)
 
-    from wscrl_jax import experiment
-    from wscrl_jax.train.checkpoint import CheckpointError
+    import jax
 
-    logger = _prepare_workdir(values.workdir)
-    enable_compilation_cache()
-    with _one_line_errors(logger):
-        try:
-            experiment.evaluate_workdir(values.workdir, values.member, values.step)
-        except CheckpointError as e:
-            _fail_logged(logger, str(e), 2)
-        except ConfigError as e:  # e.g. an image workdir under --num_processes
-            _fail_logged(logger, f"invalid config: {e}", 2)
+    from wscrl_jax import experiment, run_guard
+    from wscrl_jax.train.checkpoint import CheckpointError
+    from wscrl_jax.train.preemption import StopNow, StopRequest
+
+    # reliability hooks (run_guard): not while another process trains or evaluates there
+    with run_guard.lock_workdir(values.workdir, "evaluation", jax.process_index()):
+        logger = _prepare_workdir(values.workdir)
+        enable_compilation_cache()
+        with _one_line_errors(logger, values.workdir), StopRequest() as stop:
+            try:
+                stop.stop_now_from_here("evaluation")  # nothing to checkpoint: stop at once
+                experiment.evaluate_workdir(values.workdir, values.member, values.step)
+            except StopNow as e:
+                run_guard.remove_temporaries(values.workdir)
+                _fail_logged(logger, run_guard.stopped_message(e),
+                             run_guard.exit_code(e.signal_name))
+            except CheckpointError as e:
+                _fail_logged(logger, str(e), 2)
+            except ConfigError as e:  # e.g. an image workdir under --num_processes
+                _fail_logged(logger, f"invalid config: {e}", 2)

@@ -22,7 +22,7 @@ from wscrl_jax.config_checks import ConfigError
 from wscrl_jax.methods import get_method
 from wscrl_jax.plots import write_run_figures
 from wscrl_jax.tracking import (RunTracker, TrainMetricsWriter, flat_config, read_csv,
-                                write_csv_atomic)
+                                write_csv_atomic, write_text_atomic)
 from wscrl_jax.train import checkpoint
 from wscrl_jax.train.distributed import (gather_objects, global_arrays, is_main,
                                          local_block, main_value, mesh_devices, multiprocess,
@@ -206,10 +206,7 @@ def write_config(workdir: str, config, resumed_step: Optional[int], changed: boo
     config_resumed_step<S>.json and keeps the config the checkpoints belong to."""
     name = f"config_resumed_step{resumed_step}.json" if changed else "config.json"
     os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, name)
-    with open(path + ".tmp", "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
-    os.replace(path + ".tmp", path)
+    write_text_atomic(os.path.join(workdir, name), config.to_json_best_effort(indent=2))
 
 
 def _trained_out(method, state, train_data, config) -> bool:
@@ -317,6 +314,8 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
         if final_step not in manager.all_steps():
             save(final_step, state, force=True)
         manager.wait_until_finished()
+        if hasattr(stop_requested, "stop_now_from_here"):  # reliability hook: signals now
+            stop_requested.stop_now_from_here("evaluation")  # stop at once (preemption.py)
         write_outputs(method, workdir, state, data, members)
         rows = evaluate_members(method, state, data, members, workdir, config,
                                 untrained=initial, progress=progress)
