@@ -36,9 +36,21 @@ ORBAX_TMP = ".orbax-checkpoint-tmp"
 
 @dataclass
 class StorageProblem:
-    """errno (one of STORAGE_ERRNOS) and the path being written, when known."""
+    """errno (one of STORAGE_ERRNOS) and the path being written, when known; checkpoint: the
+    error came from the checkpoint library (its messages do not always name the path)."""
     errno: int
     path: Optional[str]
+    checkpoint: bool = False
+
+
+def _from_checkpoint_library(exc: BaseException) -> bool:
+    for e in _chain(exc):
+        tb = e.__traceback__
+        while tb is not None:
+            if "orbax" in tb.tb_frame.f_code.co_filename:
+                return True
+            tb = tb.tb_next
+    return False
 
 
 def _chain(exc: BaseException):
@@ -57,7 +69,7 @@ def classify(exc: BaseException) -> Optional[StorageProblem]:
     """The storage problem behind `exc`, or None when it is something else."""
     for e in _chain(exc):
         if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
-            return StorageProblem(e.errno, e.filename)
+            return StorageProblem(e.errno, e.filename, _from_checkpoint_library(exc))
         text = str(e)
         code = next((c for name, c in _LIBRARY_CODES.items() if name in text), None)
         found = _OS_ERROR_CODE.search(text)
@@ -65,7 +77,8 @@ def classify(exc: BaseException) -> Optional[StorageProblem]:
             code = int(found.group(1))
         if code is not None:
             paths = _QUOTED_PATH.findall(text)
-            return StorageProblem(code, paths[-1] if paths else None)
+            return StorageProblem(code, paths[-1] if paths else None,
+                                  _from_checkpoint_library(exc))
     return None
 
 
@@ -114,7 +127,10 @@ def last_checkpoint_step(workdir: str) -> Optional[int]:
 def message(problem: StorageProblem, workdir: Optional[str], resume_hint: bool = True) -> str:
     """One line: what happened, where, how much is free, what to do and what is kept."""
     what, todo = os.strerror(problem.errno), STORAGE_ERRNOS[problem.errno]
-    where = _shown_path(problem.path, workdir)
+    path = problem.path
+    if path is None and problem.checkpoint and workdir:
+        path = os.path.join(workdir, "checkpoints")
+    where = _shown_path(path, workdir)
     line = f"{what} writing {where}{_free_space(where)}; {todo}"
     if workdir and resume_hint:
         step = last_checkpoint_step(workdir)
