@@ -6,6 +6,7 @@ that fails (all members diverged, no intact or no matching checkpoint, a file-sy
 143 / 130 after SIGTERM / SIGINT (a checkpoint is saved first). docs/reliability.md lists them.
 """
 
+import ast
 import contextlib
 import importlib.util
 import logging
@@ -13,6 +14,7 @@ import os
 import sys
 from typing import Callable, List, Optional
 
+import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
@@ -67,11 +69,33 @@ def _parse_flags(argv: List[str], define: Callable[[flags.FlagValues], None],
     except flags.Error as e:
         fail(_last_line(str(e)) + " (see --help)")
     except (KeyError, AttributeError) as e:  # an override names a key the config lacks
-        fail(f"unknown config key {str(e).strip(chr(34))}; check the --config.KEY=VALUE "
-             "overrides")
+        fail(_key_error_line(e, argv))
     except Exception as e:  # errors raised while loading the config file itself
         fail(f"could not load the config: {e}")
     return values
+
+
+def _key_error_line(e: Exception, argv: List[str]) -> str:
+    """One line for a KeyError / AttributeError while loading the config: a config file
+    without get_config, or an override naming a key the config lacks (with ml_collections'
+    suggestion, unescaped)."""
+    text = str(e.args[0]) if e.args else str(e)
+    if "get_config" in text:
+        spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "")
+        return (f"could not load the config: {spec.partition(':')[0] or 'the config file'} "
+                "defines no get_config(arg) function")
+    for _ in range(3):  # the message may arrive as the repr of a repr of the key
+        if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
+            try:
+                text = str(ast.literal_eval(text))
+                continue
+            except (ValueError, SyntaxError):
+                pass
+        break
+    key, *hint = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    key = key if key.startswith(("'", '"')) else repr(key)
+    hint = f" ({hint[0][0].lower()}{hint[0][1:]})" if hint else ""
+    return f"unknown config key {key}{hint}; check the --config.KEY=VALUE overrides"
 
 
 def use_cpu_devices(count: Optional[int]):
@@ -199,6 +223,9 @@ def train_main(argv: Optional[List[str]] = None):
         fail(f"could not load the config: {str(e).strip().splitlines()[-1].strip()}")
     if config is None:
         fail("--config is required, e.g. --config configs/scaling.py:ilcm,fast")
+    if not isinstance(config, ml_collections.ConfigDict):
+        fail(f"get_config of the --config file returned a {type(config).__name__}, not an "
+             "ml_collections.ConfigDict")
     if not values.workdir:
         fail("--workdir is required")
     start_processes(values, config)

@@ -6,6 +6,7 @@ The mechanisms live in `train/` (workdir_lock, workdir_state, storage_errors, li
 preemption); this module turns their outcomes into the CLI's lines and exit codes.
 """
 
+import argparse
 import contextlib
 import json
 import logging
@@ -90,3 +91,20 @@ def remove_temporaries(workdir: str):
     """Removes what interrupted writes left in `workdir` (after a stop)."""
     if workdir and os.path.isdir(workdir):
         storage_errors.remove_temporaries(workdir)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for the helper scripts: a bad argument is one `error:` line (exit 2), without
+    argparse's usage block; --help still prints the usage."""
+
+    def error(self, message):
+        fail(f"{message} (see --help)")
+
+
+def output_folder_exists(path: str, flag: str = "--out"):
+    """One line (exit 2) when the folder an output file goes to does not exist; checked before
+    any work, so nothing is computed for nothing."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        fail(f"{flag} {path}: the folder {folder} does not exist; create it or choose another "
+             "path")
