@@ -64,7 +64,11 @@ def _parse_flags(argv: List[str], define: Callable[[flags.FlagValues], None],
     if any(a in ("--help", "-h", "--helpfull") for a in argv[1:]):
         print(f"usage: {usage}\n\n{values.get_help()}")
         sys.exit(0)
-    try:
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    absl_log.setLevel(logging.ERROR)  # config_flags' warnings (get_config returned None): the
+    saved_argv, sys.argv = sys.argv, list(argv)  # error line says it once; config_flags finds
+    try:                                         # the --config.KEY overrides in sys.argv
         values(argv)
     except flags.Error as e:
         fail(_last_line(str(e)) + " (see --help)")
@@ -72,6 +76,9 @@ def _parse_flags(argv: List[str], define: Callable[[flags.FlagValues], None],
         fail(_key_error_line(e, argv))
     except Exception as e:  # errors raised while loading the config file itself
         fail(f"could not load the config: {e}")
+    finally:
+        absl_log.setLevel(level)
+        sys.argv = saved_argv
     return values
 
 
@@ -221,6 +228,9 @@ def train_main(argv: Optional[List[str]] = None):
             "method" in config  # noqa: B015  (the file is loaded on first access)
     except OSError as e:
         fail(f"could not load the config: {str(e).strip().splitlines()[-1].strip()}")
+    if config is None and values["config"].present:  # absl warned already: say it once
+        fail("get_config of the --config file returned None, not an "
+             "ml_collections.ConfigDict (a missing return?)")
     if config is None:
         fail("--config is required, e.g. --config configs/scaling.py:ilcm,fast")
     if not isinstance(config, ml_collections.ConfigDict):
