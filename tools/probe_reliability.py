@@ -52,7 +52,7 @@ BAD_VALUES = [
         ("data.dim_z", 0), ("data.dim_z", 1), ("data.dim_z", -3), ("data.dim_z", 100000),
         ("data.dim_z", 2.5), ("data.samples.train", 0), ("data.samples.train", -1),
         ("data.samples.train", 10**10), ("data.samples.val", 0), ("data.samples.test", -5),
-        ("training.batchsize", 0), ("training.batchsize", 100000), ("training.epochs", -1),
+        ("training.batchsize", 0), ("training.batchsize", 10**7), ("training.epochs", -1),
         ("training.lr_schedule.initial", NAN), ("training.lr_schedule.initial", -1e-3),
         ("training.lr_schedule.initial", INF), ("training.iwae_samples", 0),
         ("training.steps_per_call", 0), ("training.nan_limit", -1), ("training.clip_grad_norm",
@@ -78,13 +78,14 @@ BAD_VALUES = [
         ("seed", -5), ("data.dataset", "'images'"), ("model.autoencoder", "'deep'"),
     ]] + [
     (f"{MD}:poly_stage2", "data.stage1_workdir", "'/nonexistent/stage1'"),
-    (f"{MD}:poly_stage2,fast", "model.z_dim_invariant_fraction", 1.5),
+    (f"{MD}:poly_stage2,fast", "model.z_dim_invariant_fraction", 1.5,
+     ["data.stage1_workdir='STAGE1'"]),
     (f"{BALLS}:stage1", "data.image_size", 32), (f"{BALLS}:stage1", "model.z_dim", 0),
     (f"{BALLS}:stage1", "data.num_samples.train", 1),
     (f"{CC}:ilcm", "data.stage1_workdir", "'/nonexistent'"),
-    (f"{CC}:ilcm", "data.stage1_member", -1),
+    (f"{CC}:ilcm", "data.stage1_member", -1, ["data.stage1_workdir='STAGE1CC'"]),
     (f"{CC1}:64", "data.tfds_dir", "''"), (f"{CC1}:64", "data.tfds_dir", "'/nonexistent'"),
-    (f"{CC1}:64", "data.resolution", 17),
+    (f"{CC1}:64", "data.resolution", 17, ["data.tfds_dir='/nonexistent'"]),
 ]
 
 # command lines (after the program name) that must be refused in one line
@@ -291,9 +292,20 @@ def config_json(spec, **overrides):
 
 # ---------------------------------------------------------------------- the cases
 def probe_config_values(p):
-    for spec, key, value in BAD_VALUES:
+    # stage-1 workdirs as far as validation reads them (encoded/meta.json)
+    meta = {"latent_dim": 4, "num_domains": 4, "z_dim": 4, "members": [[1, 1]],
+            "splits": {"train": 2000, "valid": 400, "val": 400, "test": 400}}
+    stage1 = {"STAGE1": dict(meta, source="mixing"),
+              "STAGE1CC": dict(meta, source="causalcircuit", latent_dim=8)}
+    for name, content in stage1.items():
+        write(os.path.join(p.tmp, name, "encoded", "meta.json"), json.dumps(content))
+    for spec, key, value, *extra in BAD_VALUES:
+        extra = [f"--config.{e}" for e in (extra[0] if extra else [])]
+        for name in stage1:
+            extra = [e.replace(f"'{name}'", os.path.join(p.tmp, name)) for e in extra]
         p.in_process(f"train {os.path.basename(spec)} {key}={value}", "train_main",
-                     [f"--config={spec}", f"--workdir={p.tmp}/v", f"--config.{key}={value}"],
+                     [f"--config={spec}", f"--workdir={p.tmp}/v", f"--config.{key}={value}"]
+                     + extra,
                      check=lambda line, _k=key: None if _k.split(".")[-1] in line
                      and "Unknown command line flag" not in line else "does not name the key")
 
