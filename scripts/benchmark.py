@@ -22,7 +22,6 @@ training loop does (a call never crosses an epoch: validation and early stopping
 epochs).
 """
 
-import argparse
 import ast
 import json
 import os
@@ -37,6 +36,7 @@ import optax
 from wscrl_jax.cli import load_config, use_cpu_devices
 from wscrl_jax.run.members import make_member_data
 from wscrl_jax.methods import get_method
+from wscrl_jax.run_guard import ArgumentParser
 from wscrl_jax.train.loop import steps_per_epoch
 from wscrl_jax.train.optim import apply_learning_rate, clip_by_global_norm
 from wscrl_jax.train.reach import reached_params
@@ -252,7 +252,7 @@ def time_calls(config, method_name, phase_name, epoch, members, steps, calls, me
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--methods", default="ilcm,dvae,betavae")
     p.add_argument("--phases", default="pretrain,main,deterministic")
     p.add_argument("--dims", default="3")

@@ -12,14 +12,14 @@ checked and every image decoded before anything is written; a problem is one `er
 (exit 2). Building a dataset that is already built does nothing.
 """
 
-import argparse
 import logging
 
 from wscrl_jax.cli import fail
+from wscrl_jax.run_guard import ArgumentParser
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data_dir", required=True, help="the CausalCircuit download")
     p.add_argument("--tfds_dir", required=True, help="TFDS data directory to build into")
     p.add_argument("--resolution", type=int, choices=(64,), default=None,

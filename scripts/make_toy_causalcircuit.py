@@ -8,13 +8,12 @@ The graph and mechanisms: wscrl_jax/data/causalcircuit/toy.py. Build the TFDS da
 with scripts/build_causalcircuit.py --data_dir OUT_DIR.
 """
 
-import argparse
-
 from wscrl_jax.cli import fail
+from wscrl_jax.run_guard import ArgumentParser
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out_dir", required=True, help="directory for the .npz files")
     p.add_argument("--train", type=int, default=4000, help="training pairs")
     p.add_argument("--val", type=int, default=500, help="validation pairs")
@@ -27,8 +26,11 @@ def main():
     for name in ("train", "val", "test"):
         if getattr(args, name) < 1:
             fail(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.resolution < 16:
-        fail(f"--resolution must be at least 16, got {args.resolution}")
+    if not 16 <= args.resolution <= 512:
+        fail(f"--resolution must be 16 to 512 pixels (the image VAE takes 64 or 512), got "
+             f"{args.resolution}")
+    if not 0 <= args.seed < 2**32:
+        fail(f"--seed must be 0 to 2**32 - 1, got {args.seed}")
     from wscrl_jax.data.causalcircuit.toy import write_toy_dataset
     try:
         out = write_toy_dataset(args.out_dir, args.train, args.val, args.test, args.resolution,

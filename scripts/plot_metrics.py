@@ -7,10 +7,10 @@ median), from each workdir's metrics/test_metrics.csv.
 Each positional argument is WORKDIR or LABEL=WORKDIR.
 """
 
-import argparse
 import os
 
 from wscrl_jax.cli import fail
+from wscrl_jax.run_guard import ArgumentParser, output_folder_exists
 from wscrl_jax.tracking import read_csv
 
 
@@ -49,13 +49,17 @@ def plot(series, metric, path):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("runs", nargs="+", help="WORKDIR or LABEL=WORKDIR")
     p.add_argument("--metric", default="hz_z_~r2")
     p.add_argument("--out", required=True, help="PNG path")
     args = p.parse_args()
+    output_folder_exists(args.out)
     series = load(args.runs, args.metric)
-    plot(series, args.metric, args.out)
+    try:
+        plot(series, args.metric, args.out)
+    except OSError as e:
+        fail(f"cannot write {args.out}: {e.strerror or e}", 1)
     for label, values in series:
         print(f"{label}: " + ", ".join(f"{v:.4f}" for v in values))
 

@@ -10,12 +10,12 @@ Each positional argument is WORKDIR or LABEL=WORKDIR; the label defaults to the 
 (or from the `dim_z` column of a grid run's metrics).
 """
 
-import argparse
 import json
 import os
 
 from wscrl_jax.cli import fail
 from wscrl_jax.plots import scaling_figure
+from wscrl_jax.run_guard import ArgumentParser, output_folder_exists
 from wscrl_jax.tracking import read_csv
 
 
@@ -57,13 +57,17 @@ def load(runs, metric):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("runs", nargs="+", help="WORKDIR or LABEL=WORKDIR")
     p.add_argument("--metric", default="causal_disentanglement")
     p.add_argument("--out", required=True, help="PNG path")
     args = p.parse_args()
+    output_folder_exists(args.out)
     points = load(args.runs, args.metric)
-    scaling_figure(args.out, points, args.metric)
+    try:
+        scaling_figure(args.out, points, args.metric)
+    except OSError as e:
+        fail(f"cannot write {args.out}: {e.strerror or e}", 1)
     for label, pairs in points.items():
         print(f"{label}: " + ", ".join(f"d={d} {v:.3f}" for d, v in sorted(pairs)))
 

@@ -34,14 +34,16 @@ METHOD_LAYERS = method_layers()
 ALLOWED = {
     # + data: the dataset scripts (build_causalcircuit.py, make_toy_causalcircuit.py)
     "scripts": {"cli", "experiment", "run", "methods", "tracking", "plots", "train",
-                "config_checks", "data"},
-    "cli": {"experiment", "run", "methods", "config_checks", "tracking", "train"},
+                "config_checks", "data", "run_guard"},
+    "cli": {"experiment", "run", "methods", "config_checks", "tracking", "train", "run_guard"},
+    # the CLI's workdir lock, workdir state, storage errors and stop signals (train/)
+    "run_guard": {"train"},
     "experiment": {"run", "tracking", "train"},
     "run": {"methods", "tracking", "plots", "train", "config_checks"},
     "methods": {"train", "config_checks"},  # method packages: imported by name, on first use
     # the Python API over trained runs (wscrl_jax.load / train / get_config)
     "api": {"cli", "experiment", "run", "methods", "train", "data", "eval", "causal", "nn",
-            "config_checks", "tracking"} | METHOD_LAYERS,
+            "config_checks", "tracking", "run_guard"} | METHOD_LAYERS,
     "config_checks": set(),
     "tracking": set(),
     "plots": set(),

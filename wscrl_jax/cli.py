@@ -6,6 +6,7 @@ that fails (all members diverged, no intact or no matching checkpoint, a file-sy
 143 / 130 after SIGTERM / SIGINT (a checkpoint is saved first). docs/reliability.md lists them.
 """
 
+import ast
 import contextlib
 import importlib.util
 import logging
@@ -13,6 +14,7 @@ import os
 import sys
 from typing import Callable, List, Optional
 
+import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
@@ -62,16 +64,45 @@ def _parse_flags(argv: List[str], define: Callable[[flags.FlagValues], None],
     if any(a in ("--help", "-h", "--helpfull") for a in argv[1:]):
         print(f"usage: {usage}\n\n{values.get_help()}")
         sys.exit(0)
-    try:
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    absl_log.setLevel(logging.ERROR)  # config_flags' warnings (get_config returned None): the
+    saved_argv, sys.argv = sys.argv, list(argv)  # error line says it once; config_flags finds
+    try:                                         # the --config.KEY overrides in sys.argv
         values(argv)
     except flags.Error as e:
         fail(_last_line(str(e)) + " (see --help)")
     except (KeyError, AttributeError) as e:  # an override names a key the config lacks
-        fail(f"unknown config key {str(e).strip(chr(34))}; check the --config.KEY=VALUE "
-             "overrides")
+        fail(_key_error_line(e, argv))
     except Exception as e:  # errors raised while loading the config file itself
         fail(f"could not load the config: {e}")
+    finally:
+        absl_log.setLevel(level)
+        sys.argv = saved_argv
     return values
+
+
+def _key_error_line(e: Exception, argv: List[str]) -> str:
+    """One line for a KeyError / AttributeError while loading the config: a config file
+    without get_config, or an override naming a key the config lacks (with ml_collections'
+    suggestion, unescaped)."""
+    text = str(e.args[0]) if e.args else str(e)
+    if "get_config" in text:
+        spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "")
+        return (f"could not load the config: {spec.partition(':')[0] or 'the config file'} "
+                "defines no get_config(arg) function")
+    for _ in range(3):  # the message may arrive as the repr of a repr of the key
+        if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
+            try:
+                text = str(ast.literal_eval(text))
+                continue
+            except (ValueError, SyntaxError):
+                pass
+        break
+    key, *hint = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    key = key if key.startswith(("'", '"')) else repr(key)
+    hint = f" ({hint[0][0].lower()}{hint[0][1:]})" if hint else ""
+    return f"unknown config key {key}{hint}; check the --config.KEY=VALUE overrides"
 
 
 def use_cpu_devices(count: Optional[int]):
@@ -170,6 +201,9 @@ def _define_train_flags(values: flags.FlagValues):
                       flag_values=values)
     flags.DEFINE_bool("reevaluate", False, "Evaluate a finished workdir again.",
                       flag_values=values)
+    flags.DEFINE_bool("overwrite", False, "Train on a workdir whose outputs (config.json, "
+                      "metrics, figures) have no checkpoint or another config: they are moved "
+                      "to WORKDIR/replaced_<time>/ first.", flag_values=values)
 
 
 def _define_evaluate_flags(values: flags.FlagValues):
@@ -192,8 +226,14 @@ def train_main(argv: Optional[List[str]] = None):
             "method" in config  # noqa: B015  (the file is loaded on first access)
     except OSError as e:
         fail(f"could not load the config: {str(e).strip().splitlines()[-1].strip()}")
+    if config is None and values["config"].present:  # absl warned already: say it once
+        fail("get_config of the --config file returned None, not an "
+             "ml_collections.ConfigDict (a missing return?)")
     if config is None:
         fail("--config is required, e.g. --config configs/scaling.py:ilcm,fast")
+    if not isinstance(config, ml_collections.ConfigDict):
+        fail(f"get_config of the --config file returned a {type(config).__name__}, not an "
+             "ml_collections.ConfigDict")
     if not values.workdir:
         fail("--workdir is required")
     start_processes(values, config)
@@ -203,31 +243,40 @@ def train_main(argv: Optional[List[str]] = None):
     except ConfigError as e:
         fail(f"invalid config: {e}")
     workdir = values.workdir
-    logger = _prepare_workdir(workdir)
-    logger.info("Command: %s", " ".join(argv or sys.argv))
+    import jax
 
-    from wscrl_jax import experiment
+    from wscrl_jax import experiment, run_guard
     from wscrl_jax.train.checkpoint import CheckpointError
     from wscrl_jax.train.loop import NonFiniteError
     from wscrl_jax.tracking import TrackingError
-    from wscrl_jax.train.preemption import Interrupted, StopRequest
+    from wscrl_jax.train.preemption import Interrupted, StopNow, StopRequest
 
-    enable_compilation_cache()
-    with _one_line_errors(logger), StopRequest() as stop:
-        try:
-            experiment.run(config, workdir, stop_requested=stop,
-                           allow_config_change=values.allow_config_change,
-                           reevaluate=values.reevaluate)
-        except Interrupted as e:
-            _fail_logged(logger, f"stopped by {e.signal_name} at step {e.step}; the checkpoint is "
-                         "saved, rerun the same command to resume",
-                         130 if e.signal_name == "SIGINT" else 143)
-        except (NonFiniteError, CheckpointError) as e:
-            _fail_logged(logger, str(e), 1)
-        except TrackingError as e:
-            _fail_logged(logger, str(e), 2)
-        except ConfigError as e:  # found only once the run is built (e.g. multi-process)
-            _fail_logged(logger, f"invalid config: {e}", 2)
+    # reliability hooks (run_guard): one process per workdir; never replace another run's files
+    with run_guard.lock_workdir(workdir, "training", jax.process_index()):
+        logger = _prepare_workdir(workdir)
+        if jax.process_index() == 0:
+            run_guard.check_workdir_state(workdir, config, values.overwrite)
+        logger.info("Command: %s", " ".join(argv or sys.argv))
+        enable_compilation_cache()
+        with _one_line_errors(logger, workdir), StopRequest() as stop:
+            try:
+                experiment.run(config, workdir, stop_requested=stop,
+                               allow_config_change=values.allow_config_change,
+                               reevaluate=values.reevaluate)
+            except Interrupted as e:
+                _fail_logged(logger, f"stopped by {e.signal_name} at step {e.step}; the "
+                             "checkpoint is saved, rerun the same command to resume",
+                             130 if e.signal_name == "SIGINT" else 143)
+            except StopNow as e:  # evaluation, or a second Ctrl-C: nothing left half-written
+                run_guard.remove_temporaries(workdir)
+                _fail_logged(logger, run_guard.stopped_message(e),
+                             run_guard.exit_code(e.signal_name))
+            except (NonFiniteError, CheckpointError) as e:
+                _fail_logged(logger, str(e), 1)
+            except TrackingError as e:
+                _fail_logged(logger, str(e), 2)
+            except ConfigError as e:  # found only once the run is built (e.g. multi-process)
+                _fail_logged(logger, f"invalid config: {e}", 2)
 
 
 def _prepare_workdir(workdir: str):
@@ -253,14 +302,22 @@ def _fail_logged(logger, message: str, code: int):
 
 
 @contextlib.contextmanager
-def _one_line_errors(logger):
-    """File-system errors (no space, read-only, not a directory) become one `error:` line with
-    the path; any other crash is logged with its traceback to output.log before it propagates."""
+def _one_line_errors(logger, workdir: Optional[str] = None):
+    """Storage errors (no space, quota, read-only, I/O; also the checkpoint library's
+    RESOURCE_EXHAUSTED) become one `error:` line with the path, after the workdir's temporary
+    files are removed (`run_guard.storage_failure`); other file-system errors one line with
+    the path; any other crash is logged with its traceback to output.log before it
+    propagates. Other libraries' error reports go to output.log only."""
+    from wscrl_jax import run_guard
     try:
-        yield
-    except OSError as e:
-        _fail_logged(logger, f"{e.strerror or e}: {e.filename or ''}".rstrip(": "), 1)
-    except Exception:
+        with run_guard.library_errors_to_log(logger):
+            yield
+    except Exception as e:
+        storage = run_guard.storage_failure(e, workdir)
+        if storage:
+            _fail_logged(logger, storage, 1)
+        if isinstance(e, OSError):
+            _fail_logged(logger, f"{e.strerror or e}: {e.filename or ''}".rstrip(": "), 1)
         logger.exception("The run crashed")
         raise
 
@@ -276,15 +333,26 @@ def evaluate_main(argv: Optional[List[str]] = None):
         fail(f"workdir {values.workdir} does not exist")
     start_processes(values)
 
+    import jax
+
+    from wscrl_jax import run_guard
     from wscrl_jax.run.evaluation import evaluate_workdir
     from wscrl_jax.train.checkpoint import CheckpointError
+    from wscrl_jax.train.preemption import StopNow, StopRequest
 
-    logger = _prepare_workdir(values.workdir)
-    enable_compilation_cache()
-    with _one_line_errors(logger):
-        try:
-            evaluate_workdir(values.workdir, values.member, values.step)
-        except CheckpointError as e:
-            _fail_logged(logger, str(e), 2)
-        except ConfigError as e:  # e.g. an image workdir under --num_processes
-            _fail_logged(logger, f"invalid config: {e}", 2)
+    # reliability hooks (run_guard): not while another process trains or evaluates there
+    with run_guard.lock_workdir(values.workdir, "evaluation", jax.process_index()):
+        logger = _prepare_workdir(values.workdir)
+        enable_compilation_cache()
+        with _one_line_errors(logger, values.workdir), StopRequest() as stop:
+            try:
+                stop.stop_now_from_here("evaluation")  # nothing to checkpoint: stop at once
+                evaluate_workdir(values.workdir, values.member, values.step)
+            except StopNow as e:
+                run_guard.remove_temporaries(values.workdir)
+                _fail_logged(logger, run_guard.stopped_message(e),
+                             run_guard.exit_code(e.signal_name))
+            except CheckpointError as e:
+                _fail_logged(logger, str(e), 2)
+            except ConfigError as e:  # e.g. an image workdir under --num_processes
+                _fail_logged(logger, f"invalid config: {e}", 2)

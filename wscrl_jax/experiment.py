@@ -67,6 +67,8 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
     try:
         state = train_and_checkpoint(method, state, train_data, data, config, recorder,
                                      start_step, len(members), progress, stop_requested)
+        if hasattr(stop_requested, "stop_now_from_here"):  # a signal now stops at once
+            stop_requested.stop_now_from_here("evaluation")  # (train/preemption.py)
         write_outputs(method, workdir, state, data, members)
         rows = evaluate_members(method, state, data, members, workdir, config, initial_params,
                                 progress=progress)

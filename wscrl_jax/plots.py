@@ -37,8 +37,13 @@ def _figure(width: float, height: float):
 def _save(fig, path: str):
     """PNG written under a temporary name, then renamed: never a half-written figure."""
     temporary = path + ".tmp.png"
-    fig.savefig(temporary, dpi=110)
-    os.replace(temporary, path)
+    try:
+        fig.savefig(temporary, dpi=110)
+        os.replace(temporary, path)
+    except BaseException:  # a full disk or a signal: no temporary left behind
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
 
 
 def _float(value) -> float:

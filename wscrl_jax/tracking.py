@@ -1,5 +1,6 @@
 """Run logging, metric files and optional experiment tracking (MLflow, TensorBoard)."""
 
+import contextlib
 import csv
 import json
 import logging
@@ -42,13 +43,32 @@ def write_csv_atomic(path: str, rows: List[Dict[str, object]]):
     for row in rows:
         columns.extend(k for k in row if k not in columns)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="") as f:
+
+    def write(f):
         writer = csv.writer(f)
         writer.writerow([""] + columns)
         for index, row in enumerate(rows):
             writer.writerow([index] + [_fmt(row.get(c, "")) for c in columns])
-    os.replace(tmp, path)
+    _replace_atomic(path, write)
+
+
+def _replace_atomic(path: str, write):
+    """Calls write(file) on PATH.tmp, then renames it to path; on any failure (a full disk, a
+    signal) the temporary file is removed and path is left as it was."""
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "w", newline="") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def write_text_atomic(path: str, text: str):
+    """Writes text to path atomically (`_replace_atomic`)."""
+    _replace_atomic(path, lambda f: f.write(text))
 
 
 def read_csv(path: str) -> List[Dict[str, str]]:
@@ -89,12 +109,11 @@ class TrainMetricsWriter:
                     break
                 kept.append(row)
             if len(kept) < len(rows):
-                tmp = f"{path}.tmp"
-                with open(tmp, "w", newline="") as f:
+                def write(f):
                     writer = csv.DictWriter(f, self.COLUMNS)
                     writer.writeheader()
                     writer.writerows(kept)
-                os.replace(tmp, path)
+                _replace_atomic(path, write)
         new = not os.path.exists(path)
         self._file = open(path, "a", newline="")
         self._writer = csv.writer(self._file)

@@ -30,6 +30,12 @@ ADJACENCY_TO_STRUCTURE = {"none": "none", "none_trivial": "trivial",
                           "none_fixed_order": "fixed_order",
                           **{kind: "none" for kind in GRAPH_KINDS}}  # + a learned graph
 INTERVENTION_ENCODERS = ("learnable_heuristic", "mlp")
+# Upper bounds, so that a mistyped size is one line instead of exhausting memory: the rotation
+# and the graph are dim_z x dim_z and each sample carries dim_z + 1 intervention hypotheses
+# (dim_z=100000 asks for one 37 GiB matrix before training starts); 100 is far above the
+# reference's 2..30. The scaling data (pairs of x and z, float32) stay under MAX_DATA_BYTES.
+MAX_DIM_Z = 100
+MAX_DATA_BYTES = 8 << 30
 # training.member_loop: members vmapped, or one after the other (`lax.map`, train/step.py)
 MEMBER_LOOPS = ("vmap", "sequential")
 SCHEDULED_WEIGHTS = ("beta", "z_regularization", "consistency_regularization",
@@ -43,6 +49,9 @@ def check_data(c):
     d = c.data
     one_of(d.dataset, DATASETS, "data.dataset")
     positive_int(d.dim_z, "data.dim_z", 2)
+    require(d.dim_z <= MAX_DIM_Z, f"data.dim_z={d.dim_z} is above {MAX_DIM_Z}: the dim_z x "
+            f"dim_z rotation and graph and the dim_z + 1 intervention hypotheses of every "
+            f"sample would exhaust memory (the reference tests 2..30)")
     if d.dataset == "causalcircuit_codes":
         require(d.stage1_workdir, "data.stage1_workdir is not set; pass the workdir of "
                 "the stage-1 run, --config.data.stage1_workdir=W1 (configs/"
@@ -77,6 +86,12 @@ def check_data(c):
             f"data.dim_x={d.dim_x} must equal data.dim_z={d.dim_z} for scaling data")
     for split in ("train", "val", "test"):
         positive_int(d.samples[split], f"data.samples.{split}")
+    rows = sum(d.samples[split] for split in ("train", "val", "test"))
+    size = 4 * 2 * rows * (d.dim_x + 2 * d.dim_z)  # float32 pairs of x, z and noise
+    require(size <= MAX_DATA_BYTES, f"data.samples (train + val + test = {rows} pairs) at "
+            f"data.dim_z={d.dim_z} make {size / 2**30:.3g} GiB of data, above the "
+            f"{MAX_DATA_BYTES >> 30} GiB bound that keeps one member in host memory; use "
+            "fewer samples")
     one_of(d.nature.mode, GRAPH_MODES, "data.nature.mode")
     one_of(d.nature.causal_effects, CAUSAL_EFFECTS, "data.nature.causal_effects")
     one_of(d.nature.rng, NATURE_RNGS, "data.nature.rng")

@@ -85,8 +85,16 @@ class ImageLCMMethod(LCMMethod):
         positive_int(d.eval_batchsize, "data.eval_batchsize")
         try:
             sources = _data_sources(d)
+            size = _causalcircuit("builder").image_size(sources["train"])
         except CausalCircuitFormatError as e:
             raise ConfigError(str(e)) from None
+        if size != int(d.resolution):  # a dataset built from images of another size
+            raise ConfigError(
+                f"data.resolution={d.resolution}, but the images of the dataset in "
+                f"{d.tfds_dir} are {size}x{size}; build it with python "
+                f"scripts/build_causalcircuit.py --data_dir DOWNLOAD --tfds_dir T"
+                f"{' --resolution 64' if size != 512 else ''} and pass "
+                f"--config.data.resolution={64 if size != 512 else 512}")
         batch_fits(c.training.batchsize, len(sources["train"]), "the training split")
 
     @classmethod

@@ -19,6 +19,10 @@ from wscrl_jax.train.schedules import TRANSFORMERS_SCHEDULE_TYPES
 DATASETS = ("mixing", "encoded", "balls", "domains")  # domains: own data (data/own_domains.py)
 SCHEDULERS = ("reduce_on_plateau", "none") + TRANSFORMERS_SCHEDULE_TYPES
 OPTIMIZERS = ("adam", "adamw")
+# Upper bound on the generated data (float32 latents, polynomial features and observations of
+# every row, and the mixing's coefficients), so that a mistyped size is one line instead of
+# exhausting memory (data.z_dim=100000 aborts inside XLA).
+MAX_DATA_BYTES = 8 << 30
 ENCODED_TRAIN_CODES = ("online", "final")
 MEMBER_LOOPS = ("auto", "vmap", "sequential")
 
@@ -49,6 +53,10 @@ def validate(c):
             raise ConfigError(f"data.stage1_workdir={d.stage1_workdir!r} holds unreadable "
                               f"stage-1 metadata (encoded/meta.json: {e!r}); rerun stage 1"
                               ) from None
+        source = meta.get("source", "mixing")  # MD-CRL stage 1 writes "mixing" or "balls"
+        require(source in ("mixing", "balls"), f"data.stage1_workdir={d.stage1_workdir!r} "
+                f"holds {source} codes of another pipeline; point it at an MD-CRL stage-1 run "
+                "(configs/md_mixing.py:poly_stage1 or configs/md_balls.py:stage1)")
         positive_int(d.stage1_member, "data.stage1_member", 0)
         require(d.stage1_member < members,
                 f"data.stage1_member={d.stage1_member} is out of range: stage 1 has "
@@ -119,6 +127,8 @@ def validate(c):
     if m.autoencoder == "poly" or (d.dataset == "mixing" and not d.linear
                                    and d.non_linearity == "polynomial"):
         positive_int(d.polynomial_degree, "data.polynomial_degree")
+    if d.dataset == "mixing":
+        _check_data_size(d, x_dim)
     if m.autoencoder == "poly":
         require(x_dim >= 2, f"model.autoencoder='poly' needs an input dimension >= 2 (its "
                 f"hidden width is x_dim // 2); the data has x_dim={x_dim}")
@@ -222,6 +232,22 @@ def _validate_domains(c):
                 f"row(s); at least 2 needed (add rows or raise data.{split}_fraction)")
     z_inv = d.z_dim // 2 if d.z_dim_invariant is None else d.z_dim_invariant
     return z_inv + m.mismatch_dims, domains.x_dim
+
+
+def _check_data_size(d, x_dim: int):
+    """Refuses mixing data above MAX_DATA_BYTES (rows x (z_dim + features + x_dim) plus the
+    features x x_dim coefficients, float32; polynomial features: sum of z_dim^k, k <= degree)."""
+    features = d.z_dim
+    if not d.linear and d.non_linearity == "polynomial":
+        features = sum(d.z_dim ** k for k in range(d.polynomial_degree + 1))
+    rows = d.num_samples.train + d.num_samples.test
+    size = 4 * (rows * (d.z_dim + features + x_dim) + features * x_dim)
+    require(size <= MAX_DATA_BYTES, f"data.z_dim={d.z_dim}, data.x_dim={x_dim}"
+            + (f", data.polynomial_degree={d.polynomial_degree} ({features} polynomial "
+               "features)" if features != d.z_dim else "")
+            + f" and {rows} rows make {size / 2**30:.3g} GiB of data, above the "
+            f"{MAX_DATA_BYTES >> 30} GiB bound that keeps a run in host memory; use smaller "
+            "sizes")
 
 
 def _validate_balls(c) -> int:

@@ -20,7 +20,7 @@ import os
 from typing import Any, List, Optional, Tuple
 
 from wscrl_jax.run.members import checkpoint_template
-from wscrl_jax.tracking import RunTracker, TrainMetricsWriter, flat_config
+from wscrl_jax.tracking import RunTracker, TrainMetricsWriter, flat_config, write_text_atomic
 from wscrl_jax.train import checkpoint
 
 log = logging.getLogger("wscrl_jax")
@@ -105,10 +105,7 @@ def write_config(workdir: str, config, restored: Optional[Restored]):
     changed = restored is not None and restored.config_changed
     name = f"config_resumed_step{restored.step}.json" if changed else "config.json"
     os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, name)
-    with open(path + ".tmp", "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
-    os.replace(path + ".tmp", path)
+    write_text_atomic(os.path.join(workdir, name), config.to_json_best_effort(indent=2))
 
 
 class Recorder:

@@ -2,10 +2,14 @@
 and `timeout`), honoured at the next call boundary so that a checkpoint can be saved.
 
 The handlers only set a flag; the training loop checks it after each compiled call and raises
-`Interrupted` with the state, which the experiment checkpoints before the process exits. A
-second SIGINT while the first is pending stops at once (KeyboardInterrupt), as usual.
+`Interrupted` with the state, which the experiment checkpoints before the process exits.
+Once there is nothing left to checkpoint (evaluation, `stop_now_from_here`), a signal raises
+`StopNow` at once instead: files are written atomically, so nothing is left half-written. A
+second SIGINT while the first is pending also raises `StopNow` (the CLI prints one line, no
+traceback); a third exits the process at once.
 """
 
+import os
 import signal
 import threading
 from typing import Optional
@@ -19,21 +23,48 @@ class Interrupted(Exception):
         self.state, self.step, self.signal_name = state, step, signal_name
 
 
+class StopNow(BaseException):
+    """A signal that stops at once (not at a call boundary). A BaseException, like
+    KeyboardInterrupt, so that no `except Exception` on the way (e.g. a member whose
+    evaluation "failed") swallows it."""
+
+    def __init__(self, signal_name: str, phase: str):
+        super().__init__(f"{signal_name} during {phase}")
+        self.signal_name, self.phase = signal_name, phase
+
+
 class StopRequest:
     """Records the first SIGINT/SIGTERM received while installed (`with StopRequest() as s`)."""
 
     def __init__(self):
         self.signal_name: Optional[str] = None
+        self.immediate_phase: Optional[str] = None  # set by `stop_now_from_here`
+        self._sigints = 0
         self._previous = {}
 
     def __call__(self) -> Optional[str]:
         """The name of the signal that asked to stop, or None."""
         return self.signal_name
 
+    def stop_now_from_here(self, phase: str = "evaluation"):
+        """From now on a signal stops at once (`StopNow`): there is no state left to
+        checkpoint. Raises `StopNow` right away if a signal is already pending."""
+        self.immediate_phase = phase
+        if self.signal_name is not None:
+            raise StopNow(self.signal_name, phase)
+
     def _handle(self, signum, frame):
-        if signum == signal.SIGINT and self.signal_name == "SIGINT":
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now
-        self.signal_name = signal.Signals(signum).name
+        name = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            self._sigints += 1
+            if self._sigints >= 3:  # the second's clean-up is too slow for the user
+                os._exit(130)
+            if self._sigints == 2 and self.signal_name is not None:
+                raise StopNow(name, self.immediate_phase or "training")
+        if self.signal_name is None:
+            self.signal_name = name
+        if self.immediate_phase is not None:
+            raise StopNow(name, self.immediate_phase)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # signals need the main thread

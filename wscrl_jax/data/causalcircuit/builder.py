@@ -35,6 +35,8 @@ from wscrl_jax.data.causalcircuit.files import (DATASET_PAGE, EXPECTED_FILES, NU
 NAME = "causalcircuit"
 CONFIGS = {None: "full", 64: "res64"}
 _CHUNK = 2048  # images decoded per batch of threads (bounds the pending futures)
+# image sides the image VAE takes (lcm/image_vae.py RESOLUTIONS; tests keep them equal)
+VAE_SIZES = (64, 512)
 _LOG = logging.getLogger(__name__)
 
 
@@ -140,6 +142,7 @@ def check_download(data_dir: str, resolution: Optional[int] = None,
                 where = [f"{path} pair {j // 2} image {j % 2}" for j in range(len(imgs))]
                 if size is None and len(imgs):
                     size = decode_jpeg(bytes(imgs[0]), None, where[0]).shape[0]
+                    check_size(size, resolution, data_dir)
                 for s in range(0, len(imgs), _CHUNK):
                     chunk = slice(s, s + _CHUNK)
                     converted += pool.map(_convert, map(bytes, imgs[chunk]),
@@ -152,6 +155,26 @@ def check_download(data_dir: str, resolution: Optional[int] = None,
             out[split] = (None if converted[0] is None
                           else np.array(converted, dtype=object).reshape(-1, 2))
     return out
+
+
+def check_size(size: int, resolution: Optional[int], data_dir: str):
+    """Refuses a download whose images the image VAE cannot take: stored unchanged they must
+    be 64 or 512 pixels a side; resized to 64 they must be at least that large."""
+    if resolution is None and size not in VAE_SIZES:
+        todo = ("pass --resolution 64 to store them downscaled to 64x64" if size > 64 else
+                "make them at least 64 pixels a side")
+        raise CausalCircuitFormatError(
+            f"the images in {data_dir} are {size}x{size} pixels; the image VAE takes "
+            f"{' or '.join(map(str, VAE_SIZES))}: {todo}")
+    if resolution is not None and size < resolution:
+        raise CausalCircuitFormatError(
+            f"the images in {data_dir} are {size}x{size} pixels, smaller than --resolution "
+            f"{resolution}; make them at least {resolution} pixels a side")
+
+
+def image_size(source) -> int:
+    """The side in pixels of the first image of a built split's data source."""
+    return decode_jpeg(bytes(source[0]["imgs"][0]), None, "the first pair").shape[0]
 
 
 def _remove_new(paths_before: Dict[str, bool], config_dir: str):
