@@ -13,6 +13,8 @@ import pytest
 
 from conftest import ROOT, load_config
 from wscrl_jax import cli, experiment
+from wscrl_jax.run import evaluation
+from wscrl_jax.run import workdir as run_workdir
 from wscrl_jax.train import library_noise, storage_errors, workdir_state
 from wscrl_jax.train.preemption import StopNow, StopRequest
 
@@ -104,7 +106,7 @@ def test_atomic_writes_leave_no_temporary_on_failure(tmp_path, monkeypatch):
     (tmp_path / "config.json").write_text("old")
     monkeypatch.setattr(tracking.os, "replace", full_disk)  # after the temporary is written
     with pytest.raises(OSError):
-        experiment.write_config(str(tmp_path), config, None, False)
+        run_workdir.write_config(str(tmp_path), config, None)
     assert (tmp_path / "config.json").read_text() == "old"
     assert not os.path.exists(tmp_path / "config.json.tmp")
 
@@ -212,7 +214,7 @@ def test_workdir_locked_by_another_process_is_one_line(tmp_path, monkeypatch, ca
         assert code == 2 and len(errors) == 1 and not called
         assert f"pid {proc.pid}" in errors[0] and "in use by another run" in errors[0]
         assert sorted(os.listdir(tmp_path)) == [".lock"]  # nothing else written
-        monkeypatch.setattr(experiment, "evaluate_workdir", lambda *a, **k: 1 / 0)
+        monkeypatch.setattr(evaluation, "evaluate_workdir", lambda *a, **k: 1 / 0)
         with pytest.raises(SystemExit) as info:
             cli.evaluate_main(["wscrl-evaluate", f"--workdir={tmp_path}"])
         assert info.value.code == 2 and f"pid {proc.pid}" in capsys.readouterr().err
@@ -277,7 +279,7 @@ def test_signal_during_wscrl_evaluate(tmp_path, monkeypatch, capsys):
         raise AssertionError("not stopped")
 
     monkeypatch.setenv("WSCRL_JAX_CACHE", "")
-    monkeypatch.setattr(experiment, "evaluate_workdir", evaluate)
+    monkeypatch.setattr(evaluation, "evaluate_workdir", evaluate)
     with pytest.raises(SystemExit) as info:
         cli.evaluate_main(["wscrl-evaluate", f"--workdir={tmp_path}"])
     err = capsys.readouterr().err

@@ -65,9 +65,10 @@ def trained(tmp_path_factory):
 
 def untrained_disentanglement(config):
     method, data, state = run_members.build(config, sweep_members(config))
-    member = lambda tree: jax.tree_util.tree_map(lambda x: x[0], tree)  # noqa: E731
-    metrics = method.evaluate(member(state.params), member(state.model_state), member(data),
-                              jax.random.PRNGKey(0))
+    first = lambda tree: jax.tree_util.tree_map(lambda x: x[:1], tree)  # noqa: E731
+    metrics, = method.evaluate(first(state.params), first(state.model_state), first(data),
+                               jax.random.PRNGKey(0)[None], first(state.params), real=1,
+                               progress=False)
     return metrics["causal_disentanglement"]
 
 
