@@ -44,9 +44,13 @@ class Domains(NamedTuple):
 _CACHE: Dict[tuple, Domains] = {}
 
 
-def load_domains(path: str) -> Domains:
+def load_domains(path: str, source: str = "npz") -> Domains:
     """The checked data of `data.path` (cached while the files are unchanged); one
-    `DataFileError` line for any problem."""
+    `DataFileError` line for any problem. source: `data.source`, "npz" (the files) or "tfds"
+    (a dataset built from them by scripts/build_dataset.py, `own_tfds_read.py`)."""
+    if source == "tfds":
+        from wscrl_jax.data import own_tfds_read  # imports TFDS: only where it is used
+        return own_tfds_read.read_domains(path)
     source = npz_files.locate(path)
     key = npz_files.file_stamp(list(source.files.values()))
     if key not in _CACHE:
@@ -160,18 +164,22 @@ def split_sizes(domains: Domains, val_fraction: float,
     return {s: t["x"].shape[0] for s, t in domains.tables.items()}
 
 
+def split_tables(domains: Domains, split_seed: int, val_fraction: float,
+                 test_fraction: float) -> Dict[str, Dict[str, np.ndarray]]:
+    """{train, val, test: {name: [N, ...]}}: the files' splits, or one file's rows split by
+    `npz_files.split_indices`."""
+    if "all" not in domains.tables:
+        return dict(domains.tables)
+    rows = npz_files.split_indices(domains.tables["all"]["x"].shape[0], split_seed,
+                                   float(val_fraction), float(test_fraction))
+    return {s: npz_files.take_rows(domains.tables["all"], r, PER_ROW) for s, r in rows.items()}
+
+
 def make_domains_data(data_cfg, split_seed: int) -> Dict[str, Dict[str, jnp.ndarray]]:
     """{train, valid, test: {x, domain[, z]}} of `data.path`; one file is split by
     `split_seed` with `data.val_fraction` / `data.test_fraction`."""
-    domains = load_domains(data_cfg.path)
-    if "all" in domains.tables:
-        rows = npz_files.split_indices(domains.tables["all"]["x"].shape[0], split_seed,
-                                       float(data_cfg.val_fraction),
-                                       float(data_cfg.test_fraction))
-        tables = {s: npz_files.take_rows(domains.tables["all"], r, PER_ROW)
-                  for s, r in rows.items()}
-    else:
-        tables = domains.tables
+    domains = load_domains(data_cfg.path, data_cfg.get("source", "npz"))
+    tables = split_tables(domains, split_seed, data_cfg.val_fraction, data_cfg.test_fraction)
     out = {}
     for split, name in MDCRL_SPLITS.items():
         t = tables[split]

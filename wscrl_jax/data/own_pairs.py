@@ -48,9 +48,13 @@ class Pairs(NamedTuple):
 _CACHE: Dict[tuple, Pairs] = {}
 
 
-def load_pairs(path: str, dim_z: int) -> Pairs:
+def load_pairs(path: str, dim_z: int, source: str = "npz") -> Pairs:
     """The checked pairs of `data.path` (cached while the files are unchanged); one
-    `DataFileError` line for any problem."""
+    `DataFileError` line for any problem. source: `data.source`, "npz" (the files) or "tfds"
+    (a dataset built from them by scripts/build_dataset.py, `own_tfds_read.py`)."""
+    if source == "tfds":
+        from wscrl_jax.data import own_tfds_read  # imports TFDS: only where it is used
+        return own_tfds_read.read_pairs(path, dim_z)
     source = npz_files.locate(path, optional=("dci_train",))
     key = (npz_files.file_stamp(list(source.files.values())), dim_z)
     if key not in _CACHE:
@@ -154,19 +158,23 @@ def split_sizes(pairs: Pairs, val_fraction: float, test_fraction: float) -> Dict
     return {s: t["x1"].shape[0] for s, t in pairs.tables.items()}
 
 
+def split_tables(pairs: Pairs, split_seed: int, val_fraction: float,
+                 test_fraction: float) -> Dict[str, Dict[str, np.ndarray]]:
+    """{train, val, test[, dci_train]: {name: [N, ...]}}: the files' splits, or one file's rows
+    split by `npz_files.split_indices` (train, val, test)."""
+    if "all" not in pairs.tables:
+        return dict(pairs.tables)
+    rows = npz_files.split_indices(pairs.tables["all"]["x1"].shape[0], split_seed,
+                                   float(val_fraction), float(test_fraction))
+    return {s: npz_files.take_rows(pairs.tables["all"], r, PER_ROW) for s, r in rows.items()}
+
+
 def make_pairs_data(data_cfg, split_seed: int) -> Dict[str, Dict[str, jnp.ndarray]]:
     """{train, dci_train, val, test: {name: [N, ...]}} (+ "truth") of `data.path`; one file is
     split by `split_seed` with `data.val_fraction` / `data.test_fraction`."""
     dim_z = int(data_cfg.dim_z)
-    pairs = load_pairs(data_cfg.path, dim_z)
-    if "all" in pairs.tables:
-        rows = npz_files.split_indices(pairs.tables["all"]["x1"].shape[0], split_seed,
-                                       float(data_cfg.val_fraction),
-                                       float(data_cfg.test_fraction))
-        tables = {s: npz_files.take_rows(pairs.tables["all"], r, PER_ROW)
-                  for s, r in rows.items()}
-    else:
-        tables = dict(pairs.tables)
+    pairs = load_pairs(data_cfg.path, dim_z, data_cfg.get("source", "npz"))
+    tables = split_tables(pairs, split_seed, data_cfg.val_fraction, data_cfg.test_fraction)
     tables.setdefault("dci_train", tables["train"])
     masks = intervention_masks(dim_z)
     out = {}
