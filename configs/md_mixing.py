@@ -73,6 +73,9 @@ def get_config(arg=None):
     d.dataset = "encoded" if stage == "poly_stage2" else "mixing"
     # domains: a directory with train.npz, val.npz, test.npz or one .npz file split at random
     d.path = ""
+    # domains: "npz" reads data.path's .npz files into memory; "tfds" reads data.path as a
+    # dataset built from them by scripts/build_dataset.py --format domains (docs/own_data.md)
+    d.source = "npz"
     # domains in one file: seed of its split (the members' data seed; with the default
     # sweep.data_seeds="same" each member's model seed)
     d.split_seed = 0

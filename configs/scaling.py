@@ -83,6 +83,9 @@ def get_config(arg=None):
     # pairs: a directory with train.npz, val.npz, test.npz (optional dci_train.npz) or one .npz
     # file split at random into train / val / test rows
     c.data.path = ""
+    # pairs: "npz" reads data.path's .npz files into memory; "tfds" reads data.path as a dataset
+    # built from them by scripts/build_dataset.py --format pairs (docs/own_data.md)
+    c.data.source = "npz"
     # pairs in one file: seed of its split (the members' data seed; sweep: sweep.data_seeds)
     c.data.split_seed = 0
     c.data.val_fraction = 0.1  # pairs in one file: fraction of rows for validation

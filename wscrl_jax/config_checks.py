@@ -174,7 +174,23 @@ def check_own_data_split(d, sweep):
     require(d.val_fraction + d.test_fraction < 1, f"data.val_fraction={d.val_fraction} and "
             f"data.test_fraction={d.test_fraction} leave no training rows; their sum must be < 1")
     data_seeds = sweep.get("data_seeds")
+    fixed = ("a dataset built by scripts/build_dataset.py (data.source=tfds), whose "
+             "train/val/test splits are fixed" if d.get("source") == "tfds" else
+             "a directory whose train/val/test files fix the splits")
     require(not os.path.isdir(d.path) or data_seeds in ("", None, "same"),
-            f"sweep.data_seeds={data_seeds!r}: data.path={d.path} is a directory whose "
-            "train/val/test files fix the splits, so there are no split seeds to sweep; leave "
-            "sweep.data_seeds empty, or pass one .npz file to split")
+            f"sweep.data_seeds={data_seeds!r}: data.path={d.path} is {fixed}, so there are no "
+            "split seeds to sweep; leave sweep.data_seeds empty, or pass one .npz file to split")
+
+
+DATA_SOURCES = ("npz", "tfds")  # data.source of own data (docs/own_data.md)
+
+
+def check_data_source(d, own_datasets):
+    """`data.source` (where the config has it): "npz" (default) or "tfds", the latter only for
+    the own datasets (`data.dataset` in `own_datasets`), which it reads from a built dataset."""
+    source = d.get("source", "npz")
+    require(source in DATA_SOURCES, f"data.source={source!r} is not supported; use \"npz\" "
+            "(data.path's .npz files) or \"tfds\" (a dataset built by scripts/build_dataset.py)")
+    require(source == "npz" or d.get("dataset") in own_datasets,
+            f"data.source={source!r} reads own data only (data.dataset one of "
+            f"{', '.join(own_datasets)}); data.dataset={d.get('dataset')!r} takes no data.source")

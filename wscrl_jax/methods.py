@@ -8,8 +8,9 @@ imported on first use); code outside the package (a notebook, a test) adds one w
 import importlib
 from typing import Dict, Type, Union
 
-from wscrl_jax.config_checks import (SEED_LIMIT, ConfigError, check_checkpoint, check_tracking,
-                                     one_of, optional_int, require, seed_value, unique_seeds)
+from wscrl_jax.config_checks import (SEED_LIMIT, ConfigError, check_checkpoint,
+                                     check_data_source, check_tracking, one_of, optional_int,
+                                     require, seed_value, unique_seeds)
 from wscrl_jax.train.method import Method
 from wscrl_jax.train.sweep import OWN_DATASETS, grid_points, parse_grid, parse_seeds
 
@@ -49,6 +50,7 @@ def validate_config(config):
     check_grid(config)
     for point_config in [sub for _, sub in grid_points(config)] or [config]:
         check_members(point_config)
+        check_data_source(point_config.get("data", {}), OWN_DATASETS)
         if "checkpoint" in config:
             check_checkpoint(point_config.checkpoint)
         if "tracking" in config:

@@ -110,7 +110,7 @@ def check_pairs(c):
     d = c.data
     check_own_data_split(d, c.get("sweep", {}))
     try:
-        pairs = load_pairs(d.path, d.dim_z)
+        pairs = load_pairs(d.path, d.dim_z, d.get("source", "npz"))
     except DataFileError as e:
         raise ConfigError(str(e)) from None
     sizes = split_sizes(pairs, d.val_fraction, d.test_fraction)

@@ -117,7 +117,8 @@ class LCMMethod(Method):
     def observation_dim(data_cfg) -> int:
         """Features of one observation: `data.dim_x`, or own pairs' from their files."""
         if data_cfg.dataset == "pairs":
-            return load_pairs(data_cfg.path, data_cfg.dim_z).dim_x
+            return load_pairs(data_cfg.path, data_cfg.dim_z,
+                              data_cfg.get("source", "npz")).dim_x
         return data_cfg.dim_x
 
     @staticmethod

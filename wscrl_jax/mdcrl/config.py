@@ -219,7 +219,7 @@ def _validate_domains(c):
     require(not m.save_encoded_data, "model.save_encoded_data=True: two-stage runs on own "
             "data (data.dataset=domains) are not supported; use a single-stage autoencoder")
     try:
-        domains = load_domains(d.path)
+        domains = load_domains(d.path, d.get("source", "npz"))
     except DataFileError as e:
         raise ConfigError(str(e)) from None
     sizes = split_sizes(domains, d.val_fraction, d.test_fraction)

@@ -100,7 +100,7 @@ class MDCRLMethod(Method):
             self.true_z_dim = 2 * self.data_cfg.n_balls
             n_train = self.data_cfg.num_samples_train - self.data_cfg.num_samples_valid
         elif d.dataset == "domains":  # own data: the latents to learn are data.z_dim
-            domains = load_domains(d.path)
+            domains = load_domains(d.path, d.get("source", "npz"))
             self.num_domains, self.x_dim = domains.num_domains, domains.x_dim
             self.latent = int(d.z_dim) + 2 * int(m.mismatch_dims)
             z_inv = int(d.z_dim) // 2 if d.z_dim_invariant is None else int(d.z_dim_invariant)
