@@ -152,6 +152,9 @@ def build(fmt: str, path: str, out: str, dim_z: Optional[int] = None, split_seed
     except BaseException:
         _remove_new(existed, config_dir)
         raise
+    downloads = os.path.join(out, "downloads")  # TFDS's, left empty: nothing is downloaded
+    if not existed[downloads] and not any(files for _, _, files in os.walk(downloads)):
+        shutil.rmtree(downloads, ignore_errors=True)
     return version_dir
 
 
