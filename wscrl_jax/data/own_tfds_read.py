@@ -39,8 +39,8 @@ def locate(path: str, fmt: str) -> str:
     other = [f for f in own_tfds.FORMATS if f != fmt
              and os.path.isfile(os.path.join(own_tfds.dataset_dir(path, f), own_tfds.META_FILE))]
     hint = (f"it holds {other[0]} data (data.dataset={other[0]})" if other else
-            f"build it with python scripts/build_dataset.py --format {fmt} --path NPZ "
-            f"--out {path}")
+            f"build one with python scripts/build_dataset.py --format {fmt} --path NPZ "
+            "--out DIR and pass DIR as data.path")
     raise DataFileError(f"{path}: no {fmt} dataset built by scripts/build_dataset.py "
                         f"(data.source=tfds); {hint}")
 
