@@ -45,7 +45,7 @@ ALLOWED = {
     "api": {"cli", "experiment", "run", "methods", "train", "data", "eval", "causal", "nn",
             "config_checks", "tracking", "run_guard"} | METHOD_LAYERS,
     "config_checks": set(),
-    "tracking": set(),
+    "tracking": {"train"},  # the flattened config (train/workdir_state.py)
     "plots": set(),
     "causal": {"flows", "nn"},
     "flows": {"nn"},

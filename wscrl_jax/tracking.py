@@ -10,6 +10,8 @@ import sys
 import time
 from typing import Dict, List
 
+from wscrl_jax.train.workdir_state import flat_config
+
 LOG_FORMAT = "[%(asctime)-19.19s %(levelname)-1.1s] %(message)s"
 
 
@@ -127,17 +129,6 @@ class TrainMetricsWriter:
 
     def close(self):
         self._file.close()
-
-
-def flat_config(tree, prefix: str = "") -> Dict[str, object]:
-    """{"a.b.c": value} of a nested config dict (config comparisons, MLflow parameters)."""
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flat_config(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 class TrackingError(RuntimeError):

@@ -146,6 +146,27 @@ def take_rows(arrays: Dict[str, np.ndarray], rows: np.ndarray,
     return {k: (v[rows] if k in per_row else v) for k, v in arrays.items()}
 
 
+def table_split_sizes(tables: Dict[str, Dict[str, np.ndarray]], row_key: str,
+                      val_fraction: float, test_fraction: float) -> Dict[str, int]:
+    """Rows per split of loaded tables: the split files' own rows, or (one file, under "all")
+    those `split_indices` gives; `row_key` names an array with one entry per row."""
+    if "all" in tables:
+        return split_sizes(tables["all"][row_key].shape[0], val_fraction, test_fraction)
+    return {s: t[row_key].shape[0] for s, t in tables.items()}
+
+
+def split_tables(tables: Dict[str, Dict[str, np.ndarray]], row_key: str, per_row: Sequence[str],
+                 split_seed: int, val_fraction: float,
+                 test_fraction: float) -> Dict[str, Dict[str, np.ndarray]]:
+    """{split: {name: [N, ...]}}: the split files' tables as they are, or one file's ("all")
+    rows split by `split_indices` into train, val, test."""
+    if "all" not in tables:
+        return dict(tables)
+    rows = split_indices(tables["all"][row_key].shape[0], split_seed, float(val_fraction),
+                         float(test_fraction))
+    return {s: take_rows(tables["all"], r, per_row) for s, r in rows.items()}
+
+
 def file_stamp(paths: Sequence[str]) -> Tuple:
     """(path, size, mtime) of every file: a key under which their contents can be cached."""
     out = []

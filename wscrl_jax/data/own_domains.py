@@ -155,24 +155,17 @@ def _check_truth(source, tables, invariant, inv_path) -> Optional[np.ndarray]:
     return inv.astype(np.int64)
 
 
-def split_sizes(domains: Domains, val_fraction: float,
-                test_fraction: float) -> Dict[str, int]:
-    """Rows per file split (train / val / test): the files', or those `split_indices` gives."""
-    if "all" in domains.tables:
-        return npz_files.split_sizes(domains.tables["all"]["x"].shape[0], val_fraction,
-                                     test_fraction)
-    return {s: t["x"].shape[0] for s, t in domains.tables.items()}
+def split_sizes(domains: Domains, val_fraction: float, test_fraction: float) -> Dict[str, int]:
+    """Rows per split (train / val / test): the files', or those of one file split."""
+    return npz_files.table_split_sizes(domains.tables, "x", val_fraction, test_fraction)
 
 
 def split_tables(domains: Domains, split_seed: int, val_fraction: float,
                  test_fraction: float) -> Dict[str, Dict[str, np.ndarray]]:
     """{train, val, test: {name: [N, ...]}}: the files' splits, or one file's rows split by
     `npz_files.split_indices`."""
-    if "all" not in domains.tables:
-        return dict(domains.tables)
-    rows = npz_files.split_indices(domains.tables["all"]["x"].shape[0], split_seed,
-                                   float(val_fraction), float(test_fraction))
-    return {s: npz_files.take_rows(domains.tables["all"], r, PER_ROW) for s, r in rows.items()}
+    return npz_files.split_tables(domains.tables, "x", PER_ROW, split_seed, val_fraction,
+                                  test_fraction)
 
 
 def make_domains_data(data_cfg, split_seed: int) -> Dict[str, Dict[str, jnp.ndarray]]:

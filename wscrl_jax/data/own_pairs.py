@@ -151,22 +151,16 @@ def _check_same_arrays(source, tables):
 
 
 def split_sizes(pairs: Pairs, val_fraction: float, test_fraction: float) -> Dict[str, int]:
-    """Pairs per split: the files' rows, or those `npz_files.split_indices` gives one file."""
-    if "all" in pairs.tables:
-        return npz_files.split_sizes(pairs.tables["all"]["x1"].shape[0], val_fraction,
-                                     test_fraction)
-    return {s: t["x1"].shape[0] for s, t in pairs.tables.items()}
+    """Rows per split (train / val / test): the files', or those of one file split."""
+    return npz_files.table_split_sizes(pairs.tables, "x1", val_fraction, test_fraction)
 
 
 def split_tables(pairs: Pairs, split_seed: int, val_fraction: float,
                  test_fraction: float) -> Dict[str, Dict[str, np.ndarray]]:
     """{train, val, test[, dci_train]: {name: [N, ...]}}: the files' splits, or one file's rows
     split by `npz_files.split_indices` (train, val, test)."""
-    if "all" not in pairs.tables:
-        return dict(pairs.tables)
-    rows = npz_files.split_indices(pairs.tables["all"]["x1"].shape[0], split_seed,
-                                   float(val_fraction), float(test_fraction))
-    return {s: npz_files.take_rows(pairs.tables["all"], r, PER_ROW) for s, r in rows.items()}
+    return npz_files.split_tables(pairs.tables, "x1", PER_ROW, split_seed, val_fraction,
+                                  test_fraction)
 
 
 def make_pairs_data(data_cfg, split_seed: int) -> Dict[str, Dict[str, jnp.ndarray]]:

@@ -20,7 +20,8 @@ import os
 from typing import Any, List, Optional, Tuple
 
 from wscrl_jax.run.members import checkpoint_template
-from wscrl_jax.tracking import RunTracker, TrainMetricsWriter, flat_config, write_text_atomic
+from wscrl_jax.tracking import RunTracker, TrainMetricsWriter, write_text_atomic
+from wscrl_jax.train.workdir_state import flat_config
 from wscrl_jax.train import checkpoint
 
 log = logging.getLogger("wscrl_jax")

@@ -38,11 +38,12 @@ class WorkdirState:
     outputs: List[str] = field(default_factory=list)  # run outputs found (relative paths)
 
 
-def _flat(tree, prefix: str = "") -> Dict[str, object]:
+def flat_config(tree, prefix: str = "") -> Dict[str, object]:
+    """{"a.b.c": value} of a nested config dict (config comparisons, MLflow parameters)."""
     out = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
+            out.update(flat_config(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -50,7 +51,7 @@ def _flat(tree, prefix: str = "") -> Dict[str, object]:
 
 def config_differences(old: dict, new: dict) -> List[str]:
     """Flattened keys whose values differ between two config dicts (JSON)."""
-    a, b, unset = _flat(old), _flat(new), object()
+    a, b, unset = flat_config(old), flat_config(new), object()
     return sorted(k for k in set(a) | set(b) if a.get(k, unset) != b.get(k, unset))
 
 
