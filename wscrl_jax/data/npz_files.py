@@ -121,6 +121,18 @@ def require_rows(path: str, name: str, a: np.ndarray, rows: int, like: str):
                             f"expected, one per row of {like!r}")
 
 
+def one_per_row(path: str, name: str, a: np.ndarray, rows: int, like: str,
+                what: str) -> np.ndarray:
+    """`a` as [rows] (a column [rows, 1] is flattened): one entry per row of `like`; `what`
+    says what an entry is, for the error line."""
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    require_rows(path, name, a, rows, like)
+    if a.ndim != 1:
+        raise DataFileError(f"{path}: array {name!r} has shape {list(a.shape)}; {what}, [N]")
+    return a
+
+
 def split_indices(n: int, seed: int, val_fraction: float,
                   test_fraction: float) -> Dict[str, np.ndarray]:
     """Row indices {train, val, test} of one file of n rows: a random permutation from

@@ -74,13 +74,8 @@ def _read(source: npz_files.Source) -> Domains:
                                 "x_dim")
         x_dim = x.shape[1]
         n = x.shape[0]
-        dom = arrays["domain"]
-        if dom.ndim == 2 and dom.shape[1] == 1:
-            dom = dom[:, 0]
-        npz_files.require_rows(path, "domain", dom, n, "x")
-        if dom.ndim != 1:
-            raise DataFileError(f"{path}: array 'domain' has shape {list(dom.shape)}; one "
-                                "domain index per row, [N]")
+        dom = npz_files.one_per_row(path, "domain", arrays["domain"], n, "x",
+                                    "one domain index per row")
         npz_files.require_integers(path, "domain", dom, 0, np.iinfo(np.int32).max,
                                    "domains are numbered 0..D-1")
         arrays["domain"] = dom.astype(np.int64)

@@ -75,13 +75,9 @@ def _read(source: npz_files.Source, dim_z: int) -> Pairs:
             if name in arrays:
                 _check_latents(path, name, arrays[name], n, dim_z)
         if "intervention_labels" in arrays:
-            labels = arrays["intervention_labels"]
-            if labels.ndim == 2 and labels.shape[1] == 1:
-                labels = labels[:, 0]
-            npz_files.require_rows(path, "intervention_labels", labels, n, "x1")
-            if labels.ndim != 1:
-                raise DataFileError(f"{path}: array 'intervention_labels' has shape "
-                                    f"{list(labels.shape)}; one label per pair, [N]")
+            labels = npz_files.one_per_row(path, "intervention_labels",
+                                           arrays["intervention_labels"], n, "x1",
+                                           "one label per pair")
             npz_files.require_integers(path, "intervention_labels", labels, 0, dim_z,
                                        f"labels are 0 (no intervention) or k (variable k-1) "
                                        f"for data.dim_z={dim_z}")
