@@ -1,7 +1,7 @@
 """Side-by-side outcomes of the PyTorch references and wscrl_jax, one setting per command.
 
     python tools/reference/compare.py SETTING [--out parity] [--seeds 42-61] \
-        [--side both|ours|reference] [--jobs 2] [--keep-enco]
+        [--side both|ours|reference] [--jobs 2] [--stop-at HH:MM] [--keep-enco]
     python tools/reference/compare.py --list
 
 For SETTING (see `--list`), runs the reference once per model seed, `--jobs` runs at a time with
@@ -29,7 +29,6 @@ distribution, not the same draw.
 
 import argparse
 import csv
-import glob
 import os
 import subprocess
 import sys
@@ -160,8 +159,14 @@ def ref_outcome(s, result):
     return out
 
 
-def run_reference(name, s, seeds, data_seed, out, jobs, keep_enco, record):
-    """Run the reference for `seeds` (`jobs` at a time) and `record` each finished seed."""
+def past(stop_at):
+    """Whether the UTC clock has reached `stop_at` ("HH:MM"; None: never)."""
+    return bool(stop_at) and time.strftime("%H:%M", time.gmtime()) >= stop_at
+
+
+def run_reference(name, s, seeds, data_seed, out, jobs, keep_enco, record, stop_at=None):
+    """Run the reference for `seeds` (`jobs` at a time) and `record` each finished seed; no
+    new run starts once the UTC time `stop_at` has passed."""
     paths = ref_paths()
     if not os.path.exists(paths["python"]):
         sys.exit(f"error: no reference environment at {paths['python']} (setup_reference.sh)")
@@ -173,6 +178,9 @@ def run_reference(name, s, seeds, data_seed, out, jobs, keep_enco, record):
             cmd, extra, result, log = mdcrl_ref_job(name, s, seed, out, paths)
         t0, status = time.time(), "ok"
         outcome = ref_outcome(s, result)
+        if outcome is None and past(stop_at):
+            say(f"reference {name} seed {seed}: not started (past {stop_at} UTC)")
+            return
         if outcome is None:
             os.makedirs(os.path.dirname(log), exist_ok=True)
             env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
@@ -219,7 +227,11 @@ def run_ours(name, s, seeds, out, record):
         say(f"ours {name} seeds {tag}: start")
         os.makedirs(os.path.dirname(workdir), exist_ok=True)
         with open(workdir + ".log", "w") as f:
-            rc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT).returncode
+            # this checkout's package first, whatever copy the environment has installed
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+                [REPO] + [x for x in [os.environ.get("PYTHONPATH")] if x]))
+            rc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
+                                env=env).returncode
         if rc != 0:
             say(f"ours {name}: exit {rc}, see {workdir}.log")
     wall = round(time.time() - t0, 1)
@@ -245,6 +257,8 @@ def main(argv=None):
     p.add_argument("--seeds", help="model seeds, e.g. 42-61 or 1,2,5-9 (default: the setting's)")
     p.add_argument("--side", choices=("both", "ours", "reference"), default="both")
     p.add_argument("--jobs", type=int, default=2, help="reference runs at a time (default 2)")
+    p.add_argument("--stop-at", metavar="HH:MM",
+                   help="start no new run after this UTC time (finished runs are still read)")
     p.add_argument("--keep-enco", action="store_true",
                    help="WS-CRL reference: keep its post-hoc ENCO (20-30 min a run on 2 cores)")
     args = p.parse_args(argv)
@@ -278,13 +292,13 @@ def main(argv=None):
 
     if args.side in ("both", "ours"):
         todo = [x for x in seeds if ("ours", x) not in done]
-        if todo:
+        if todo and not past(args.stop_at):
             run_ours(args.setting, s, todo, out, record)
     if args.side in ("both", "reference"):
         todo = [x for x in seeds if ("reference", x) not in done]
         if todo:
             run_reference(args.setting, s, todo, data_seed, out, args.jobs, args.keep_enco,
-                          record)
+                          record, args.stop_at)
     say(f"table: {table}")
 
 
