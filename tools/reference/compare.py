@@ -152,6 +152,11 @@ def ref_outcome(s, result):
     if s["family"] == "wscrl":
         return {m: to_float(rows[0].get(m)) for m in s["metrics"]}
     # MD-CRL's CSV logger: one row per logging event; the metric's last validation value.
+    # The log grows during training: only a run that got past fitting (it then writes
+    # best_ckpt_path.txt into its run directory) counts as finished.
+    run_dir = os.path.dirname(os.path.dirname(os.path.dirname(result)))
+    if not os.path.exists(os.path.join(run_dir, "best_ckpt_path.txt")):
+        return None
     out = {}
     for m in s["metrics"]:
         values = [r[m] for r in rows if r.get(m) not in (None, "")]
