@@ -27,6 +27,27 @@ def fail(message: str, code: int = 2):
     sys.exit(code)
 
 
+def _as_command(main: Callable, argv: Optional[List[str]]):
+    """Runs `main(argv)`. As a command (no `argv`: a console script or scripts/*.py), a failure
+    whose `error:` line is out exits at once, without the interpreter's shutdown: threads of an
+    aborted run (the checkpointer's event loop, XLA's) can print tracebacks or crash during it.
+    The workdir lock is released and the log files are closed first. Called with `argv` (tests,
+    the Python API) it raises SystemExit as usual."""
+    if argv is not None:
+        return main(argv)
+    try:
+        main(None)
+    except SystemExit as e:
+        if e.code in (None, 0):
+            raise
+        if not isinstance(e.code, int):
+            print(e.code, file=sys.stderr)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(e.code if isinstance(e.code, int) else 1)
+
+
 def load_config(spec: str):
     """`get_config(arg)` of a config file given as "configs/scaling.py:ilcm,fast" (the same
     spelling as `--config`, without overrides)."""
@@ -217,6 +238,10 @@ def _define_evaluate_flags(values: flags.FlagValues):
 
 def train_main(argv: Optional[List[str]] = None):
     """`wscrl-train --config FILE:VARIANT --workdir DIR [--config.KEY=VALUE ...]`."""
+    _as_command(_train, argv)
+
+
+def _train(argv: Optional[List[str]]):
     values = _parse_flags(argv or sys.argv, _define_train_flags,
                           "wscrl-train --config configs/scaling.py:ilcm,fast --workdir DIR "
                           "[--config.KEY=VALUE ...]")
@@ -309,22 +334,26 @@ def _one_line_errors(logger, workdir: Optional[str] = None):
     the path; any other crash is logged with its traceback to output.log before it
     propagates. Other libraries' error reports go to output.log only."""
     from wscrl_jax import run_guard
-    try:
-        with run_guard.library_errors_to_log(logger):
+    with run_guard.library_errors_to_log(logger):  # also while the error is handled
+        try:
             yield
-    except Exception as e:
-        storage = run_guard.storage_failure(e, workdir)
-        if storage:
-            _fail_logged(logger, storage, 1)
-        if isinstance(e, OSError):
-            _fail_logged(logger, f"{e.strerror or e}: {e.filename or ''}".rstrip(": "), 1)
-        logger.exception("The run crashed")
-        raise
+        except Exception as e:
+            storage = run_guard.storage_failure(e, workdir)
+            if storage:
+                _fail_logged(logger, storage, 1)
+            if isinstance(e, OSError):
+                _fail_logged(logger, f"{e.strerror or e}: {e.filename or ''}".rstrip(": "), 1)
+            logger.exception("The run crashed")
+            raise
 
 
 def evaluate_main(argv: Optional[List[str]] = None):
     """`wscrl-evaluate --workdir DIR [--member K] [--step S]`: evaluates a checkpoint without
     training."""
+    _as_command(_evaluate, argv)
+
+
+def _evaluate(argv: Optional[List[str]]):
     values = _parse_flags(argv or sys.argv, _define_evaluate_flags,
                           "wscrl-evaluate --workdir DIR [--member K] [--step S]")
     if not values.workdir:
