@@ -101,6 +101,19 @@ def test_sweeps_that_stay_valid():
     _refused_in_one_line(c, "sweep.seeds", "1235,1235")
 
 
+def test_a_grid_over_dim_z_moves_the_dimensions_tied_to_it():
+    """The scaling config ties data.dim_x to data.dim_z; every grid point keeps the tie (a copy
+    through to_dict() lost it, and each point failed validation)."""
+    c = load_config("scaling", "ilcm,fast")
+    c.sweep.grid = "data.dim_z=2,5,8"
+    validate_config(c)
+    subs = [sub for _, sub in grid_points(c)]
+    assert [(s.data.dim_z, s.data.dim_x) for s in subs] == [(2, 2), (5, 5), (8, 8)]
+    for sub in subs:
+        validate_config(sub)
+    assert c.data.dim_z == c.data.dim_x != 5  # the config itself is left as it was
+
+
 SCALING, ILCM = "scaling:ilcm,fast", "scaling:ilcm"  # ILCM: the full schedules (cosine, ramps)
 BETAVAE = "scaling:betavae,fast"
 LINEAR, STAGE1, STAGE2 = "md_mixing:linear,fast", "md_mixing:poly_stage1,fast", \

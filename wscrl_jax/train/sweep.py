@@ -5,6 +5,7 @@ members of one run. `sweep.grid` lists values that change shapes (so they cannot
 stacked state); each combination is a run of its own.
 """
 
+import copy
 import itertools
 import numbers
 import re
@@ -78,8 +79,10 @@ def parse_grid(text) -> List[Tuple[str, list]]:
 
 def grid_point_config(config, grid, values):
     """A copy of config with the grid keys set to `values` and the grid cleared; raises
-    KeyError for a key the config lacks, TypeError for a value of the wrong type."""
-    sub = ml_collections.ConfigDict(config.to_dict())
+    KeyError for a key the config lacks, TypeError for a value of the wrong type. The copy
+    keeps the config's field references, so a grid over `data.dim_z` moves `data.dim_x`
+    with it where the config ties them."""
+    sub = copy.deepcopy(config)
     sub.sweep.grid = ""
     for (key, _), value in zip(grid, values):
         node = sub
