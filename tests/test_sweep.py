@@ -62,16 +62,17 @@ def test_other_members_are_unaffected_by_a_nan_member(clean_and_poisoned):
 
 def test_sequential_members_train_as_each_seed_alone(clean_and_poisoned):
     """`training.member_loop="sequential"` on one device (`training.cpu_devices=1`): a sweep
-    member gets the very numbers of its seed trained alone, and numbers close to the vmapped
-    member's (other rounding). The state is put on one device here, whatever the process has."""
+    member gets the very numbers of its seed trained alone (a one-member run is unbatched
+    whatever its member_loop), and numbers close to the vmapped member's (other rounding). The
+    state is put on one device here, whatever the process has."""
     vmapped, _, _ = clean_and_poisoned
     params = []
-    for seeds in ("1,2,3", "2"):
+    for seeds, loop in (("1,2,3", "sequential"), ("2", "vmap")):
         config = one_phase_sweep_config()
-        config.training.member_loop = "sequential"
+        config.training.member_loop = loop
         config.sweep.seeds = seeds
         method, data, state = run_members.build(config, sweep_members(config))
-        assert method.options.member_loop == "sequential"
+        assert method.options.member_loop == loop
         one = jax.devices()[0]
         train_data = jax.device_put({k: data["train"][k] for k in method.options.train_inputs},
                                     one)

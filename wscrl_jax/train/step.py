@@ -2,7 +2,9 @@
 
 `run_steps` vmaps one member's while-loop over the member axis (or, where
 `options.member_loop` is "sequential", runs the members one after the other with `lax.map`:
-faster on CPU where a vmapped step's working set no longer fits in cache).
+faster on CPU where a vmapped step's working set no longer fits in cache). A single member
+always runs unbatched (`lax.map` over one), so a one-member run gets the numbers of the same
+seed in a sequential sweep.
 Each member shuffles its own on-device training split once per epoch (permutation keyed by
 epoch, so a run resumed at any call boundary draws the same batches) and reads batches by
 dynamic slicing. The permutation is its own compiled call (`run_steps.epoch_orders`), which
@@ -175,7 +177,10 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
                        "last_loss": last_loss}
 
     def all_members(state, data, order, num_steps, phase):
-        if sequential:
+        """Every member of this device's block. One member (a single run, or one member per
+        device) runs unbatched, as the sequential loop runs each member: a vmapped step pays
+        for the member axis in every op (batched gathers, dots and reductions) even at size 1."""
+        if sequential or state.step.shape[0] == 1:
             return jax.lax.map(lambda sdo: member_steps(*sdo, num_steps, phase),
                                (state, data, order))
         return jax.vmap(lambda s, d, o: member_steps(s, d, o, num_steps, phase))(
