@@ -63,3 +63,24 @@ def test_summary_counts_failures_and_missing_outcomes(tmp_path):
     table = analyse.markdown({"wscrl_x": result})
     assert "| wscrl_x | causal_disentanglement | reference (PyTorch) | 4 |" in table
     assert "2/4" in table
+
+
+def test_a_solo_setting_takes_its_reference_rows_from_the_base_setting(tmp_path):
+    """`*_solo` settings rerun only our side; their reference side is the base setting's rows,
+    copied once (rerunning copies nothing twice)."""
+    base = tmp_path / "wscrl_ilcm_d3_random.csv"
+    with open(base, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["side", "seed", "data_seed", "status", "causal_disentanglement", "mse",
+                    "nll", "wall_s"])
+        w.writerow(["reference", 42, 42, "ok", 0.97, 0.02, 4.2, 100])
+        w.writerow(["reference", 43, 42, "ok", 0.75, 0.2, 5.0, 100])
+        w.writerow(["ours", 42, 42, "ok", 0.96, 0.02, 4.3, 50])
+    for _ in range(2):
+        compare.main(["wscrl_ilcm_d3_random_solo", "--side", "reference", "--seeds", "42-43",
+                      "--out", str(tmp_path)])
+    rows = compare.read_rows(tmp_path / "wscrl_ilcm_d3_random_solo.csv")
+    assert [(r["side"], r["seed"], r["causal_disentanglement"]) for r in rows] == [
+        ("reference", "42", "0.97"), ("reference", "43", "0.75")]
+    assert "--config.training.member_loop=sequential" in \
+        compare.SETTINGS["wscrl_ilcm_d3_random_solo"]["ours_overrides"]

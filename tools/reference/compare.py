@@ -42,9 +42,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 MDCRL_SEEDS = (1235, 4256, 49685, 7383, 9271, 101, 202, 303, 404, 505)
 
 
-def _wscrl(method, dim_z, mode, data_seed):
+def _wscrl(method, dim_z, mode, data_seed, **extra):
     return dict(family="wscrl", method=method, dim_z=dim_z, mode=mode, data_seed=data_seed,
-                seeds=tuple(range(42, 62)), metrics=("causal_disentanglement", "mse", "nll"))
+                seeds=tuple(range(42, 62)), metrics=("causal_disentanglement", "mse", "nll"),
+                **extra)
+
+
+# Our one-member runs: every member trained as its seed alone (`member_loop=sequential` gives a
+# sweep member the very numbers of its solo run); the reference side is the base setting's.
+SOLO = dict(ours_overrides=("--config.training.member_loop=sequential",
+                            "--config.training.cpu_devices=1"))
 
 
 def _mdcrl(penalty, z_dim, num_domains):
@@ -57,6 +64,10 @@ SETTINGS = {
     "wscrl_dvae_d3_random": _wscrl("dvae", 3, "random", 42),
     "wscrl_betavae_d3_random": _wscrl("betavae", 3, "random", 42),
     "wscrl_ilcm_d5_chain": _wscrl("ilcm", 5, "chain", 42),
+    "wscrl_ilcm_d3_random_solo": _wscrl("ilcm", 3, "random", 42,
+                                        reference_from="wscrl_ilcm_d3_random", **SOLO),
+    "wscrl_ilcm_d5_chain_solo": _wscrl("ilcm", 5, "chain", 42,
+                                       reference_from="wscrl_ilcm_d5_chain", **SOLO),
     "mdcrl_linear_minmax_z8_k4": _mdcrl("minmax", 8, 4),
     "mdcrl_linear_mmd_z8_k4": _mdcrl("mmd", 8, 4),
 }
@@ -227,6 +238,7 @@ def run_ours(name, s, seeds, out, record):
                f"--config.data.z_dim={s['z_dim']}",
                f"--config.data.num_domains={s['num_domains']}",
                f"--config.sweep.seeds={seed_list}"]
+    cmd += list(s.get("ours_overrides", ()))
     t0 = time.time()
     if not read_rows(result):
         say(f"ours {name} seeds {tag}: start")
@@ -299,7 +311,16 @@ def main(argv=None):
         todo = [x for x in seeds if ("ours", x) not in done]
         if todo and not past(args.stop_at):
             run_ours(args.setting, s, todo, out, record)
-    if args.side in ("both", "reference"):
+    if args.side in ("both", "reference") and s.get("reference_from"):
+        # the same reference runs as another setting's: their rows, copied once
+        base = os.path.join(out, f"{s['reference_from']}.csv")
+        for row in read_rows(base):
+            if (row["side"] == "reference" and int(row["seed"]) in seeds
+                    and ("reference", int(row["seed"])) not in done):
+                record({k: row.get(k, "") for k in fields})
+        if not read_rows(base):
+            say(f"no reference rows yet: run `compare.py {s['reference_from']}` first")
+    elif args.side in ("both", "reference"):
         todo = [x for x in seeds if ("reference", x) not in done]
         if todo:
             run_reference(args.setting, s, todo, data_seed, out, args.jobs, args.keep_enco,
