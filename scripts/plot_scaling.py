@@ -7,7 +7,8 @@ over data.dim_z).
 
 Each positional argument is WORKDIR or LABEL=WORKDIR; the label defaults to the run's method
 (ILCM, ILCM rq_spline, dVAE, beta-VAE, from its config.json) and dim_z comes from config.json
-(or from the `dim_z` column of a grid run's metrics).
+(or from the `dim_z` column of a grid run's metrics). `--metric` takes one metric or several,
+comma-separated, one panel each (e.g. `causal_disentanglement,enco_shd,implicit_shd`).
 """
 
 import json
@@ -51,25 +52,28 @@ def load(runs, metric):
             fail(f"{workdir} has no data.dim_z in config.json (is it a WS-CRL run?)")
         for row in rows:
             dim_z = int(float(row.get("dim_z") or config_dim))
-            points.setdefault(label or method_label(config), []).append(
-                (dim_z, float(row[metric])))
+            value = float(row[metric]) if row[metric] not in ("", None) else float("nan")
+            points.setdefault(label or method_label(config), []).append((dim_z, value))
     return points
 
 
 def main():
     p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("runs", nargs="+", help="WORKDIR or LABEL=WORKDIR")
-    p.add_argument("--metric", default="causal_disentanglement")
+    p.add_argument("--metric", default="causal_disentanglement",
+                   help="a test_metrics.csv column, or several comma-separated (one panel each)")
     p.add_argument("--out", required=True, help="PNG path")
     args = p.parse_args()
     output_folder_exists(args.out)
-    points = load(args.runs, args.metric)
+    panels = {metric: load(args.runs, metric) for metric in args.metric.split(",") if metric}
     try:
-        scaling_figure(args.out, points, args.metric)
+        scaling_figure(args.out, panels)
     except OSError as e:
         fail(f"cannot write {args.out}: {e.strerror or e}", 1)
-    for label, pairs in points.items():
-        print(f"{label}: " + ", ".join(f"d={d} {v:.3f}" for d, v in sorted(pairs)))
+    for metric, points in panels.items():
+        prefix = f"{metric} " if len(panels) > 1 else ""
+        for label, pairs in points.items():
+            print(f"{prefix}{label}: " + ", ".join(f"d={d} {v:.3f}" for d, v in sorted(pairs)))
 
 
 if __name__ == "__main__":

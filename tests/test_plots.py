@@ -63,7 +63,8 @@ def test_scaling_figure_and_its_script(tmp_path):
         os.makedirs(workdir / "metrics")
         json.dump({"data": {"dim_z": dim_z}, "model": model}, open(workdir / "config.json", "w"))
         write_csv_atomic(str(workdir / "metrics" / "test_metrics.csv"),
-                         [{"seed": s, "causal_disentanglement": 0.5 + 0.1 * s} for s in range(3)])
+                         [{"seed": s, "causal_disentanglement": 0.5 + 0.1 * s,
+                           "enco_shd": s if name == "ilcm3" else ""} for s in range(3)])
         runs.append(str(workdir))
     script = os.path.join(os.path.dirname(__file__), "..", "scripts", "plot_scaling.py")
     out = tmp_path / "scaling.png"
@@ -72,6 +73,12 @@ def test_scaling_figure_and_its_script(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "ILCM: d=3 0.500, d=3 0.600, d=3 0.700" in done.stdout and "dVAE: d=4" in done.stdout
     assert open(out, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    two = subprocess.run([sys.executable, script, "--out", str(out), "--metric",
+                          "causal_disentanglement,enco_shd", *runs], capture_output=True,
+                         text=True)
+    assert two.returncode == 0, two.stderr
+    assert "enco_shd ILCM: d=3 0.000, d=3 1.000, d=3 2.000" in two.stdout
+    assert "enco_shd dVAE: d=4 nan" in two.stdout  # no graph: left out of the panel
     missing = subprocess.run([sys.executable, script, "--out", str(out), str(tmp_path / "no")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1

@@ -197,27 +197,37 @@ def image_grid(path: str, images, labels, per_label: int = 6, title: str = "",
     _save(fig, path)
 
 
-def scaling_figure(path: str, points: Dict[str, List[tuple]], metric: str):
-    """The paper's graph-scaling figure: `metric` against dim_z, one marker per member and a
-    line through the medians, one colour per label. points: {label: [(dim_z, value), ...]}."""
-    fig = _figure(4.6, 3.4)
-    ax = fig.add_subplot(1, 1, 1)
-    all_dims = sorted({d for pairs in points.values() for d, _ in pairs})
-    for index, (label, pairs) in enumerate(points.items()):
-        color = f"C{index % 10}"
-        dims = sorted({d for d, _ in pairs})
-        offset = (index - (len(points) - 1) / 2) * 0.06  # labels side by side at each dim_z
-        ax.plot([d + offset for d, _ in pairs], [v for _, v in pairs], "o", color=color, ms=3,
-                alpha=0.5)
-        medians = [statistics.median(v for d2, v in pairs if d2 == d) for d in dims]
-        ax.plot([d + offset for d in dims], medians, "_-", color=color, ms=12, mew=2,
-                label=f"{label} (median)")
-    ax.set_xticks(all_dims)
-    ax.set_xlabel("dim_z (causal variables)")
-    ax.set_ylabel(metric)
-    ax.set_ylim(0.0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+def scaling_figure(path: str, panels: Dict[str, Dict[str, List[tuple]]]):
+    """The paper's graph-scaling figure: one panel per metric, the metric against dim_z, one
+    marker per member and a line through the medians, one colour per label.
+    panels: {metric: {label: [(dim_z, value), ...]}} (NaN values are left out). A metric whose
+    values lie in [0, 1] gets the axis 0-1; others (e.g. an SHD) start at 0."""
+    fig = _figure(4.2 * len(panels), 3.4)
+    for column, (metric, points) in enumerate(panels.items()):
+        ax = fig.add_subplot(1, len(panels), column + 1)
+        points = {label: [(d, v) for d, v in pairs if v == v] for label, pairs in points.items()}
+        points = {label: pairs for label, pairs in points.items() if pairs}
+        all_dims = sorted({d for pairs in points.values() for d, _ in pairs})
+        for index, (label, pairs) in enumerate(points.items()):
+            color = f"C{index % 10}"
+            dims = sorted({d for d, _ in pairs})
+            offset = (index - (len(points) - 1) / 2) * 0.06  # labels side by side at a dim_z
+            ax.plot([d + offset for d, _ in pairs], [v for _, v in pairs], "o", color=color,
+                    ms=3, alpha=0.5)
+            medians = [statistics.median(v for d2, v in pairs if d2 == d) for d in dims]
+            ax.plot([d + offset for d in dims], medians, "_-", color=color, ms=12, mew=2,
+                    label=f"{label} (median)")
+        values = [v for pairs in points.values() for _, v in pairs]
+        ax.set_xticks(all_dims)
+        ax.set_xlabel("dim_z (causal variables)")
+        ax.set_ylabel(metric)
+        if values and 0.0 <= min(values) and max(values) <= 1.0:
+            ax.set_ylim(0.0, 1.02)
+        else:
+            ax.set_ylim(bottom=0.0)
+        ax.grid(alpha=0.3)
+        if points:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
 
