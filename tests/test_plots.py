@@ -92,3 +92,31 @@ def test_image_grid_draws_one_row_per_label(tmp_path):
     plots.image_grid(path, images, np.array([0, 1, 0, 2, 1]), per_label=2, title="t")
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_grid_heatmap_script_draws_the_median_of_each_cell(tmp_path):
+    import subprocess
+    import sys
+    from wscrl_jax.tracking import write_csv_atomic
+    workdir = tmp_path / "grid"
+    os.makedirs(workdir / "metrics")
+    rows = [{"data.z_dim": z, "data.num_domains": k, "seed": s, "hz_z_~r2": 0.1 * k + 0.01 * s}
+            for z in (8, 16) for k in (2, 4) for s in range(3)]
+    rows[0]["hz_z_~r2"] = "nan"  # a member without a value is left out of its cell
+    write_csv_atomic(str(workdir / "metrics" / "test_metrics.csv"), rows)
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "plot_grid.py")
+    out = tmp_path / "grid.png"
+    done = subprocess.run([sys.executable, script, "--out", str(out), f"min-max={workdir}"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "| data.z_dim \\\\ data.num_domains | 2 | 4 |" in done.stdout
+    assert "| 8 | 0.215 (0.21-0.22) | 0.410 (0.40-0.42) |" in done.stdout
+    assert open(out, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    one_key = tmp_path / "one"
+    os.makedirs(one_key / "metrics")
+    write_csv_atomic(str(one_key / "metrics" / "test_metrics.csv"),
+                     [{"data.z_dim": 8, "hz_z_~r2": 0.5}])
+    bad = subprocess.run([sys.executable, script, "--out", str(out), str(one_key)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "a heat map needs a grid over two keys" in bad.stderr

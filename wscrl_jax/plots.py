@@ -232,6 +232,31 @@ def scaling_figure(path: str, panels: Dict[str, Dict[str, List[tuple]]]):
     _save(fig, path)
 
 
+def grid_heatmap(path: str, panels: Dict[str, tuple], metric: str):
+    """Median of `metric` over the members of each cell of a two-key sweep grid, one panel per
+    run (e.g. one per penalty), the value written in each cell.
+    panels: {title: (row key, row values, column key, column values, medians [rows, columns])}
+    (NaN where a cell has no finite value)."""
+    fig = _figure(3.6 * len(panels) + 0.8, 3.2)
+    image = None
+    for index, (title, (row_key, rows, col_key, cols, medians)) in enumerate(panels.items()):
+        ax = fig.add_subplot(1, len(panels), index + 1)
+        image = ax.imshow(medians, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+        for i in range(len(rows)):
+            for j in range(len(cols)):
+                value = medians[i][j]
+                ax.text(j, i, "-" if value != value else f"{value:.2f}", ha="center",
+                        va="center", fontsize=7, color="white" if value < 0.6 else "black")
+        ax.set_xticks(range(len(cols)), [str(c) for c in cols])
+        ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+        ax.set_xlabel(col_key)
+        ax.set_ylabel(row_key)
+        ax.set_title(title, fontsize=9)
+    if image is not None:
+        fig.colorbar(image, ax=fig.axes, shrink=0.8, label=f"median {metric}")
+    _save(fig, path)
+
+
 def invariant_scatter(path: str, panels: Sequence[tuple]):
     """MD-CRL: true invariant latents against their linear read-out from the learned invariant
     block, one panel per member, one colour per latent (on the diagonal when recovered).
