@@ -84,3 +84,18 @@ def test_a_solo_setting_takes_its_reference_rows_from_the_base_setting(tmp_path)
         ("reference", "42", "0.97"), ("reference", "43", "0.75")]
     assert "--config.training.member_loop=sequential" in \
         compare.SETTINGS["wscrl_ilcm_d3_random_solo"]["ours_overrides"]
+
+
+def test_side_by_side_rows_pair_the_two_sides_and_divide():
+    side_by_side = _load("side_by_side")
+    ours_md = {"method": "mdcrl:linear+minmax", "phase": "train", "dim_z": 8}
+    ref_md = {"method": "mdcrl_linear", "phase": "minmax", "dim_z": 8}
+    assert side_by_side.row_key(ours_md) == side_by_side.row_key(ref_md)
+    table = {("ilcm", "main", 4): {"ours": [1000.0, 1200.0, 900.0], "reference": [50.0, 40.0]},
+             ("ilcm", "pretrain", 4): {"ours": [4000.0], "reference": [200.0]},
+             ("mdcrl_linear", "none", 8): {"ours": [100.0], "reference": []}}  # one side only
+    text = side_by_side.markdown(table, type("Args", (), {"rounds": 2, "threads": 2}))
+    lines = text.splitlines()
+    assert lines[2] == "| ilcm d=4 pretrain | 200.0 | 4,000 | 20.0x |"  # phases in order
+    assert lines[3] == "| ilcm d=4 main | 45.0 | 1,000 | 22.2x |"  # medians, then the ratio
+    assert "none" not in text

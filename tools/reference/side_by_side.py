@@ -112,9 +112,9 @@ def markdown(table, args):
                             text=True, cwd=ROOT).stdout.strip() or "unknown"
     lines.append("")
     lines.append(f"{datetime.date.today()}, commit {commit}, {os.cpu_count()} CPU cores "
-                 f"({platform.processor() or platform.machine()}); medians of {args.rounds} "
-                 f"rounds, sides alternated; reference torch threads: {args.threads}; "
-                 "one member, compilation excluded.")
+                 f"({platform.processor() or platform.machine()}); the median of "
+                 f"{args.rounds} round(s) a side, sides alternated; reference torch threads: "
+                 f"{args.threads}; one member, compilation excluded.")
     return "\n".join(lines) + "\n"
 
 
