@@ -237,7 +237,8 @@ def grid_heatmap(path: str, panels: Dict[str, tuple], metric: str):
     run (e.g. one per penalty), the value written in each cell.
     panels: {title: (row key, row values, column key, column values, medians [rows, columns])}
     (NaN where a cell has no finite value)."""
-    fig = _figure(3.6 * len(panels) + 0.8, 3.2)
+    fig = _figure(3.4 * len(panels) + 1.0, 3.4)
+    fig.set_layout_engine("constrained")
     image = None
     for index, (title, (row_key, rows, col_key, cols, medians)) in enumerate(panels.items()):
         ax = fig.add_subplot(1, len(panels), index + 1)
@@ -250,7 +251,8 @@ def grid_heatmap(path: str, panels: Dict[str, tuple], metric: str):
         ax.set_xticks(range(len(cols)), [str(c) for c in cols])
         ax.set_yticks(range(len(rows)), [str(r) for r in rows])
         ax.set_xlabel(col_key)
-        ax.set_ylabel(row_key)
+        if index == 0:
+            ax.set_ylabel(row_key)
         ax.set_title(title, fontsize=9)
     if image is not None:
         fig.colorbar(image, ax=fig.axes, shrink=0.8, label=f"median {metric}")
