@@ -8,7 +8,8 @@ over data.dim_z).
 Each positional argument is WORKDIR or LABEL=WORKDIR; the label defaults to the run's method
 (ILCM, ILCM rq_spline, dVAE, beta-VAE, from its config.json) and dim_z comes from config.json
 (or from the `dim_z` column of a grid run's metrics). `--metric` takes one metric or several,
-comma-separated, one panel each (e.g. `causal_disentanglement,enco_shd,implicit_shd`).
+comma-separated, one panel each (e.g. `causal_disentanglement,enco_shd,implicit_shd`); a run
+without a metric (a method without graphs) is left out of that panel.
 """
 
 import json
@@ -45,15 +46,18 @@ def load(runs, metric):
         except ValueError as error:
             fail(f"{config_path} is not valid JSON ({error})")
         rows = read_csv(metrics)
-        if not rows or metric not in rows[0]:
-            fail(f"{metrics} has no column {metric!r} (is it a WS-CRL run?)")
+        if not rows:
+            fail(f"{metrics} has no rows")
         config_dim = config.get("data", {}).get("dim_z")
         if "dim_z" not in rows[0] and config_dim is None:
             fail(f"{workdir} has no data.dim_z in config.json (is it a WS-CRL run?)")
         for row in rows:
             dim_z = int(float(row.get("dim_z") or config_dim))
-            value = float(row[metric]) if row[metric] not in ("", None) else float("nan")
+            value = float(row[metric]) if row.get(metric) not in ("", None) else float("nan")
             points.setdefault(label or method_label(config), []).append((dim_z, value))
+    if all(v != v for pairs in points.values() for _, v in pairs):
+        fail(f"no run has a value of {metric!r} (is it a test_metrics.csv column of these "
+             "WS-CRL runs?)")
     return points
 
 

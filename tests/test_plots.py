@@ -79,6 +79,9 @@ def test_scaling_figure_and_its_script(tmp_path):
     assert two.returncode == 0, two.stderr
     assert "enco_shd ILCM: d=3 0.000, d=3 1.000, d=3 2.000" in two.stdout
     assert "enco_shd dVAE: d=4 nan" in two.stdout  # no graph: left out of the panel
+    absent = subprocess.run([sys.executable, script, "--out", str(out), "--metric",
+                             "implicit_shd", *runs], capture_output=True, text=True)
+    assert absent.returncode == 2 and "no run has a value of 'implicit_shd'" in absent.stderr
     missing = subprocess.run([sys.executable, script, "--out", str(out), str(tmp_path / "no")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
