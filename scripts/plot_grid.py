@@ -84,7 +84,7 @@ def main():
     output_folder_exists(args.out)
     panels, tables = {}, []
     for run in args.runs:
-        label, _, workdir = run.rpartition("=")
+        label, workdir = ("", run) if os.path.isdir(run) else run.partition("=")[::2]
         grid = grid_cells(workdir, args.metric)
         row_key, rows, col_key, cols, cells = grid
         title = label or os.path.basename(os.path.normpath(workdir))

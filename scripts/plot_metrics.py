@@ -18,7 +18,7 @@ def load(runs, metric):
     """[(label, [value per member])]; exits with one line when a file or column is missing."""
     out = []
     for run in runs:
-        label, _, workdir = run.rpartition("=")
+        label, workdir = ("", run) if os.path.isdir(run) else run.partition("=")[::2]
         path = os.path.join(workdir, "metrics", "test_metrics.csv")
         if not os.path.isfile(path):
             fail(f"{path} does not exist; pass workdirs of finished runs")

@@ -7,11 +7,12 @@ over data.dim_z).
 
 Each positional argument is WORKDIR or LABEL=WORKDIR; the label defaults to the run's method
 (ILCM, ILCM rq_spline, dVAE, beta-VAE, from its config.json) and dim_z comes from config.json
-(or from the `dim_z` column of a grid run's metrics). `--metric` takes one metric or several,
+(or, for a `sweep.grid` run over it, from the `data.dim_z` column of its metrics). `--metric` takes one metric or several,
 comma-separated, one panel each (e.g. `causal_disentanglement,enco_shd,implicit_shd`); a run
 without a metric (a method without graphs) is left out of that panel.
 """
 
+import glob
 import json
 import os
 
@@ -30,15 +31,25 @@ def method_label(config: dict) -> str:
     return "ILCM" + (" rq_spline" if model.get("scm", {}).get("transform") == "rq_spline" else "")
 
 
+def run_config(workdir):
+    """The run's config.json; for a `sweep.grid` run, that of its first grid point (the grid's
+    workdir holds one folder per point and no config of its own). None where there is none."""
+    path = os.path.join(workdir, "config.json")
+    if os.path.isfile(path):
+        return path
+    points = sorted(glob.glob(os.path.join(workdir, "*", "config.json")))
+    return points[0] if points else None
+
+
 def load(runs, metric):
     """{label: [(dim_z, value per member)]}; one error line when a workdir is not a finished
     WS-CRL run."""
     points = {}
     for run in runs:
-        label, _, workdir = run.rpartition("=")
+        label, workdir = ("", run) if os.path.isdir(run) else run.partition("=")[::2]
         metrics = os.path.join(workdir, "metrics", "test_metrics.csv")
-        config_path = os.path.join(workdir, "config.json")
-        if not (os.path.isfile(metrics) and os.path.isfile(config_path)):
+        config_path = run_config(workdir)
+        if not (os.path.isfile(metrics) and config_path):
             fail(f"{workdir} has no metrics/test_metrics.csv and config.json; pass workdirs of "
                  "finished runs")
         try:
@@ -49,10 +60,11 @@ def load(runs, metric):
         if not rows:
             fail(f"{metrics} has no rows")
         config_dim = config.get("data", {}).get("dim_z")
-        if "dim_z" not in rows[0] and config_dim is None:
+        column = next((c for c in ("data.dim_z", "dim_z") if c in rows[0]), None)
+        if column is None and config_dim is None:
             fail(f"{workdir} has no data.dim_z in config.json (is it a WS-CRL run?)")
         for row in rows:
-            dim_z = int(float(row.get("dim_z") or config_dim))
+            dim_z = int(float(row[column] if column else config_dim))
             value = float(row[metric]) if row.get(metric) not in ("", None) else float("nan")
             points.setdefault(label or method_label(config), []).append((dim_z, value))
     if all(v != v for pairs in points.values() for _, v in pairs):

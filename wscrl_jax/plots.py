@@ -203,13 +203,14 @@ def scaling_figure(path: str, panels: Dict[str, Dict[str, List[tuple]]]):
     panels: {metric: {label: [(dim_z, value), ...]}} (NaN values are left out). A metric whose
     values lie in [0, 1] gets the axis 0-1; others (e.g. an SHD) start at 0."""
     fig = _figure(4.2 * len(panels), 3.4)
+    labels = list(dict.fromkeys(label for points in panels.values() for label in points))
     for column, (metric, points) in enumerate(panels.items()):
         ax = fig.add_subplot(1, len(panels), column + 1)
         points = {label: [(d, v) for d, v in pairs if v == v] for label, pairs in points.items()}
         points = {label: pairs for label, pairs in points.items() if pairs}
         all_dims = sorted({d for pairs in points.values() for d, _ in pairs})
         for index, (label, pairs) in enumerate(points.items()):
-            color = f"C{index % 10}"
+            color = f"C{labels.index(label) % 10}"  # a label keeps its colour in every panel
             dims = sorted({d for d, _ in pairs})
             offset = (index - (len(points) - 1) / 2) * 0.06  # labels side by side at a dim_z
             ax.plot([d + offset for d, _ in pairs], [v for _, v in pairs], "o", color=color,
