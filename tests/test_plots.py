@@ -123,3 +123,31 @@ def test_grid_heatmap_script_draws_the_median_of_each_cell(tmp_path):
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert "a heat map needs a grid over two keys" in bad.stderr
+
+
+def test_scaling_script_reads_a_grid_run_and_its_points(tmp_path):
+    """A `sweep.grid` run over data.dim_z: the grid's workdir (no config.json of its own, a
+    `data.dim_z` column) and a grid point's folder (an '=' in its path) both plot."""
+    import json
+    import subprocess
+    import sys
+    from wscrl_jax.tracking import write_csv_atomic
+    grid = tmp_path / "scaling_ilcm"
+    for dim_z in (2, 3):
+        point = grid / f"dim_z={dim_z}"
+        os.makedirs(point / "metrics")
+        json.dump({"data": {"dim_z": dim_z}, "model": {"type": "intervention_noise_vae",
+                                                      "scm": {"adjacency_matrix": "none"}}},
+                  open(point / "config.json", "w"))
+        write_csv_atomic(str(point / "metrics" / "test_metrics.csv"),
+                         [{"seed": 1, "causal_disentanglement": 0.9}])
+    os.makedirs(grid / "metrics")
+    write_csv_atomic(str(grid / "metrics" / "test_metrics.csv"),
+                     [{"data.dim_z": d, "seed": 1, "causal_disentanglement": v}
+                      for d, v in ((2, 0.99), (3, 0.97))])
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "plot_scaling.py")
+    out = tmp_path / "s.png"
+    done = subprocess.run([sys.executable, script, "--out", str(out), str(grid),
+                           f"two={grid / 'dim_z=2'}"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "ILCM: d=2 0.990, d=3 0.970" in done.stdout and "two: d=2 0.900" in done.stdout
