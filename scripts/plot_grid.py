@@ -14,7 +14,7 @@ import os
 import statistics
 
 from wscrl_jax.cli import fail
-from wscrl_jax.plots import grid_heatmap
+from wscrl_jax.plots import grid_heatmap, run_argument
 from wscrl_jax.run_guard import ArgumentParser, output_folder_exists
 from wscrl_jax.tracking import read_csv
 
@@ -84,7 +84,7 @@ def main():
     output_folder_exists(args.out)
     panels, tables = {}, []
     for run in args.runs:
-        label, workdir = ("", run) if os.path.isdir(run) else run.partition("=")[::2]
+        label, workdir = run_argument(run)
         grid = grid_cells(workdir, args.metric)
         row_key, rows, col_key, cols, cells = grid
         title = label or os.path.basename(os.path.normpath(workdir))

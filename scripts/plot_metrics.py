@@ -10,6 +10,7 @@ Each positional argument is WORKDIR or LABEL=WORKDIR.
 import os
 
 from wscrl_jax.cli import fail
+from wscrl_jax.plots import run_argument
 from wscrl_jax.run_guard import ArgumentParser, output_folder_exists
 from wscrl_jax.tracking import read_csv
 
@@ -18,7 +19,7 @@ def load(runs, metric):
     """[(label, [value per member])]; exits with one line when a file or column is missing."""
     out = []
     for run in runs:
-        label, workdir = ("", run) if os.path.isdir(run) else run.partition("=")[::2]
+        label, workdir = run_argument(run)
         path = os.path.join(workdir, "metrics", "test_metrics.csv")
         if not os.path.isfile(path):
             fail(f"{path} does not exist; pass workdirs of finished runs")

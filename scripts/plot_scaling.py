@@ -17,7 +17,7 @@ import json
 import os
 
 from wscrl_jax.cli import fail
-from wscrl_jax.plots import scaling_figure
+from wscrl_jax.plots import run_argument, scaling_figure
 from wscrl_jax.run_guard import ArgumentParser, output_folder_exists
 from wscrl_jax.tracking import read_csv
 
@@ -46,7 +46,7 @@ def load(runs, metric):
     WS-CRL run."""
     points = {}
     for run in runs:
-        label, workdir = ("", run) if os.path.isdir(run) else run.partition("=")[::2]
+        label, workdir = run_argument(run)
         metrics = os.path.join(workdir, "metrics", "test_metrics.csv")
         config_path = run_config(workdir)
         if not (os.path.isfile(metrics) and config_path):

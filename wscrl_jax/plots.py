@@ -197,6 +197,15 @@ def image_grid(path: str, images, labels, per_label: int = 6, title: str = "",
     _save(fig, path)
 
 
+def run_argument(text: str):
+    """(label, workdir) of a plotting script's `WORKDIR` or `LABEL=WORKDIR` argument; an existing
+    folder is a workdir whole, even with an '=' in its path (a grid point's `dim_z=4`)."""
+    if os.path.isdir(text):
+        return "", text
+    label, _, workdir = text.partition("=")
+    return (label, workdir) if workdir else ("", text)
+
+
 def scaling_figure(path: str, panels: Dict[str, Dict[str, List[tuple]]]):
     """The paper's graph-scaling figure: one panel per metric, the metric against dim_z, one
     marker per member and a line through the medians, one colour per label.
