@@ -177,9 +177,10 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
                        "last_loss": last_loss}
 
     def all_members(state, data, order, num_steps, phase):
-        """Every member of this device's block. One member (a single run, or one member per
-        device) runs unbatched, as the sequential loop runs each member: a vmapped step pays
-        for the member axis in every op (batched gathers, dots and reductions) even at size 1."""
+        """Every member of the block (all members; one device's under `shard_map`). A block of
+        one member (a single run) runs unbatched, as the sequential loop runs each member: a
+        vmapped step pays for the member axis in every op (batched gathers, dots and
+        reductions) even at size 1."""
         if sequential or state.step.shape[0] == 1:
             return jax.lax.map(lambda sdo: member_steps(*sdo, num_steps, phase),
                                (state, data, order))
