@@ -120,9 +120,14 @@ def strip_plot(results, path):
     import matplotlib.pyplot as plt
 
     n = len(results)
-    fig, axes = plt.subplots(1, n, figsize=(2.3 * n + 0.6, 3.0), squeeze=False)
+    columns = min(n, 4)  # four panels a row
+    lines = -(-n // columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(2.6 * columns + 0.6, 3.0 * lines),
+                             squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
     rng = np.random.default_rng(0)
-    for ax, (setting, r) in zip(axes[0], results.items()):
+    for ax, (setting, r) in zip(axes.flat, results.items()):
         for x, side in enumerate(SIDES):
             v = r["sides"][side]["values"]
             v = v[np.isfinite(v)]
