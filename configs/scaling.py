@@ -8,18 +8,20 @@ of one vmapped run). Epochs meaning "never" are unset placeholders (`None`), not
 (the reference's 1000). Variant parsing and the sweep, checkpoint and shared training blocks
 come from the sibling `common.py`.
 
-Expected (figures recorded in README.md and docs/benchmarks.md; where a variant is not listed,
+Expected (figures recorded in README.md and docs/results.md; where a variant is not listed,
 none has been recorded):
 
 * `ilcm,fast`, dim_z 3, seed and data seed 42 (the README smoke run): causal disentanglement
-  0.94 and ENCO / implicit-graph SHD 0, in about a minute on the 2-core CPU (whole command
-  49-56 s with the compilation cache off); 0.952 on an H100 (94 s, cold cache). Model seeds
-  42-46 as one sweep: 0.95-0.99, median 0.97 (the reference reports 0.99).
+  0.95 and ENCO / implicit-graph SHD 0, the whole command in 28 s on the 2-core CPU with the
+  compilation cache off; over model seeds 42-61, each alone, a median of 0.984 (the reference:
+  0.985; its README reports 0.99).
 * `ilcm,fast`, dim_z 4, the 3x3 sweep (seeds 4901-4903, data seeds 302-304): median causal
   disentanglement 0.98 (members 0.97-0.99) and 115 s for the whole command on an H100; ENCO
   SHD at most 1 per member; 106-180 s for the whole command on the 2-core CPU.
-* `dvae,fast`, `betavae,fast`, `elcm` and the full 90-epoch schedule on this linear ground
-  truth: no figures recorded. On nonlinear mechanisms with flow mixing
+* the full schedule (`ilcm`, `dvae`, `betavae`), dim_z 4, seed 4901, data seed 302: 1.00, 0.34,
+  0.11 (the reference's README: 0.99, 0.34, 0.13), 4-14 min a run on the 2-core CPU. Over dim_z
+  2-8 at `,fast` (3x3 seeds): ILCM medians 0.99 to 0.61, dVAE 0.21-0.40, beta-VAE 0.09-0.25
+  (docs/results.md, graph scaling). `elcm`: no figures recorded. On nonlinear mechanisms with flow mixing
   (`data.nature.mechanisms=nonlinear`, `data.mixing=flow`, dim_z 4, the 3x3 sweep) the median
   causal disentanglement is 0.52 (ILCM), 0.56 (dVAE), 0.24 (beta-VAE) with `,fast` on the
   2-core CPU, and 0.59, 0.51, 0.20 with the full schedule on an H100 (training 347-355 s for

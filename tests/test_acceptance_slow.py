@@ -25,7 +25,7 @@ def train(tmp_path, *overrides, config="scaling.py:ilcm,fast", name="w"):
 
 
 def test_ilcm_fast_dim3_reaches_disentanglement(tmp_path):
-    """The README smoke command (0.94 on the 2-core CPU with the reference's ground truth)."""
+    """The README smoke command (0.95 on the 2-core CPU with the reference's ground truth)."""
     log, rows = train(tmp_path, "--config.data.dim_z=3", "--config.seed=42",
                       "--config.data.nature.seed=42")
     assert "Final evaluation: causal disentanglement = " in log
