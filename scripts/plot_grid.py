@@ -27,8 +27,16 @@ def _value(text):
 
 
 def _number(text):
+    """A grid value as written: an int, a float, or the text itself (a string-valued key)."""
     value = _value(text)
+    if not math.isfinite(value):
+        return text
     return int(value) if value == int(value) else value
+
+
+def _ordered(values):
+    """Numbers in numeric order; any string among them: all in text order."""
+    return sorted(values, key=str) if any(isinstance(v, str) for v in values) else sorted(values)
 
 
 def grid_cells(workdir, metric):
@@ -49,8 +57,8 @@ def grid_cells(workdir, metric):
     cells = {}
     for r in rows:
         cells.setdefault((_number(r[row_key]), _number(r[col_key])), []).append(_value(r[metric]))
-    row_values = sorted({a for a, _ in cells})
-    col_values = sorted({b for _, b in cells})
+    row_values = _ordered({a for a, _ in cells})
+    col_values = _ordered({b for _, b in cells})
     return row_key, row_values, col_key, col_values, cells
 
 

@@ -115,6 +115,15 @@ def test_grid_heatmap_script_draws_the_median_of_each_cell(tmp_path):
     assert "| data.z_dim \\\\ data.num_domains | 2 | 4 |" in done.stdout
     assert "| 8 | 0.215 (0.21-0.22) | 0.410 (0.40-0.42) |" in done.stdout
     assert open(out, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    named = tmp_path / "named"  # a string-valued grid key
+    os.makedirs(named / "metrics")
+    write_csv_atomic(str(named / "metrics" / "test_metrics.csv"),
+                     [{"data.mixing": m, "data.num_domains": 2, "hz_z_~r2": 0.5}
+                      for m in ("so_n", "flow")])
+    done = subprocess.run([sys.executable, script, "--out", str(out), str(named)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "| flow | 0.500 (0.50-0.50) |" in done.stdout
     one_key = tmp_path / "one"
     os.makedirs(one_key / "metrics")
     write_csv_atomic(str(one_key / "metrics" / "test_metrics.csv"),
