@@ -2,8 +2,12 @@
 and implicit graphs of every member with their SHDs and figure, and the topological order fixed
 mid-training."""
 
+import collections
+import logging
 import os
+import re
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -31,17 +35,49 @@ def enco_ilcm_run(tmp_path_factory):
     one_phase(config)
     config.sweep.seeds = "1,2"
     config.sweep.data_seeds = "42"
+    config.eval.compile_ahead = "on"
     workdir = str(tmp_path_factory.mktemp("enco_ilcm"))
-    rows = experiment.run(config, workdir, progress=False)
-    return config, workdir, rows
+    compiles = CompileLog()
+    logger = logging.getLogger("jax")
+    logger.addHandler(compiles)
+    jax.config.update("jax_log_compiles", True)  # every thread's (the context is per thread)
+    try:
+        rows = experiment.run(config, workdir, progress=False)
+    finally:
+        jax.config.update("jax_log_compiles", False)
+        logger.removeHandler(compiles)
+    return config, workdir, rows, compiles.threads
+
+
+class CompileLog(logging.Handler):
+    """{compiled program name: [names of the threads that compiled it]} from JAX's
+    `log_compiles` records."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.threads = collections.defaultdict(list)
+
+    def emit(self, record):
+        match = re.match(r"Finished XLA compilation of jit\((\w+)\)", record.getMessage())
+        if match:
+            self.threads[match.group(1)].append(record.threadName)
 
 
 def _matrix(row, prefix):
     return np.array([[float(row[f"{prefix}_{i}_{j}"]) for j in range(D)] for i in range(D)])
 
 
+def test_evaluation_programs_compile_while_training_runs(enco_ilcm_run):
+    """eval.compile_ahead=on: every compiled stage of the evaluation was compiled once, in the
+    background thread, and the evaluation itself compiled none of them again."""
+    threads = enco_ilcm_run[3]
+    for name in ("_encode", "_enco_graphs", "_implicit_graphs", "_learned_graphs",
+                 "_test_outputs", "_iwae_log_likelihood"):
+        assert threads[name] == ["evaluation-ahead"], (name, threads[name])
+
+
 def test_every_member_reports_its_graphs_and_distances(enco_ilcm_run):
-    _, workdir, rows = enco_ilcm_run
+    _, workdir, rows, _ = enco_ilcm_run
     assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
     truth = create_graph(D, "random", 42).astype(float)
     for row in rows:
@@ -61,7 +97,7 @@ def test_every_member_reports_its_graphs_and_distances(enco_ilcm_run):
 
 
 def test_learned_graph_parameters_train_and_regularisers_enter_the_loss(enco_ilcm_run):
-    config, workdir, _ = enco_ilcm_run
+    config, workdir, _, _ = enco_ilcm_run
     method, _, template = run_members.build(config, sweep_members(config))
     _, state, _ = checkpoint.restore_latest_intact(workdir, template)
     logits = np.asarray(state.params["graph"]["edge_existence_logits"])

@@ -14,7 +14,7 @@ import time
 import jax
 
 from wscrl_jax.run import workdir as run_workdir
-from wscrl_jax.run.evaluation import copy_params, evaluate_members
+from wscrl_jax.run.evaluation import compile_evaluation_ahead, copy_params, evaluate_members
 from wscrl_jax.run.members import build, padded_data_seeds, repad
 from wscrl_jax.run.workdir import Recorder
 from wscrl_jax.tracking import read_csv, write_csv_atomic
@@ -64,12 +64,15 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
             return read_csv(metrics_path)
         log.info("Resuming from the checkpoint at step %d", start_step)
     recorder = Recorder(workdir, config, members, start_step, is_main(), stream)
+    ahead = compile_evaluation_ahead(method, state, data, members)
     try:
         state = train_and_checkpoint(method, state, train_data, data, config, recorder,
                                      start_step, len(members), progress, stop_requested)
         if hasattr(stop_requested, "stop_now_from_here"):  # a signal now stops at once
             stop_requested.stop_now_from_here("evaluation")  # (train/preemption.py)
         write_outputs(method, workdir, state, data, members)
+        if ahead is not None:
+            ahead.join()
         rows = evaluate_members(method, state, data, members, workdir, config, initial_params,
                                 progress=progress)
         recorder.log_final(int(to_host(state.step)[0]), rows)

@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from wscrl_jax.api.errors import APIError
-from wscrl_jax.eval.enco import EncoSettings
 from wscrl_jax.eval.graph_match import to_true_order
 from wscrl_jax.lcm import graphs as lcm_graphs
 from wscrl_jax.tracking import read_csv
@@ -109,11 +108,9 @@ def compute_graph(method, variables, kind: str, x1, x2, seed: int, rows) -> Grap
         jnp.arange(members))
     strengths = None
     if kind == "enco":
-        settings = EncoSettings(lambda_sparse=float(cfg.enco_lambda),
-                                reference_quirks=bool(cfg.enco_reference_quirks))
         result = jax.device_get(lcm_graphs._enco_graphs(
             method, params, model_state, {"x1": jnp.asarray(x1), "x2": jnp.asarray(x2)}, keys,
-            settings))
+            lcm_graphs.enco_settings(cfg)))
         adjacencies = list(np.asarray(result.adjacency, np.int32))
     else:
         effects, _ = jax.device_get(lcm_graphs._implicit_graphs(

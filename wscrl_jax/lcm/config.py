@@ -21,6 +21,8 @@ from wscrl_jax.eval.dci import DCI_BACKENDS
 from wscrl_jax.lcm.ilcm import AVERAGING_STRATEGIES
 from wscrl_jax.train.schedules import LR_SCHEDULE_TYPES, STEP_SCHEDULE_TYPES
 
+COMPILE_AHEAD = ("auto", "on", "off")  # eval.compile_ahead (`run/evaluation.py`)
+
 MODEL_TYPES = ("intervention_noise_vae", "causal_vae")
 # the scaling toy data, the codes of a CausalCircuit stage-1 run (configs/causalcircuit.py), or
 # the user's own pairs (data/own_pairs.py)
@@ -256,6 +258,7 @@ def check_model_and_training(c, check_network=check_network):
     require(e.get("dci_backend") != "native" or gbrt_native.available(),
             "eval.dci_backend='native' needs the compiled trees, which this install lacks (no C "
             "compiler at `pip install` time): use auto, jax or sklearn, or reinstall")
+    one_of(e.get("compile_ahead", "auto"), COMPILE_AHEAD, "eval.compile_ahead")
     boolean(e.graphs, "eval.graphs")
     finite_number(e.enco_lambda, "eval.enco_lambda", 0)
     boolean(e.enco_reference_quirks, "eval.enco_reference_quirks")

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from wscrl_jax.eval.dci import compute_dci_members, resolve_dci_backend
 from wscrl_jax.eval.interventions import intervention_metrics_members
-from wscrl_jax.lcm.graphs import learned_graph_metrics
+from wscrl_jax.lcm.graphs import graph_programs, learned_graph_metrics
 from wscrl_jax.lcm.objective import LOG_MEAN_VARS
 from wscrl_jax.lcm.phases import EVAL_PHASE, IWAE_PHASE, eval_loss_weights
 from wscrl_jax.train import streams
@@ -77,6 +77,65 @@ def _iwae_log_likelihood(method, params, model_state, batch, key, n_samples):
     return jax.vmap(one)(params, model_state, batch, key)
 
 
+def code_inputs(data, split):
+    """The observations encoded for DCI: the `dci_train` split's x1, then the evaluation
+    split's, [M, N_dci + N_eval, dim_x] (both in one call: one compilation)."""
+    return jnp.concatenate([data["dci_train"]["x1"], split["x1"]], axis=1)
+
+
+def graph_keys(keys):
+    """The graph evaluations' keys [M, 2] from the members' evaluation keys [M, 2]."""
+    return jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, streams.GRAPH_EVALUATION)
+
+
+def test_keys(keys):
+    """(test-loss keys, IWAE keys), [M, 2] each, from the members' evaluation keys [M, 2]."""
+    return jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+
+
+def eval_phase(cfg):
+    """The static phase of the test-loss terms, from `eval`'s likelihood and graph options."""
+    return EVAL_PHASE._replace(full_likelihood=cfg.eval.full_likelihood,
+                               likelihood_reduction=cfg.eval.likelihood_reduction,
+                               graph_mode=cfg.eval.graph_sampling.mode,
+                               graph_temperature=float(cfg.eval.graph_sampling.temperature),
+                               graph_samples=int(cfg.eval.graph_sampling.samples))
+
+
+def with_graphs(method) -> bool:
+    """Whether the evaluation has graph stages (`eval.graphs`, and a model with solution
+    functions or a learned graph)."""
+    return bool(method.config.eval.graphs) and (method.has_solution_functions
+                                                or method.graph_kind is not None)
+
+
+def compile_lcm_evaluation(method, params, model_state, data, keys) -> None:
+    """Compiles the programs `evaluate_lcm_members` runs on these arguments, in its order,
+    without running them (`Method.compile_evaluation`). params, model_state: the stack's
+    `jax.ShapeDtypeStruct`s; data, keys: the arrays the evaluation gets (arrays, not their
+    shapes, where the evaluation passes arrays: a program compiled for a committed argument
+    is not the one an uncommitted argument, such as a key made on the host, calls)."""
+    cfg = method.config
+    split = data[cfg.eval.eval_partition]
+    inputs = data["dci_train"]["x1"]
+    inputs = jax.ShapeDtypeStruct(
+        (inputs.shape[0], inputs.shape[1] + split["x1"].shape[1]) + inputs.shape[2:],
+        inputs.dtype, sharding=inputs.sharding)
+    programs = [(_encode, (method, params, model_state, inputs))]
+    if "e1" in split and "z1" in split:
+        programs.append((_encode_noise, (method, params, inputs)))
+    if with_graphs(method):
+        programs += graph_programs(method, params, model_state, split, graph_keys(keys))
+    k_test, k_iwae = test_keys(keys)
+    batch = {"x1": split["x1"], "x2": split["x2"]}
+    programs += [(_test_outputs, (method, params, model_state, batch, k_test, eval_phase(cfg),
+                                  float(cfg.eval.beta))),
+                 (_iwae_log_likelihood, (method, params, model_state, batch, k_iwae,
+                                         int(cfg.training.iwae_samples)))]
+    for program, args in programs:
+        program.lower(*args).compile()
+
+
 def evaluate_lcm_members(method, params, model_state, data, keys, *, real: int,
                          progress: bool) -> List[Union[Dict[str, float], MemberNotEvaluated]]:
     """Metrics of every member ([M, ...] arrays, keys [M, 2]), in the reference's CSV column
@@ -95,15 +154,13 @@ def evaluate_lcm_members(method, params, model_state, data, keys, *, real: int,
     cfg = method.config
     split = data[cfg.eval.eval_partition]
     num_members = keys.shape[0]
-    with_graphs = bool(cfg.eval.graphs) and (method.has_solution_functions
-                                             or method.graph_kind is not None)
-    bar = tqdm(total=6 if with_graphs else 4, disable=not progress, unit="stage",
+    graphs = with_graphs(method)
+    bar = tqdm(total=6 if graphs else 4, disable=not progress, unit="stage",
                dynamic_ncols=True, leave=False)
 
     bar.set_description("evaluation: causal codes")
     n_train = data["dci_train"]["x1"].shape[1]  # both splits in one call (one compilation)
-    codes = _encode(method, params, model_state,
-                    jnp.concatenate([data["dci_train"]["x1"], split["x1"]], axis=1))
+    codes = _encode(method, params, model_state, code_inputs(data, split))
     codes_train, codes_test = codes[:, :n_train], codes[:, n_train:]
     finite = np.asarray(jnp.all(jnp.isfinite(codes), axis=(1, 2)))
     bar.update()
@@ -115,8 +172,7 @@ def evaluate_lcm_members(method, params, model_state, data, keys, *, real: int,
     backend = resolve_dci_backend(cfg.eval.dci_backend)
     noise = None
     if "e1" in split and "z1" in split:  # true noise known (CausalCircuit): DCI of the means
-        noise = _encode_noise(method, params, jnp.concatenate([data["dci_train"]["x1"],
-                                                               split["x1"]], axis=1))[:real]
+        noise = _encode_noise(method, params, code_inputs(data, split))[:real]
     background = ThreadPoolExecutor(max_workers=1)
     pending = None
     if "z1" in split:  # true causal variables known
@@ -140,7 +196,7 @@ def evaluate_lcm_members(method, params, model_state, data, keys, *, real: int,
 
     try:
         results = _evaluate_stages(method, params, model_state, data, keys, bar, split, finite,
-                                   with_graphs, backend, dci_results)
+                                   graphs, backend, dci_results)
     finally:
         background.shutdown(wait=True)
         bar.close()
@@ -167,34 +223,27 @@ def _dci_stage(cfg, backend, codes_train, codes_test, finite, noise, data, split
     return dci, noise_dci, time.time() - start
 
 
-def _evaluate_stages(method, params, model_state, data, keys, bar, split, finite, with_graphs,
+def _evaluate_stages(method, params, model_state, data, keys, bar, split, finite, graphs,
                      backend, dci_results):
     """The stages after the causal codes (see `evaluate_lcm_members`); `dci_results()` gives
     the DCI metrics (of `backend`), once its background fits are done."""
     cfg = method.config
     num_members = keys.shape[0]
     graph_columns = [{}] * num_members
-    if with_graphs:
-        k_graphs = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys,
-                                                                   streams.GRAPH_EVALUATION)
+    if graphs:
         truth = data.get("truth", {}).get("adjacency")
         graph_columns = learned_graph_metrics(method, params, model_state, split, truth,
-                                              k_graphs, lambda: dci_results()[0], bar)
+                                              graph_keys(keys), lambda: dci_results()[0], bar)
 
     bar.set_description("evaluation: test loss")
-    phase = EVAL_PHASE._replace(full_likelihood=cfg.eval.full_likelihood,
-                                likelihood_reduction=cfg.eval.likelihood_reduction,
-                                graph_mode=cfg.eval.graph_sampling.mode,
-                                graph_temperature=float(cfg.eval.graph_sampling.temperature),
-                                graph_samples=int(cfg.eval.graph_sampling.samples))
-    k_test, k_iwae = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+    k_test, k_iwae = test_keys(keys)
     batch = {"x1": split["x1"], "x2": split["x2"]}
-    means, q = jax.device_get(_test_outputs(method, params, model_state, batch, k_test, phase,
-                                            float(cfg.eval.beta)))
+    means, q = jax.device_get(_test_outputs(method, params, model_state, batch, k_test,
+                                            eval_phase(cfg), float(cfg.eval.beta)))
     interventions = (None if q is None or "intervention_labels" not in split
                      else intervention_metrics_members(
                          q, jax.device_get(split["intervention_labels"]), method.dim_z))
-    skipped = skipped_metrics(split, "truth" in data, with_graphs, q is not None)
+    skipped = skipped_metrics(split, "truth" in data, graphs, q is not None)
     if skipped:
         log.info("Metrics skipped, the data lack their ground truth: %s", "; ".join(skipped))
     bar.update()

@@ -96,6 +96,34 @@ def importance_matrix(dci_metrics: Dict[str, float], dim: int) -> np.ndarray:
                      for i in range(dim)])
 
 
+def posthoc_keys(keys):
+    """(ENCO keys, implicit-graph keys), [M, 2] each, from the graph keys [M, 2]."""
+    return jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+
+
+def enco_settings(eval_config) -> EncoSettings:
+    return EncoSettings(lambda_sparse=float(eval_config.enco_lambda),
+                        reference_quirks=bool(eval_config.enco_reference_quirks))
+
+
+def graph_programs(method, params, model_state, split, keys):
+    """[(jitted function, arguments)] of the compiled calls `learned_graph_metrics` makes on
+    these arguments (params, model_state may be `jax.ShapeDtypeStruct`s; keys: the graph keys
+    [M, 2]), for compiling them ahead."""
+    cfg, programs = method.config.eval, []
+    if method.has_solution_functions:
+        k_enco, k_implicit = posthoc_keys(keys)
+        pair = {"x1": split["x1"], "x2": split["x2"]}
+        programs.append((_enco_graphs, (method, params, model_state, pair, k_enco,
+                                        enco_settings(cfg))))
+        if method.dim_z <= IMPLICIT_MAX_DIM:
+            programs.append((_implicit_graphs, (method, params, model_state, pair["x1"],
+                                                k_implicit, bool(cfg.implicit_graph_fix_direction))))
+    if method.graph_kind is not None:
+        programs.append((_learned_graphs, (method, params)))
+    return programs
+
+
 def learned_graph_metrics(method, params, model_state, split, truth, keys,
                           dci: Callable[[], List[dict]], bar) -> List[Dict[str, float]]:
     """Graph columns of every member (see the module docstring); `dci()` gives each member's
@@ -103,7 +131,7 @@ def learned_graph_metrics(method, params, model_state, split, truth, keys,
     meanwhile), `truth` the true adjacency [M, d, d] or None (unknown: no matching, no
     distances)."""
     dim, num_members = method.dim_z, keys.shape[0]
-    k_enco, k_implicit = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+    k_enco, k_implicit = posthoc_keys(keys)
     columns = [{} for _ in range(num_members)]
     graphs = {}
 
@@ -141,10 +169,9 @@ def _posthoc_graphs(method, params, model_state, split, k_enco, k_implicit, bar,
     cfg, dim, num_members = method.config.eval, method.dim_z, len(columns)
     bar.set_description("evaluation: ENCO graph")
     start = time.time()
-    settings = EncoSettings(lambda_sparse=float(cfg.enco_lambda),
-                            reference_quirks=bool(cfg.enco_reference_quirks))
     enco = jax.device_get(_enco_graphs(method, params, model_state,
-                                       {"x1": split["x1"], "x2": split["x2"]}, k_enco, settings))
+                                       {"x1": split["x1"], "x2": split["x2"]}, k_enco,
+                                       enco_settings(cfg)))
     log.info("ENCO graphs of %d member(s) in %.1f s (%s epochs after pretraining)", num_members,
              time.time() - start, ", ".join(str(int(e)) for e in enco.epochs))
     graphs["enco"] = enco.adjacency

@@ -234,6 +234,10 @@ class ImageLCMMethod(LCMMethod):
         with tqdm(total=2, disable=not progress, unit="stage", leave=False) as bar:
             return self._evaluate_codes(params, bar)
 
+    def compile_evaluation(self, params, model_state, data, keys):
+        """Nothing ahead: the encoding runs batch by batch after `write_outputs`."""
+        del params, model_state, data, keys
+
     def _evaluate_codes(self, params, bar):
         bar.set_description("evaluation: encoding")
         codes = self._written_codes

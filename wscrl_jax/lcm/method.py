@@ -20,7 +20,7 @@ from wscrl_jax.lcm import config as lcm_config
 from wscrl_jax.lcm.betavae import BetaVAE
 from wscrl_jax.lcm.config import ADJACENCY_TO_STRUCTURE, SCHEDULED_WEIGHTS, TRUE_GRAPHS
 from wscrl_jax.lcm.elcm import ELCM
-from wscrl_jax.lcm.evaluate import evaluate_lcm_members
+from wscrl_jax.lcm.evaluate import compile_lcm_evaluation, evaluate_lcm_members
 from wscrl_jax.lcm.graphs import solution_orders
 from wscrl_jax.lcm.ilcm import ILCM
 from wscrl_jax.lcm.objective import total_loss
@@ -260,6 +260,10 @@ class LCMMethod(Method):
         del initial_params
         return evaluate_lcm_members(self, params, model_state, data, keys, real=real,
                                     progress=progress)
+
+    def compile_evaluation(self, params, model_state, data, keys):
+        """The compiled stages of `evaluate` (`lcm/evaluate.py: compile_lcm_evaluation`)."""
+        compile_lcm_evaluation(self, params, model_state, data, keys)
 
     def summary(self, rows: List[Dict[str, float]]) -> str:
         """"causal disentanglement = 0.94" (one member) or the median over members, with the

@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import os
+import threading
 import time
 from typing import List, Optional
 
@@ -22,7 +23,8 @@ from wscrl_jax.plots import write_run_figures
 from wscrl_jax.run.members import build, checkpoint_template, repad
 from wscrl_jax.tracking import read_csv, write_csv_atomic
 from wscrl_jax.train import checkpoint, streams
-from wscrl_jax.train.distributed import gather_objects, is_main, local_block, to_host
+from wscrl_jax.train.distributed import (gather_objects, is_main, local_block, multiprocess,
+                                         to_host)
 from wscrl_jax.train.method import MemberNotEvaluated
 from wscrl_jax.train.sharding import unpad_members
 
@@ -82,6 +84,50 @@ def evaluate_members(method, state, data, members, workdir, config, initial_para
     if evaluated:
         log.info("Final evaluation: %s", method.summary(evaluated))
     return rows
+
+
+def wants_evaluation_ahead(config) -> bool:
+    """`eval.compile_ahead`: "on", "off", or "auto" (absent: off): on where the backend is an
+    accelerator, whose host cores idle while it trains; off on a CPU, where XLA's compiler
+    (about two threads a program) and the training steps already fill a small machine's cores."""
+    setting = config.get("eval", {}).get("compile_ahead", "off")
+    return setting == "on" or (setting == "auto" and jax.default_backend() != "cpu")
+
+
+def compile_evaluation_ahead(method, state, data, members) -> Optional[threading.Thread]:
+    """Starts compiling the programs `evaluate_members` will run on this stack after training
+    (`Method.compile_evaluation`) in a background thread, so that they compile while training
+    runs.
+    Returns the thread (join it before evaluating), or None where nothing is compiled ahead:
+    `eval.compile_ahead` off, several processes, or padding members a method does not
+    evaluate. A failure there is
+    logged at debug level: the evaluation then compiles what it needs itself."""
+    total = int(state.step.shape[0])
+    if (not wants_evaluation_ahead(method.config) or multiprocess()
+            or not (method.options.evaluates_padding or total == len(members))):
+        return None
+    params, model_state = jax.tree_util.tree_map(  # shapes only: training donates the arrays
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
+        (state.params, state.model_state))
+    keys = evaluation_keys(members, range(len(members)), total)
+
+    def compile_all():
+        start = time.time()
+        try:  # the lowest priority (Linux: this thread only): training's compilations first
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError):
+            pass
+        try:
+            method.compile_evaluation(params, model_state, data, keys)
+            log.debug("Evaluation compiled ahead in %.1f s", time.time() - start)
+        except Exception as e:  # noqa: BLE001  the evaluation compiles (and reports) itself
+            log.debug("Compiling the evaluation ahead failed: %r", e)
+
+    # not a daemon: a run stopped during training exits once the compilation ends, rather than
+    # tearing the backend down under it
+    thread = threading.Thread(target=compile_all, name="evaluation-ahead")
+    thread.start()
+    return thread
 
 
 def metric_rows(method, members, indices, results, nan_counts, config) -> List[dict]:

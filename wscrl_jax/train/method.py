@@ -6,9 +6,9 @@ A *member* is one model of a sweep. Hooks come in two kinds:
   `is_active`. They see one member's arrays (no member axis) and run inside
   `jit` and `vmap` (or `lax.map`); they must be pure.
 * **host**: `validate_config`, `make_data`, `training_data`, `make_optimizer`,
-  `phase_for_epoch`, `end_epoch`, `write_outputs`, `evaluate`, `summary`. They run in Python
-  between compiled calls; the ones that take a `TrainState` see the whole stack ([members, ...]
-  on every leaf).
+  `phase_for_epoch`, `end_epoch`, `write_outputs`, `evaluate`, `compile_evaluation`,
+  `summary`. They run in Python between compiled calls; the ones that take a `TrainState` see
+  the whole stack ([members, ...] on every leaf).
 
 How the runner drives a method (shuffling, members side by side or in turn, one step per
 dispatch, warm restarts, which split trains) is not behaviour of the model: it is one record,
@@ -139,6 +139,14 @@ class Method(abc.ABC):
         others inert padding (`options.evaluates_padding`) whose results the caller drops.
         progress: show a bar over the evaluation's stages. `evaluate_each` evaluates member by
         member."""
+
+    def compile_evaluation(self, params, model_state, data: Data, keys: Array) -> None:
+        """Compiles the programs `evaluate` will run on arguments like these, without running
+        them. The runner calls it in a background thread while training runs, so that the
+        evaluation after training does not wait on the compiler. params, model_state: the
+        stack's `jax.ShapeDtypeStruct`s (training owns the arrays); data, keys: what `evaluate`
+        will get. Default: nothing ahead."""
+        del params, model_state, data, keys
 
     def summary(self, rows: List[Row]) -> str:
         """One line on the rows' headline metrics, for the log (one row: that member's; several:
