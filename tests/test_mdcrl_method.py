@@ -27,6 +27,7 @@ from wscrl_jax.train.callbacks import early_stopping_update, plateau_update
 from wscrl_jax.train.optim import torch_adam
 from wscrl_jax.train.schedules import transformers_lr_multiplier
 from wscrl_jax.train.state import member
+from wscrl_jax.train.loop import train, whole_epochs
 from wscrl_jax.train.step import make_run_steps
 from wscrl_jax.train.sweep import parse_grid
 
@@ -209,6 +210,50 @@ def test_a_phase_compiled_ahead_takes_the_same_steps():
     assert ua == set() and ub == {"later"}
     for x, y in zip(jax.tree_util.tree_leaves((a, sa)), jax.tree_util.tree_leaves((b, sb))):
         np.testing.assert_array_equal(x, y)
+
+
+def test_whole_epochs_in_one_call_match_one_epoch_a_call():
+    """`RunOptions.traced_epoch_end`: epochs with their validation, plateau and early-stopping
+    ends inside one compiled call train exactly as one call an epoch with the epoch end on the
+    host: the same loss rows, steps, stopping epochs and parameters, in fewer calls. Member 1
+    stops early (patience 1), member 2 later; the call stops after the epoch where both have."""
+    c = tiny_md_config()
+    c.sweep.seeds = "1,2"
+    c.training.epochs = 40
+    c.training.min_epochs = 2
+    c.training.early_stopping.patience = 1
+    c.training.early_stopping.min_delta = 0.2
+    out = {}
+    for epochs_a_call in (1, 1000):
+        method, data, state = run_members.build(c, sweep_members(c))
+        c.training.steps_per_call = epochs_a_call * method.steps_per_epoch
+        calls = []
+        state = train(method, state, {k: data["train"][k] for k in method.options.train_inputs},
+                      c, progress=False, eval_data=data,
+                      on_call_end=lambda s, info: calls.append(info["rows"]))
+        out[epochs_a_call] = state, [row for rows in calls for row in rows], len(calls)
+    (a, rows_a, calls_a), (b, rows_b, calls_b) = out[1], out[1000]
+    assert calls_b < calls_a // 4
+    assert [(s, e) for s, e, _ in rows_a] == [(s, e) for s, e, _ in rows_b]
+    np.testing.assert_array_equal(np.stack([r for _, _, r in rows_a]),
+                                  np.stack([r for _, _, r in rows_b]))
+    assert int(a.step[0]) == int(b.step[0]) < 40 * method.steps_per_epoch
+    stopped = np.asarray(a.model_state["stopped_epoch"])
+    assert stopped[0] != stopped[1]
+    np.testing.assert_array_equal(stopped, b.model_state["stopped_epoch"])
+    for x, y in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_allclose(a.model_state["val_loss"], b.model_state["val_loss"], rtol=1e-5)
+
+
+def test_whole_epochs_end_before_a_phase_change_or_reset():
+    phases = ["a"] * 5 + ["b"] * 5
+    assert whole_epochs(0, 10, 100, phases, frozenset()) == 5
+    assert whole_epochs(50, 10, 3, phases, frozenset()) == 3
+    assert whole_epochs(80, 10, 100, phases, frozenset()) == 2
+    assert whole_epochs(10, 10, 100, phases, frozenset({3})) == 2
+    assert whole_epochs(15, 10, 100, phases, frozenset()) == 0  # mid-epoch
+    assert whole_epochs(0, 10, 1, phases, frozenset()) == 0
 
 
 def test_sequential_members_match_vmapped_members():

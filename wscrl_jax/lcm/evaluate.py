@@ -111,7 +111,7 @@ def with_graphs(method) -> bool:
 
 def compile_lcm_evaluation(method, params, model_state, data, keys) -> None:
     """Compiles the programs `evaluate_lcm_members` runs on these arguments, in its order,
-    without running them (`Method.compile_evaluation`). params, model_state: the stack's
+    without running them (`Method.evaluate`'s `compile_only`). params, model_state: the stack's
     `jax.ShapeDtypeStruct`s; data, keys: the arrays the evaluation gets (arrays, not their
     shapes, where the evaluation passes arrays: a program compiled for a committed argument
     is not the one an uncommitted argument, such as a key made on the host, calls)."""

@@ -224,19 +224,17 @@ class ImageLCMMethod(LCMMethod):
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, params, model_state, data, keys, initial_params, *, real,
-                 progress) -> List[Dict[str, float]]:
+                 progress, compile_only=False) -> List[Dict[str, float]]:
         """Per member: `reconstruction_mse` (test images through the encoder and decoder means,
         per pixel, images in [0, 1]) and the DCI of the codes (encoder means of the before
         images, fit on the `eval.dci_train_pairs` training pairs stored first in the TFDS
         dataset, a fixed subset) against the true causal variables (`code_*`). Uses the codes
         `write_outputs` just wrote where it ran on these parameters, else encodes."""
         del model_state, data, keys, initial_params, real  # no padding: see `options`
+        if compile_only:  # its encoding runs batch by batch after `write_outputs`
+            return []
         with tqdm(total=2, disable=not progress, unit="stage", leave=False) as bar:
             return self._evaluate_codes(params, bar)
-
-    def compile_evaluation(self, params, model_state, data, keys):
-        """Nothing ahead: the encoding runs batch by batch after `write_outputs`."""
-        del params, model_state, data, keys
 
     def _evaluate_codes(self, params, bar):
         bar.set_description("evaluation: encoding")

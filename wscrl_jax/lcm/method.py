@@ -255,15 +255,15 @@ class LCMMethod(Method):
         return self.module.apply({"params": params}, x, method="encode_to_noise")
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, params, model_state, data, keys, initial_params, *, real, progress):
+    def evaluate(self, params, model_state, data, keys, initial_params, *, real, progress,
+                 compile_only=False):
         """Every member at once (`lcm/evaluate.py`); the untrained model is not evaluated."""
         del initial_params
+        if compile_only:
+            compile_lcm_evaluation(self, params, model_state, data, keys)
+            return []
         return evaluate_lcm_members(self, params, model_state, data, keys, real=real,
                                     progress=progress)
-
-    def compile_evaluation(self, params, model_state, data, keys):
-        """The compiled stages of `evaluate` (`lcm/evaluate.py: compile_lcm_evaluation`)."""
-        compile_lcm_evaluation(self, params, model_state, data, keys)
 
     def summary(self, rows: List[Dict[str, float]]) -> str:
         """"causal disentanglement = 0.94" (one member) or the median over members, with the

@@ -149,13 +149,14 @@ class MDCRLMethod(Method):
                                    and self.mmd_capacity is not None)
         self._reported_overflow = 0
         # the reference's loader does not shuffle (`training.shuffle`)
+        # the epoch end (validation, plateau, early stopping) inside the compiled call, except
+        # for convolutional models, whose validation batches run from the host
         self.options = RunOptions(
             train_inputs=("x", "domain"), shuffle=bool(tr.shuffle),
             member_loop=resolve_member_loop(tr.member_loop, self.flags["mmd"]),
-            convolutional=self.images)
-        self._val_loss = jax.jit(jax.vmap(
-            partial(validation.member_val_loss, self._batch_val_terms, self.batch_size),
-            in_axes=(0, 0, 0, None)))
+            convolutional=self.images, traced_epoch_end=not self.images,
+            epoch_end_splits=("valid",))
+        self._epoch_end = jax.jit(jax.vmap(self.member_epoch_end))
         # convolutional models: one validation batch of every member per compiled call
         self._val_batch = jax.jit(jax.vmap(self._batch_val_terms,
                                            in_axes=(0, 0, 0, 0, None, None)))
@@ -334,19 +335,30 @@ class MDCRLMethod(Method):
         batch = {"x": x, "domain": domain}
         return self._terms(params, model_state, batch, weights, loss_weights, train=False)[1]
 
-    def end_epoch(self, state, epoch: int, stats, data):
-        """After each epoch: validation loss, ReduceLROnPlateau on the last training-step loss
-        (`monitor: train_loss`, md-crl gotcha 22), early stopping on the validation loss."""
-        step = int(to_host(state.step)[0])
-        # Validation reuses the last training step's penalty weight (md-crl gotcha 11).
+    def member_epoch_end(self, params, model_state, last_loss, step, data):
+        """One member after the epoch ending at `step`: its validation loss on data["valid"]
+        (eval mode, at the last training step's penalty weight: md-crl gotcha 11), then the
+        epoch callbacks (`_epoch_callbacks`)."""
         loss_weights = self.loss_weights((step - 1) / self.steps_per_epoch)
-        if self.options.convolutional:
+        val = validation.member_val_loss(self._batch_val_terms, self.batch_size, params,
+                                         model_state, data["valid"], loss_weights)
+        return self._epoch_callbacks(model_state, last_loss, val["loss"],
+                                     step // self.steps_per_epoch - 1)
+
+    def end_epoch(self, state, epoch: int, stats, data):
+        """After an epoch whose end did not run in the compiled call: `member_epoch_end` of
+        every member (convolutional models: the validation batches from the host). Then, with
+        a capacity-limited adaptive MMD, the log line on the rows it left out."""
+        ms = state.model_state
+        if "epochs" not in stats and self.options.convolutional:
+            weights = self.loss_weights((int(to_host(state.step)[0]) - 1) / self.steps_per_epoch)
             val = validation.val_loss_on_host(self._val_batch, self.batch_size, state.params,
-                                              state.model_state, data["valid"], loss_weights)
-        else:
-            val = self._val_loss(state.params, state.model_state, data["valid"], loss_weights)
-        ms = self._update_state(state.model_state, stats["last_loss"], val["loss"],
-                                jnp.asarray(epoch, jnp.int32))
+                                              ms, data["valid"], weights)
+            ms = self._update_state(ms, stats["last_loss"], val["loss"],
+                                    jnp.asarray(epoch, jnp.int32))
+        elif "epochs" not in stats:
+            ms = self._epoch_end(state.params, ms, stats["last_loss"], state.step,
+                                 {"valid": data["valid"]})
         if self.count_mmd_overflow:
             self._warn_mmd_overflow(to_host(ms["mmd_rows_beyond_capacity"]), epoch)
         return state.replace(model_state=ms)
@@ -361,21 +373,24 @@ class MDCRLMethod(Method):
                         epoch, total, self.mmd_capacity, beyond.tolist())
             self._reported_overflow = total
 
+    def _epoch_callbacks(self, ms, last_loss, val_loss, epoch):
+        """One member's epoch-end callbacks: ReduceLROnPlateau on the last training step's loss
+        (`monitor: train_loss`, md-crl gotcha 22), early stopping on the validation loss. A
+        stopped member keeps its state as it was when it stopped."""
+        new = dict(ms)
+        new["val_loss"] = val_loss.astype(jnp.float32)
+        if self.config.scheduler.type == "reduce_on_plateau":
+            new = plateau_update(new, last_loss, self.config.scheduler)
+        new = early_stopping_update(new, val_loss, epoch, self.config.training.early_stopping,
+                                    int(self.config.training.min_epochs))
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(ms["active"], a, b), new, ms)
+
     @partial(jax.jit, static_argnums=0)
     def _update_state(self, model_state, last_loss, val_loss, epoch):
-        """Epoch-end callbacks of every member: model_state [members, ...], last_loss and
+        """`_epoch_callbacks` of every member: model_state [members, ...], last_loss and
         val_loss [members], epoch scalar."""
-        def one(ms, last, val):
-            new = dict(ms)
-            new["val_loss"] = val.astype(jnp.float32)
-            if self.config.scheduler.type == "reduce_on_plateau":
-                new = plateau_update(new, last, self.config.scheduler)
-            new = early_stopping_update(new, val, epoch, self.config.training.early_stopping,
-                                        int(self.config.training.min_epochs))
-            # A stopped member keeps its state as it was when it stopped.
-            return jax.tree_util.tree_map(lambda a, b: jnp.where(ms["active"], a, b), new, ms)
-
-        return jax.vmap(one)(model_state, last_loss, val_loss)
+        return jax.vmap(self._epoch_callbacks, in_axes=(0, 0, 0, None))(
+            model_state, last_loss, val_loss, epoch)
 
     # ------------------------------------------------------------------ encoding and outputs
     def _encode_member(self, params, model_state, x):
@@ -402,10 +417,13 @@ class MDCRLMethod(Method):
         outputs.write_outputs(self, workdir, state, data, members)
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, params, model_state, data, keys, initial_params, *, real, progress):
+    def evaluate(self, params, model_state, data, keys, initial_params, *, real, progress,
+                 compile_only=False):
         """Member by member (`mdcrl/evaluate.py`): the final metrics, then those of the
         untrained model (`*_linreg_start`; none for balls, md-crl gotcha 23). Own data without
-        the true latents: one log line names the metrics skipped."""
+        the true latents: one log line names the metrics skipped. Nothing compiles ahead."""
+        if compile_only:
+            return []
         mdcrl_eval.log_skipped_metrics(data)
         return evaluate_each(self._evaluate_member, params, model_state, data, keys,
                              initial_params, real=real, progress=progress)

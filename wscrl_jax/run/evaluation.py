@@ -96,8 +96,8 @@ def wants_evaluation_ahead(config) -> bool:
 
 def compile_evaluation_ahead(method, state, data, members) -> Optional[threading.Thread]:
     """Starts compiling the programs `evaluate_members` will run on this stack after training
-    (`Method.compile_evaluation`) in a background thread, so that they compile while training
-    runs.
+    (`Method.evaluate(..., compile_only=True)`) in a background thread, so that they compile
+    while training runs.
     Returns the thread (join it before evaluating), or None where nothing is compiled ahead:
     `eval.compile_ahead` off, several processes, or padding members a method does not
     evaluate. A failure there is
@@ -106,9 +106,9 @@ def compile_evaluation_ahead(method, state, data, members) -> Optional[threading
     if (not wants_evaluation_ahead(method.config) or multiprocess()
             or not (method.options.evaluates_padding or total == len(members))):
         return None
-    params, model_state = jax.tree_util.tree_map(  # shapes only: training donates the arrays
+    specs = jax.tree_util.tree_map(  # shapes only: training donates the arrays
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
-        (state.params, state.model_state))
+        (state.params, state.model_state, state.params))
     keys = evaluation_keys(members, range(len(members)), total)
 
     def compile_all():
@@ -118,7 +118,9 @@ def compile_evaluation_ahead(method, state, data, members) -> Optional[threading
         except (AttributeError, OSError):
             pass
         try:
-            method.compile_evaluation(params, model_state, data, keys)
+            params, model_state, initial = specs
+            method.evaluate(params, model_state, data, keys, initial, real=len(members),
+                            progress=False, compile_only=True)
             log.debug("Evaluation compiled ahead in %.1f s", time.time() - start)
         except Exception as e:  # noqa: BLE001  the evaluation compiles (and reports) itself
             log.debug("Compiling the evaluation ahead failed: %r", e)

@@ -139,10 +139,13 @@ class Recorder:
         self.manager.wait_until_finished()
 
     def after_call(self, state, info: dict):
-        """info: {"step", "epoch", "loss" [members]} of the call that just ended."""
+        """info: {"step", "epoch", "loss" [members]} of the call that just ended, and "rows"
+        to write, (step, epoch, loss [members]) of each epoch of a call of whole epochs."""
         if self.writer is not None:
-            self.writer.write(info["step"], info["epoch"], info["loss"])
-            self.tracker.log_train(info["step"], info["epoch"], info["loss"])
+            for step, epoch, loss in info.get("rows", [(info["step"], info["epoch"],
+                                                        info["loss"])]):
+                self.writer.write(step, epoch, loss)
+                self.tracker.log_train(step, epoch, loss)
         if self.every and info["step"] - self.last_saved >= self.every:
             self.save(info["step"], state)
 

@@ -56,6 +56,20 @@ def no_member_training(method: Method, state: TrainState, nan_limit: int) -> boo
     return not np.any(np.broadcast_to(active, nan_count.shape) & (nan_count < nan_limit))
 
 
+def whole_epochs(step: int, spe: int, epochs_per_call: int, phases, resets) -> int:
+    """Epochs the next call runs whole with their epoch ends (`run_steps.run_epochs`): from an
+    epoch's start, up to `epochs_per_call`, ending before the next change of phase, optimizer
+    reset or the last epoch's end; 0 mid-epoch."""
+    if step % spe or epochs_per_call < 2:
+        return 0
+    first = step // spe
+    last = min(first + epochs_per_call, len(phases))
+    for epoch in range(first + 1, last):
+        if phases[epoch] != phases[first] or epoch in resets:
+            return epoch - first
+    return last - first
+
+
 def train(method: Method, state: TrainState, train_data, config, *, progress: bool = True,
           on_call_end: Optional[Callable] = None, eval_data=None,
           stop_requested: Optional[Callable[[], Optional[str]]] = None,
@@ -65,8 +79,10 @@ def train(method: Method, state: TrainState, train_data, config, *, progress: bo
     train_data: {name: [members, N, ...]} on device, or a host pipeline (e.g. Grain over a
     disk dataset) with `num_samples` (N) and `take(num)` -> (batch {name: [members, num, B,
     ...]}, weights [members, num, B], rows [members, num, B]): the next `num` steps' batches,
-    which the loop puts on the devices for each call. on_call_end(state, stats) runs on the host
-    after every compiled call (checkpointing, metric files); eval_data: the run's {split:
+    which the loop puts on the devices for each call. on_call_end(state, info) runs on the host
+    after every compiled call (checkpointing, metric files; info: "step", "epoch", "loss"
+    [members] of the call's end, and "rows", (step, epoch, mean loss [members]) of each epoch
+    of a call of whole epochs, else of the call); eval_data: the run's {split:
     {name: [members, ...]}}, passed to `method.end_epoch`. The method's hooks
     (`train/method.py`) decide phases, optimizer resets, epoch ends and early finishing.
     stop_requested() is checked after each call (after `on_call_end`): a name it returns (e.g.
@@ -88,6 +104,10 @@ def train(method: Method, state: TrainState, train_data, config, *, progress: bo
     frozen_reported = set()
     order, order_epoch = None, None  # the epoch's batch rows, made once per epoch
     run_steps.compile_ahead(phases[step // spe:])
+    epochs_per_call = (int(tr.steps_per_call) // spe if run_steps.run_epochs is not None
+                       else 1)
+    epoch_data = ({k: eval_data[k] for k in method.options.epoch_end_splits}
+                  if epochs_per_call > 1 else None)
     while step < total:
         if no_member_training(method, state, int(tr.nan_limit)):
             log.info("Stopping at step %d (epoch %d): no member is still training", step,
@@ -103,20 +123,33 @@ def train(method: Method, state: TrainState, train_data, config, *, progress: bo
             state = state.replace(opt_state=jax.vmap(method.make_optimizer().init)(
                 state.params))
         num = min(int(tr.steps_per_call), (epoch + 1) * spe - step)
+        whole = whole_epochs(step, spe, epochs_per_call, phases, resets)
         call_data = train_data
-        if streamed:
-            batch, weights, rows = train_data.take(num)
-            call_data = jax.device_put({"batch": batch, "weights": weights, "rows": rows},
-                                       state.step.sharding)
-        elif order_epoch != epoch:
-            order, order_epoch = run_steps.epoch_orders(state, train_data), epoch
-        state, stats = run_steps(state, call_data, np.int32(num), phase, order)
+        if whole > 1:  # several epochs, each with its epoch end, in one call
+            state, stats = run_steps.run_epochs(state, train_data, epoch_data, np.int32(whole),
+                                                phase, epochs_per_call)
+            ran = int(to_host(stats["epochs"]))
+            num, epoch = ran * spe, epoch + ran - 1
+        else:
+            if streamed:
+                batch, weights, rows = train_data.take(num)
+                call_data = jax.device_put({"batch": batch, "weights": weights, "rows": rows},
+                                           state.step.sharding)
+            elif order_epoch != epoch:
+                order, order_epoch = run_steps.epoch_orders(state, train_data), epoch
+            state, stats = run_steps(state, call_data, np.int32(num), phase, order)
         step += num
         if step == (epoch + 1) * spe:
             state = method.end_epoch(state, epoch, stats, eval_data)
-        loss_sum, finite, nan_count = (x[:num_members] for x in to_host(
+        loss_sum, finite, nan_count = (x[..., :num_members] for x in to_host(
             (stats["loss_sum"], stats["finite_steps"], state.nan_count)))
-        mean_loss = loss_sum / np.maximum(finite, 1)
+        if whole > 1:  # (step, epoch, mean loss [members]) of each epoch, as epoch calls give
+            rows = [((e + 1) * spe, e, loss_sum[i] / np.maximum(finite[i], 1))
+                    for i, e in enumerate(range(epoch - ran + 1, epoch + 1))]
+            finite = finite[:ran].sum(0)
+        else:
+            rows = [(step, epoch, loss_sum / np.maximum(finite, 1))]
+        mean_loss = rows[-1][2]
         bar.set_postfix_str(f"Loss = {np.mean(mean_loss):.2f}")
         bar.update(num)
         for m in np.flatnonzero(nan_count >= tr.nan_limit):
@@ -133,7 +166,7 @@ def train(method: Method, state: TrainState, train_data, config, *, progress: bo
             log.warning("Non-finite loss or gradients at steps before %d: updates skipped "
                         "(counts per member: %s)", step, nan_count.tolist())
         if on_call_end is not None:
-            on_call_end(state, {"step": step, "epoch": epoch, "loss": mean_loss})
+            on_call_end(state, {"step": step, "epoch": epoch, "loss": mean_loss, "rows": rows})
         # every process stops at the same call when any of them was asked to
         stop = first_given(stop_requested()) if stop_requested is not None else None
         if stop:

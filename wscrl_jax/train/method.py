@@ -3,12 +3,12 @@
 A *member* is one model of a sweep. Hooks come in two kinds:
 
 * **traced, per member**: `init`, `loss_weights`, `loss`, `record`, `learning_rate`,
-  `is_active`. They see one member's arrays (no member axis) and run inside
+  `is_active`, `member_epoch_end`. They see one member's arrays (no member axis) and run inside
   `jit` and `vmap` (or `lax.map`); they must be pure.
 * **host**: `validate_config`, `make_data`, `training_data`, `make_optimizer`,
-  `phase_for_epoch`, `end_epoch`, `write_outputs`, `evaluate`, `compile_evaluation`,
-  `summary`. They run in Python between compiled calls; the ones that take a `TrainState` see
-  the whole stack ([members, ...] on every leaf).
+  `phase_for_epoch`, `end_epoch`, `write_outputs`, `evaluate`, `summary`. They run in Python
+  between compiled calls; the ones that take a `TrainState` see the whole stack ([members, ...]
+  on every leaf).
 
 How the runner drives a method (shuffling, members side by side or in turn, one step per
 dispatch, warm restarts, which split trains) is not behaviour of the model: it is one record,
@@ -50,7 +50,10 @@ class RunOptions:
     (XLA's CPU backend runs convolutions inside loops slowly) and the run stays in one process.
     evaluates_padding: `evaluate` vectorises over members, so the inert padding members are
     evaluated alongside (their rows are dropped). optimizer_reset_epochs: epochs at whose start
-    the optimizer state is re-initialised (warm restarts).
+    the optimizer state is re-initialised (warm restarts). traced_epoch_end: the epoch end is
+    `Method.member_epoch_end` (traced), so that one compiled call may run many whole epochs
+    (`training.steps_per_call` steps' worth), each with its epoch end, without the host in
+    between; epoch_end_splits: the splits of `make_data` it reads.
     """
 
     train_inputs: Tuple[str, ...] = ()
@@ -59,6 +62,8 @@ class RunOptions:
     convolutional: bool = False
     evaluates_padding: bool = False
     optimizer_reset_epochs: FrozenSet[int] = frozenset()
+    traced_epoch_end: bool = False
+    epoch_end_splits: Tuple[str, ...] = ()
 
 
 Row = Dict[str, float]
@@ -120,7 +125,10 @@ class Method(abc.ABC):
     def end_epoch(self, state, epoch: int, stats: Dict[str, Array], data: Data):
         """After each epoch's last call: validation, plateau schedulers, early stopping.
         stats: the call's per-member sums ([members]); data: the run's stacked splits.
-        Returns the new state. Default: state unchanged."""
+        Returns the new state. After a call of whole epochs (`RunOptions.traced_epoch_end`),
+        whose epoch ends `member_epoch_end` already ran, stats also has "epochs" (the epochs
+        run) and `epoch` is the last: only host work (log lines) is left. Default: state
+        unchanged."""
         del epoch, stats, data
         return state
 
@@ -131,22 +139,19 @@ class Method(abc.ABC):
 
     @abc.abstractmethod
     def evaluate(self, params, model_state, data: Data, keys: Array, initial_params, *,
-                 real: int, progress: bool) -> List[Union[Row, MemberNotEvaluated]]:
+                 real: int, progress: bool, compile_only: bool = False
+                 ) -> List[Union[Row, MemberNotEvaluated]]:
         """Final metrics of every member of a stack ([members, ...] arrays; keys [members, 2];
         initial_params: the members' untrained parameters, for metrics of the untrained
         model), one dict a member (headline metrics first) or, for a member that cannot be
         evaluated, a `MemberNotEvaluated`. The first `real` members are the sweep's, the
         others inert padding (`options.evaluates_padding`) whose results the caller drops.
         progress: show a bar over the evaluation's stages. `evaluate_each` evaluates member by
-        member."""
-
-    def compile_evaluation(self, params, model_state, data: Data, keys: Array) -> None:
-        """Compiles the programs `evaluate` will run on arguments like these, without running
-        them. The runner calls it in a background thread while training runs, so that the
-        evaluation after training does not wait on the compiler. params, model_state: the
-        stack's `jax.ShapeDtypeStruct`s (training owns the arrays); data, keys: what `evaluate`
-        will get. Default: nothing ahead."""
-        del params, model_state, data, keys
+        member. compile_only: compile the programs the evaluation runs on arguments like these
+        without running them, and return [] (params, model_state, initial_params are then
+        `jax.ShapeDtypeStruct`s: training owns the arrays); the runner asks for it in a
+        background thread while training runs (`eval.compile_ahead`). A method with nothing
+        to compile ahead returns [] at once."""
 
     def summary(self, rows: List[Row]) -> str:
         """One line on the rows' headline metrics, for the log (one row: that member's; several:
@@ -184,6 +189,15 @@ class Method(abc.ABC):
     @abc.abstractmethod
     def learning_rate(self, model_state: Any, step: Array, epoch: Array) -> Array:
         """Learning rate (scalar) of the update at training step `step` of epoch `epoch`."""
+
+    def member_epoch_end(self, params, model_state, last_loss: Array, step: Array,
+                         data: Data) -> Any:
+        """One member's epoch end inside a compiled call (`RunOptions.traced_epoch_end`): the
+        new model state after the epoch that ends at `step`, given the loss of its last step
+        and the member's `epoch_end_splits` of `make_data` ({split: {name: [N, ...]}}).
+        Default: unchanged."""
+        del params, last_loss, step, data
+        return model_state
 
     def is_active(self, model_state) -> Array:
         """False for a member that no longer updates, e.g. early-stopped; training ends when no

@@ -69,7 +69,10 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
     `run_steps.epoch_orders(state, data)` at any step of that epoch (None: made for this call;
     unused when streamed; always None for a method that does not shuffle, whose rows are read
     in order inside the call). `run_steps.traces[phase]` counts the traces (compilations) of
-    each phase; `run_steps.compile_ahead(phases)` compiles later phases in the background, and
+    each phase; `run_steps.run_epochs(state, data, epoch_data, num_epochs, phase, max_epochs)`
+    runs whole epochs with their traced epoch ends in one call (`all_member_epochs`; None
+    where the method's epoch end is not traced, or for streamed or convolutional steps);
+    `run_steps.compile_ahead(phases)` compiles later phases in the background, and
     `run_steps.used_ahead` holds the phases whose calls ran those compilations. run_phases: the
     phase of every epoch of the run, in order (None: unknown); from it a phase's step knows
     which parameter arrays cannot have taken an optimizer step yet (`optim.torch_adam`'s
@@ -201,6 +204,42 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
         return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec, PartitionSpec()),
                              out_specs=spec, check_vma=False)(state, data, order, num_steps)
 
+    def all_member_epochs(state, data, epoch_data, num_epochs, phase, max_epochs: int):
+        """Up to `num_epochs` (traced, <= max_epochs) whole epochs of every member from an epoch's
+        start, each followed by the method's traced epoch end (`Method.member_epoch_end` of
+        each member, vmapped), stopping early after an epoch at whose end no member is still
+        training (inactive, or frozen at the non-finite limit), where the loop would stop.
+        stats: "loss_sum", "finite_steps", "last_loss" per epoch [max_epochs, members] (epochs
+        not run: 0, 0, NaN) and "epochs", the epochs run."""
+        members = state.step.shape[0]
+
+        def training(state):
+            active = jax.vmap(method.is_active)(state.model_state)
+            return jnp.any(active & (state.nan_count < nan_limit))
+
+        def one_epoch(carry):
+            done, state, per_epoch = carry
+            state, stats = all_members(state, data, None, steps_per_epoch, phase)
+            model_state = jax.vmap(method.member_epoch_end)(
+                state.params, state.model_state, stats["last_loss"], state.step, epoch_data)
+            per_epoch = {k: v.at[done].set(stats[k]) for k, v in per_epoch.items()}
+            return done + 1, state.replace(model_state=model_state), per_epoch
+
+        per_epoch = {"loss_sum": jnp.zeros((max_epochs, members)),
+                     "finite_steps": jnp.zeros((max_epochs, members), jnp.int32),
+                     "last_loss": jnp.full((max_epochs, members), jnp.nan)}
+        done, state, per_epoch = jax.lax.while_loop(
+            lambda c: (c[0] < num_epochs) & training(c[1]), one_epoch,
+            (jnp.zeros((), jnp.int32), state, per_epoch))
+        return state, {**per_epoch, "epochs": done}
+
+    @partial(jax.jit, static_argnames=("phase", "max_epochs"), donate_argnums=(0,))
+    def run_epochs(state, data, epoch_data, num_epochs, phase, max_epochs):
+        """Whole epochs in one call (`all_member_epochs`); data as `run_steps`'s, epoch_data the
+        splits `member_epoch_end` reads, {split: {name: [members, N, ...]}}."""
+        traces[("epochs", phase)] += 1
+        return all_member_epochs(state, data, epoch_data, num_epochs, phase, max_epochs)
+
     # one step per dispatch compiles quickly: nothing ahead there
     ahead = AheadCompiler(run_steps_on, enabled=not streamed and not per_dispatch)
 
@@ -218,6 +257,9 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
     if per_dispatch:
         run_steps = one_step_per_dispatch(run_steps, streamed, epoch_orders)
     run_steps.traces = traces
+    # several epochs a call: a method whose epoch end is traced, on arrays in device memory
+    run_steps.run_epochs = (run_epochs if method.options.traced_epoch_end
+                            and not streamed and not per_dispatch else None)
     run_steps.epoch_orders = epoch_orders
     run_steps.compile_ahead = ahead.schedule
     run_steps.used_ahead = ahead.used
