@@ -17,12 +17,13 @@ same with gradient clipping and the method's optimizer on the arrays the phase's
 faithful step cannot avoid, without and with its optimizer. The epoch's shuffle is made once
 before the timed calls, as training makes it once per epoch (a small cost per step; the
 reference's figures exclude its data loader too).
-MD-CRL cases (`configs/md_mixing.py` variants, `+` for `,`) time one epoch per call, as its
-training loop does (a call never crosses an epoch: validation and early stopping run between
-epochs).
+MD-CRL cases (`configs/md_mixing.py` variants, `+` for `,`) time `training.steps_per_call`
+steps' worth of whole epochs per call, as its training loop runs them, each epoch's validation,
+plateau schedule and early stopping included (work the reference's timed step leaves out).
 """
 
 import ast
+import copy
 import json
 import os
 import tempfile
@@ -176,6 +177,23 @@ def time_floor(method, data, state, epoch, spe, steps, calls, batch_size, clip_n
     return round(steps * calls / (time.perf_counter() - start), 1)
 
 
+def timed(call, state, start_step: int, calls: int):
+    """(state, seconds of `calls` calls of `call`, each rewound to `start_step`), after one
+    untimed call (the first case of a process would otherwise time the compilation of the
+    rewind's small ops: 10x a 10-step MD-CRL epoch call)."""
+    rewound = lambda state: state.replace(step=state.step * 0 + start_step)  # noqa: E731
+    state, stats = call(rewound(state))
+    jax.block_until_ready(stats)
+    start = time.perf_counter()
+    for _ in range(calls):
+        state, stats = call(rewound(state))
+    jax.block_until_ready(stats)
+    seconds = time.perf_counter() - start
+    if "epochs" in stats and int(stats["epochs"]) < len(stats["loss_sum"]):
+        raise RuntimeError("the members stopped early inside the timed epochs")
+    return state, seconds
+
+
 def time_calls(config, method_name, phase_name, epoch, members, steps, calls, method=None,
                train_data=None, floor=False):
     """Compiles and times `calls` calls of `steps` steps (None: one epoch) at `epoch`; given
@@ -211,24 +229,30 @@ def time_calls(config, method_name, phase_name, epoch, members, steps, calls, me
     num = jnp.asarray(steps, jnp.int32)
     # the epoch's batch order, made once per epoch as the training loop does (not timed)
     order = None if streamed else run_steps.epoch_orders(state, train_data)
+    call = lambda state: run_steps(state, train_data, num, phase, order)  # noqa: E731
+    extra = {}
+    if run_steps.run_epochs is not None and steps == spe:  # whole epochs a call, as training
+        epochs = max(1, int(tr.steps_per_call) // spe)
+        steps = epochs * spe
+        epoch_data = {k: data[k] for k in method.options.epoch_end_splits}
+        # steps_per_s: the epochs' training steps alone (their ends made no-ops), the work the
+        # reference's timed step does; with_epoch_ends_steps_per_s: as training runs them
+        bare = copy.copy(method)
+        bare.member_epoch_end = lambda params, model_state, *args: model_state
+        bare_epochs = make_run_steps(bare, spe, tr.batchsize, float(tr.clip_grad_norm),
+                                     int(tr.nan_limit)).run_epochs
+        with_ends = lambda state: run_steps.run_epochs(  # noqa: E731
+            state, train_data, epoch_data, np.int32(epochs), phase, epochs)
+        call = lambda state: bare_epochs(  # noqa: E731
+            state, train_data, epoch_data, np.int32(epochs), phase, epochs)
+        state, _ = with_ends(state)  # compiled, not timed
+        state, seconds = timed(with_ends, state, epoch * spe, calls)
+        extra["with_epoch_ends_steps_per_s"] = round(steps * calls / seconds, 1)
     start = time.perf_counter()
-    state, stats = run_steps(state, train_data, num, phase, order)
+    state, stats = call(state)
     jax.block_until_ready(stats)
     compile_s = time.perf_counter() - start
-
-    def rewound_call(state):  # the same steps again (one epoch, or one call of it)
-        return run_steps(state.replace(step=state.step - steps), train_data, num, phase, order)
-
-    # an untimed warm-up: the first case of a process would otherwise time the compilation of
-    # the rewind's small ops (10x a 10-step MD-CRL epoch call)
-    state, stats = rewound_call(state)
-    jax.block_until_ready(stats)
-    start = time.perf_counter()
-    for _ in range(calls):
-        state, stats = rewound_call(state)
-    jax.block_until_ready(stats)
-    elapsed = time.perf_counter() - start
-    extra = {}
+    state, elapsed = timed(call, state, epoch * spe, calls)
     if floor_state is not None:
         member_data = {k: data["train"][k][0] for k in method.options.train_inputs}
         n = int(jax.tree_util.tree_leaves(member_data)[0].shape[0])
