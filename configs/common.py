@@ -118,8 +118,9 @@ def training_block(batchsize: int, epochs: int, clip_grad_norm: float, nan_limit
     # non-finite steps (loss or gradient norm; cumulative) after which a member stops training;
     # the run stops when every member has (>= 1)
     t.nan_limit = nan_limit
-    # optimizer steps compiled into one device call (>= 1); a call never crosses an epoch, and
-    # the host (logging, checkpoints, epoch-end work) wakes up between calls
+    # optimizer steps compiled into one device call (>= 1); a call never crosses an epoch (a
+    # method whose epoch end is traced, MD-CRL's, runs as many whole epochs, each with its
+    # end), and the host (logging, checkpoints, epoch-end work) wakes up between calls
     t.steps_per_call = steps_per_call
     # CPU runs without --cpu_devices: host devices to split the cores into (unset: one a core,
     # members side by side; 1 suits members in turn, training.member_loop=sequential)
