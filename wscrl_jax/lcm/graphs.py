@@ -117,8 +117,9 @@ def graph_programs(method, params, model_state, split, keys):
         programs.append((_enco_graphs, (method, params, model_state, pair, k_enco,
                                         enco_settings(cfg))))
         if method.dim_z <= IMPLICIT_MAX_DIM:
-            programs.append((_implicit_graphs, (method, params, model_state, pair["x1"],
-                                                k_implicit, bool(cfg.implicit_graph_fix_direction))))
+            programs.append((_implicit_graphs, (
+                method, params, model_state, pair["x1"], k_implicit,
+                bool(cfg.implicit_graph_fix_direction))))
     if method.graph_kind is not None:
         programs.append((_learned_graphs, (method, params)))
     return programs
