@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from wscrl_jax.train.distributed import first_given, to_host
+from wscrl_jax.train.distributed import first_given, multiprocess, to_host
 from wscrl_jax.train.method import Method
 from wscrl_jax.train.preemption import Interrupted
 from wscrl_jax.train.state import TrainState
@@ -104,8 +104,9 @@ def train(method: Method, state: TrainState, train_data, config, *, progress: bo
     frozen_reported = set()
     order, order_epoch = None, None  # the epoch's batch rows, made once per epoch
     run_steps.compile_ahead(phases[step // spe:])
-    epochs_per_call = (int(tr.steps_per_call) // spe if run_steps.run_epochs is not None
-                       else 1)
+    # whole epochs a call where the epoch end is traced (one process: several untested)
+    epochs_per_call = (int(tr.steps_per_call) // spe
+                       if run_steps.run_epochs is not None and not multiprocess() else 1)
     epoch_data = ({k: eval_data[k] for k in method.options.epoch_end_splits}
                   if epochs_per_call > 1 else None)
     while step < total:
@@ -128,7 +129,7 @@ def train(method: Method, state: TrainState, train_data, config, *, progress: bo
         if whole > 1:  # several epochs, each with its epoch end, in one call
             state, stats = run_steps.run_epochs(state, train_data, epoch_data, np.int32(whole),
                                                 phase, epochs_per_call)
-            ran = int(to_host(stats["epochs"]))
+            ran = (int(to_host(state.step)[0]) - step) // spe
             num, epoch = ran * spe, epoch + ran - 1
         else:
             if streamed:
