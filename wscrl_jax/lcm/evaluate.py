@@ -88,7 +88,7 @@ def graph_keys(keys):
     return jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, streams.GRAPH_EVALUATION)
 
 
-def test_keys(keys):
+def loss_stage_keys(keys):
     """(test-loss keys, IWAE keys), [M, 2] each, from the members' evaluation keys [M, 2]."""
     return jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
 
@@ -126,7 +126,7 @@ def compile_lcm_evaluation(method, params, model_state, data, keys) -> None:
         programs.append((_encode_noise, (method, params, inputs)))
     if with_graphs(method):
         programs += graph_programs(method, params, model_state, split, graph_keys(keys))
-    k_test, k_iwae = test_keys(keys)
+    k_test, k_iwae = loss_stage_keys(keys)
     batch = {"x1": split["x1"], "x2": split["x2"]}
     programs += [(_test_outputs, (method, params, model_state, batch, k_test, eval_phase(cfg),
                                   float(cfg.eval.beta))),
@@ -236,7 +236,7 @@ def _evaluate_stages(method, params, model_state, data, keys, bar, split, finite
                                               graph_keys(keys), lambda: dci_results()[0], bar)
 
     bar.set_description("evaluation: test loss")
-    k_test, k_iwae = test_keys(keys)
+    k_test, k_iwae = loss_stage_keys(keys)
     batch = {"x1": split["x1"], "x2": split["x2"]}
     means, q = jax.device_get(_test_outputs(method, params, model_state, batch, k_test,
                                             eval_phase(cfg), float(cfg.eval.beta)))

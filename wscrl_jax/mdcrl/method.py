@@ -148,9 +148,9 @@ class MDCRLMethod(Method):
         self.count_mmd_overflow = (self.flags["mmd"] and not m.mmd.fix_sigma
                                    and self.mmd_capacity is not None)
         self._reported_overflow = 0
-        # the reference's loader does not shuffle (`training.shuffle`)
-        # the epoch end (validation, plateau, early stopping) inside the compiled call, except
-        # for convolutional models, whose validation batches run from the host
+        # the reference's loader does not shuffle (`training.shuffle`); the epoch end
+        # (validation, plateau, early stopping) runs inside the compiled call, except for
+        # convolutional models, whose validation batches run from the host
         self.options = RunOptions(
             train_inputs=("x", "domain"), shuffle=bool(tr.shuffle),
             member_loop=resolve_member_loop(tr.member_loop, self.flags["mmd"]),

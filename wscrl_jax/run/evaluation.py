@@ -97,11 +97,10 @@ def wants_evaluation_ahead(config) -> bool:
 def compile_evaluation_ahead(method, state, data, members) -> Optional[threading.Thread]:
     """Starts compiling the programs `evaluate_members` will run on this stack after training
     (`Method.evaluate(..., compile_only=True)`) in a background thread, so that they compile
-    while training runs.
-    Returns the thread (join it before evaluating), or None where nothing is compiled ahead:
-    `eval.compile_ahead` off, several processes, or padding members a method does not
-    evaluate. A failure there is
-    logged at debug level: the evaluation then compiles what it needs itself."""
+    while training runs. Returns the thread (join it before evaluating), or None where nothing
+    is compiled ahead: `eval.compile_ahead` off, several processes, or padding members a method
+    does not evaluate. A failure there is logged at debug level: the evaluation then compiles
+    what it needs itself."""
     total = int(state.step.shape[0])
     if (not wants_evaluation_ahead(method.config) or multiprocess()
             or not (method.options.evaluates_padding or total == len(members))):
