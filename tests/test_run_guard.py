@@ -8,7 +8,9 @@ import logging
 import os
 import signal
 import time
+import types
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, load_config
@@ -16,7 +18,7 @@ from wscrl_jax import cli, experiment
 from wscrl_jax.run import evaluation
 from wscrl_jax.run import workdir as run_workdir
 from wscrl_jax.train import library_noise, storage_errors, workdir_state
-from wscrl_jax.train.preemption import StopNow, StopRequest
+from wscrl_jax.train.preemption import StopNow, StopRequest, raise_if_stopped
 
 CONFIG = os.path.join(ROOT, "configs", "scaling.py")
 ORBAX_MESSAGE = ('RESOURCE_EXHAUSTED: Error writing "params.x/0" in OCDBT database at local file '
@@ -239,6 +241,33 @@ def test_pending_signal_stops_when_evaluation_begins():
         os.kill(os.getpid(), signal.SIGTERM)
         with pytest.raises(StopNow):
             stop.stop_now_from_here("evaluation")
+
+
+def test_a_swallowed_stop_is_raised_again_before_metrics_are_written(tmp_path):
+    """A signal's StopNow that library code swallowed (JAX has bare `except:` blocks) does not
+    let the evaluation finish: it is raised again before the metrics file is written."""
+    class Stub:
+        options = types.SimpleNamespace(evaluates_padding=True)
+
+        def evaluate(self, *args, **kwargs):
+            try:  # the signal lands inside library code with a bare `except:`
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)
+            except BaseException:  # noqa: B036
+                pass
+            return [{"metric": 1.0}]
+
+    state = types.SimpleNamespace(nan_count=np.zeros(1, np.int32), params={"w": np.zeros((1, 2))},
+                                  model_state={})
+    config = load_config("md_mixing", "linear,fast")
+    with StopRequest() as stop:
+        stop.stop_now_from_here("evaluation")
+        with pytest.raises(StopNow) as info:
+            evaluation.evaluate_members(Stub(), state, {}, [(1, 1)], str(tmp_path), config,
+                                        state.params, progress=False)
+    assert info.value.signal_name == "SIGTERM"
+    assert not os.path.exists(tmp_path / "metrics")
+    raise_if_stopped()  # outside a StopRequest: nothing to raise
 
 
 def test_second_ctrl_c_in_training_is_one_line_exit_130(tmp_path, monkeypatch, capsys):

@@ -26,6 +26,7 @@ from wscrl_jax.train import checkpoint, streams
 from wscrl_jax.train.distributed import (gather_objects, is_main, local_block, multiprocess,
                                          to_host)
 from wscrl_jax.train.method import MemberNotEvaluated
+from wscrl_jax.train.preemption import raise_if_stopped
 from wscrl_jax.train.sharding import unpad_members
 
 log = logging.getLogger("wscrl_jax")
@@ -74,6 +75,7 @@ def evaluate_members(method, state, data, members, workdir, config, initial_para
     results = [r for _, part in parts for r in part]
     if not is_main():
         return []
+    raise_if_stopped()  # a signal whose StopNow library code swallowed: no file written
     rows = metric_rows(method, members, indices, results, nan_counts, config)
     write_csv_atomic(os.path.join(workdir, "metrics", filename), rows)
     if filename == "test_metrics.csv":

@@ -70,9 +70,26 @@ class StopRequest:
         if threading.current_thread() is threading.main_thread():  # signals need the main thread
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
+        _ACTIVE.append(self)
         return self
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
+
+
+_ACTIVE = []  # the StopRequests whose `with` blocks are open, innermost last
+
+
+def raise_if_stopped():
+    """Raises the `StopNow` of a signal that arrived after `stop_now_from_here` but did not stop
+    the process: the handler raised it inside library code that swallows every exception (JAX
+    has bare `except:` blocks around executables, e.g. `pxla.py`). Called before results are
+    written, so that such a signal still leaves no new file. No-op outside a StopRequest."""
+    if _ACTIVE:
+        stop = _ACTIVE[-1]
+        if stop.immediate_phase is not None and stop.signal_name is not None:
+            raise StopNow(stop.signal_name, stop.immediate_phase)
