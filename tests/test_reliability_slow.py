@@ -12,6 +12,7 @@ import time
 import pytest
 
 from conftest import ROOT
+from wscrl_jax.train.workdir_lock import read_owner
 
 pytestmark = pytest.mark.slow
 
@@ -56,6 +57,11 @@ def test_second_process_on_a_workdir_is_refused(solo, tmp_path, delay, extra):
     workdir = str(tmp_path / "w")
     first = subprocess.Popen(TRAIN + [f"--workdir={workdir}"], stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True, env=env())
+    # `delay` after the first holds the lock (on a loaded machine a fixed head start from the
+    # launch can let the second start up first)
+    deadline = time.time() + 300
+    while (read_owner(workdir) or {}).get("pid") != first.pid and time.time() < deadline:
+        time.sleep(0.02)
     time.sleep(delay)
     second = run(TRAIN + [f"--workdir={workdir}"] + extra)
     _, first_err = first.communicate(timeout=900)
