@@ -17,7 +17,7 @@ from wscrl_jax.train.distributed import first_given, multiprocess, to_host
 from wscrl_jax.train.method import Method
 from wscrl_jax.train.preemption import Interrupted
 from wscrl_jax.train.state import TrainState
-from wscrl_jax.train.step import make_run_steps
+from wscrl_jax.train.step import make_run_steps, members_training
 
 log = logging.getLogger("wscrl_jax")
 
@@ -43,17 +43,15 @@ def train_size(train_data) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def _activity(method: Method, num_members: int):
-    """Compiled `Method.is_active` of every member: model_state [members, ...] -> [members]."""
-    return jax.jit(jax.vmap(method.is_active, axis_size=num_members))
+def _training(method: Method, nan_limit: int):
+    """Compiled `step.members_training`: state [members, ...] -> [members]."""
+    return jax.jit(functools.partial(members_training, method, nan_limit=nan_limit))
 
 
 def no_member_training(method: Method, state: TrainState, nan_limit: int) -> bool:
     """True when every member has stopped: inactive (`Method.is_active`, e.g. early-stopped)
     or frozen at the non-finite-step limit."""
-    active = _activity(method, state.step.shape[0])(state.model_state)
-    active, nan_count = to_host((active, state.nan_count))
-    return not np.any(np.broadcast_to(active, nan_count.shape) & (nan_count < nan_limit))
+    return not np.any(to_host(_training(method, nan_limit)(state)))
 
 
 def whole_epochs(step: int, spe: int, epochs_per_call: int, phases, resets) -> int:

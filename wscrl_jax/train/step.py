@@ -55,6 +55,13 @@ def phases_before(phase: Hashable, run_phases: Optional[Sequence[Hashable]]
     return list(dict.fromkeys(p for p in run_phases[:last] if p != phase))
 
 
+def members_training(method: Method, state: TrainState, nan_limit: int):
+    """[members] bool, traced: the members still training, active (`Method.is_active`) and
+    below the non-finite-step limit."""
+    active = jax.vmap(method.is_active, axis_size=state.step.shape[0])(state.model_state)
+    return active & (state.nan_count < nan_limit)
+
+
 def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_grad_norm: float,
                    nan_limit: int, streamed: bool = False,
                    run_phases: Optional[Sequence[Hashable]] = None):
@@ -213,10 +220,6 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
         not run: 0, 0, NaN) and "epochs", the epochs run."""
         members = state.step.shape[0]
 
-        def training(state):
-            active = jax.vmap(method.is_active)(state.model_state)
-            return jnp.any(active & (state.nan_count < nan_limit))
-
         def one_epoch(carry):
             done, state, per_epoch = carry
             state, stats = all_members(state, data, None, steps_per_epoch, phase)
@@ -229,7 +232,8 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
                      "finite_steps": jnp.zeros((max_epochs, members), jnp.int32),
                      "last_loss": jnp.full((max_epochs, members), jnp.nan)}
         done, state, per_epoch = jax.lax.while_loop(
-            lambda c: (c[0] < num_epochs) & training(c[1]), one_epoch,
+            lambda c: (c[0] < num_epochs) & jnp.any(members_training(method, c[1], nan_limit)),
+            one_epoch,
             (jnp.zeros((), jnp.int32), state, per_epoch))
         return state, {**per_epoch, "epochs": done}
 
