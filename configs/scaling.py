@@ -241,9 +241,10 @@ def get_config(arg=None):
     # jax (on the device) or sklearn (scikit-learn itself, on the host)
     c.eval.dci_backend = "auto"
     c.eval.dci_random_state = 0  # sklearn backend; reference: None (nondeterministic tie-breaking)
-    # compile the evaluation's programs while training runs: auto (on an accelerator, whose host
-    # cores idle while it trains), on, off (a small CPU, where the compiler and the training
-    # steps already share the cores: on was slower on 2 cores)
+    # compile the evaluation's programs in a background thread: on (while training runs), end
+    # (from the end of training, beside the evaluation: on a small CPU the compiler and the
+    # training steps already share the cores while it trains), auto (on with an accelerator,
+    # whose host cores idle while it trains; end on a CPU), off
     c.eval.compile_ahead = "auto"
     # ILCM / dVAE: post-hoc ENCO graph and the implicit graph (d <= 5), matched to the truth
     c.eval.graphs = True

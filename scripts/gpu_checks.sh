@@ -4,7 +4,7 @@
 #   bash scripts/gpu_checks.sh OUTDIR PART [PART...]
 #
 # PART: smoke (README smoke run, wall time), compile_ahead (the same, cache off, with
-# eval.compile_ahead off then on), members (ILCM main phase, d=4, 1/9/64/256
+# eval.compile_ahead off, end, on), members (ILCM main phase, d=4, 1/9/64/256
 # members), steps (steps/s per method and phase, 1 and 9 members), eval (the 9-member
 # dim_z=4 sweep, training plus evaluation), balls_bench (stage-1 steps/s at batch 256), balls
 # (both stages at the README's data sizes, stage-1 epochs from $BALLS_EPOCHS), nonlinear
@@ -39,10 +39,11 @@ part_smoke() {
   cat "$out/runs/smoke/metrics/test_metrics.csv"
 }
 
-# the smoke run with the evaluation compiled after training, then during it (`auto` on a GPU)
+# the smoke run with the evaluation compiling its own programs, with them compiled beside it from
+# the end of training (`auto` on a CPU), then while training runs (`auto` on a GPU)
 part_compile_ahead() {
   local t0 mode
-  for mode in off on; do
+  for mode in off end on; do
     t0=$(stamp)
     WSCRL_JAX_CACHE= $py scripts/train.py --config configs/scaling.py:ilcm,fast \
       --workdir "$out/runs/smoke_ahead_$mode" --config.data.dim_z=3 --config.seed=42 \

@@ -37,6 +37,12 @@ def enco_ilcm_run(tmp_path_factory):
     config.sweep.data_seeds = "42"
     config.eval.compile_ahead = "on"
     workdir = str(tmp_path_factory.mktemp("enco_ilcm"))
+    rows, threads = run_logging_compiles(config, workdir)
+    return config, workdir, rows, threads
+
+
+def run_logging_compiles(config, workdir):
+    """(rows, CompileLog.threads) of `experiment.run`."""
     compiles = CompileLog()
     logger = logging.getLogger("jax")
     logger.addHandler(compiles)
@@ -46,7 +52,7 @@ def enco_ilcm_run(tmp_path_factory):
     finally:
         jax.config.update("jax_log_compiles", False)
         logger.removeHandler(compiles)
-    return config, workdir, rows, compiles.threads
+    return rows, compiles.threads
 
 
 class CompileLog(logging.Handler):
@@ -74,6 +80,28 @@ def test_evaluation_programs_compile_while_training_runs(enco_ilcm_run):
     for name in ("_encode", "_enco_graphs", "_implicit_graphs", "_learned_graphs",
                  "_test_outputs", "_iwae_log_likelihood"):
         assert threads[name] == ["evaluation-ahead"], (name, threads[name])
+
+
+def test_evaluation_programs_compile_beside_the_evaluation_from_its_end(tmp_path):
+    """eval.compile_ahead=end (auto on a CPU): from the end of training a background thread
+    compiles the evaluation's programs, last first, while the evaluation compiles its first
+    ones: each program compiles once (one waits for the other where both ask for it), the
+    thread's share included, and the run's metrics are those of a run without it."""
+    config = tiny_scaling_config("ilcm", dim_z=D)
+    config.eval.graphs = True
+    config.data.samples.val = config.data.samples.test = 192  # shapes no other test compiles
+    one_phase(config)
+    rows = {}
+    for mode in ("end", "off"):
+        config.eval.compile_ahead = mode
+        rows[mode], threads = run_logging_compiles(config, str(tmp_path / mode))
+        if mode == "end":
+            programs = ("_encode", "_enco_graphs", "_implicit_graphs", "_test_outputs",
+                        "_iwae_log_likelihood")
+            for name in programs:
+                assert len(threads[name]) == 1, (name, threads[name])
+            assert "evaluation-ahead" in [threads[name][0] for name in programs], threads
+    assert rows["end"] == rows["off"]
 
 
 def test_every_member_reports_its_graphs_and_distances(enco_ilcm_run):

@@ -21,7 +21,7 @@ from wscrl_jax.eval.dci import DCI_BACKENDS
 from wscrl_jax.lcm.ilcm import AVERAGING_STRATEGIES
 from wscrl_jax.train.schedules import LR_SCHEDULE_TYPES, STEP_SCHEDULE_TYPES
 
-COMPILE_AHEAD = ("auto", "on", "off")  # eval.compile_ahead (`run/evaluation.py`)
+COMPILE_AHEAD = ("auto", "on", "end", "off")  # eval.compile_ahead (`run/evaluation.py`)
 
 MODEL_TYPES = ("intervention_noise_vae", "causal_vae")
 # the scaling toy data, the codes of a CausalCircuit stage-1 run (configs/causalcircuit.py), or

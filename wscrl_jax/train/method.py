@@ -150,8 +150,9 @@ class Method(abc.ABC):
         member. compile_only: compile the programs the evaluation runs on arguments like these
         without running them, and return [] (params, model_state, initial_params are then
         `jax.ShapeDtypeStruct`s: training owns the arrays); the runner asks for it in a
-        background thread while training runs (`eval.compile_ahead`). A method with nothing
-        to compile ahead returns [] at once."""
+        background thread while training runs, or from its end beside the evaluation
+        (`eval.compile_ahead`), so compile the programs the evaluation runs last first. A
+        method with nothing to compile ahead returns [] at once."""
 
     def summary(self, rows: List[Row]) -> str:
         """One line on the rows' headline metrics, for the log (one row: that member's; several:
