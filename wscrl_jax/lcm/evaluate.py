@@ -113,8 +113,8 @@ def compile_lcm_evaluation(method, params, model_state, data, keys) -> None:
     """Compiles the programs `evaluate_lcm_members` runs on these arguments without running
     them (`Method.evaluate`'s `compile_only`), the last it runs first: beside an evaluation
     that has started (`eval.compile_ahead=end`), which compiles its first programs itself,
-    the two meet in the middle. params, model_state: the stack's
-    `jax.ShapeDtypeStruct`s; data, keys: the arrays the evaluation gets (arrays, not their
+    the two meet in the middle. params, model_state: the stack's `jax.ShapeDtypeStruct`s;
+    data, keys: the arrays the evaluation gets (arrays, not their
     shapes, where the evaluation passes arrays: a program compiled for a committed argument
     is not the one an uncommitted argument, such as a key made on the host, calls)."""
     cfg = method.config

@@ -96,7 +96,7 @@ def evaluation_ahead_when(config) -> Optional[str]:
     accelerator, whose host cores idle while it trains; "end" on a CPU, where XLA's compiler
     (about two threads a program) and the training steps already fill a small machine's cores
     (on 2 cores, "training" slowed the README smoke run from 23.9 s to 29.7 s; "end" quickened
-    its evaluation by about 1.5 s)."""
+    its evaluation by about 1.4 s)."""
     setting = config.get("eval", {}).get("compile_ahead", "off")
     if setting == "auto":
         return "training" if jax.default_backend() != "cpu" else "end"
