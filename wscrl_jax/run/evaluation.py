@@ -197,8 +197,14 @@ def evaluate_workdir(workdir: str, only: Optional[int] = None, step: Optional[in
         name += f"_member{only}"
     if meta["step"] != latest:
         name += f"_step{meta['step']}"
-    return evaluate_members(method, state, data, members, workdir, config, fresh.params, only,
-                            name + ".csv", progress=progress)
+    # all members' programs compiled beside the evaluation, last first (`eval.compile_ahead`)
+    ahead = compile_evaluation_ahead(method, state, data, members) if only is None else None
+    try:
+        return evaluate_members(method, state, data, members, workdir, config, fresh.params,
+                                only, name + ".csv", progress=progress)
+    finally:
+        if ahead is not None:
+            ahead.join()
 
 
 @functools.lru_cache(maxsize=1)
