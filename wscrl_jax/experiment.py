@@ -10,7 +10,6 @@ training metrics), evaluation.py (the final metrics).
 import logging
 import os
 import time
-from typing import Callable, Optional
 
 import jax
 
@@ -69,35 +68,32 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
     # the evaluation's programs compiled in a background thread (eval.compile_ahead): while
     # training runs (joined before the evaluation), or from the end of training, beside it
     when = evaluation_ahead_when(config)
-    ahead = [compile_evaluation_ahead(method, state, data, members)] if when == "training" else []
-    at_end = ((lambda state: ahead.append(compile_evaluation_ahead(method, state, data, members)))
-              if when == "end" else None)
+    ahead = (compile_evaluation_ahead(method, state, data, members, low_priority=True)
+             if when == "training" else None)
     try:
         state = train_and_checkpoint(method, state, train_data, data, config, recorder,
-                                     start_step, len(members), progress, stop_requested,
-                                     at_end)
+                                     start_step, len(members), progress, stop_requested)
         if hasattr(stop_requested, "stop_now_from_here"):  # a signal now stops at once
             stop_requested.stop_now_from_here("evaluation")  # (train/preemption.py)
+        if when == "end":
+            ahead = compile_evaluation_ahead(method, state, data, members)
         write_outputs(method, workdir, state, data, members)
-        if when == "training" and ahead[0] is not None:
-            ahead[0].join()
+        if when == "training" and ahead is not None:
+            ahead.join()
         rows = evaluate_members(method, state, data, members, workdir, config, initial_params,
                                 progress=progress)
         recorder.log_final(int(to_host(state.step)[0]), rows)
         return rows
     finally:
-        for thread in ahead:  # done with its programs once the evaluation is
-            if thread is not None:
-                thread.join()
+        if ahead is not None:  # done with its programs once the evaluation is
+            ahead.join()
         recorder.close()
 
 
 def train_and_checkpoint(method, state, train_data, data, config, recorder: Recorder,
-                         start_step: int, num_members: int, progress: bool, stop_requested,
-                         at_end: Optional[Callable] = None):
+                         start_step: int, num_members: int, progress: bool, stop_requested):
     """Trains to the end of `training.epochs`, checkpointing on the way and at the end (and,
-    on a stop request, where it stopped before `Interrupted` propagates). at_end(state): called
-    once training has finished, before the final checkpoint."""
+    on a stop request, where it stopped before `Interrupted` propagates)."""
     start = time.time()
     try:
         state = train(method, state, train_data, config, progress=progress,
@@ -113,8 +109,6 @@ def train_and_checkpoint(method, state, train_data, data, config, recorder: Reco
     final_step = int(to_host(state.step)[0])
     log.info("Training finished in %.1f s (%d steps, %.1f steps/s)", elapsed,
              final_step - start_step, (final_step - start_step) / max(elapsed, 1e-9))
-    if at_end is not None:
-        at_end(state)
     recorder.save_final(final_step, state)
     return state
 

@@ -103,14 +103,16 @@ def evaluation_ahead_when(config) -> Optional[str]:
     return {"on": "training", "end": "end"}.get(setting)
 
 
-def compile_evaluation_ahead(method, state, data, members) -> Optional[threading.Thread]:
+def compile_evaluation_ahead(method, state, data, members, low_priority: bool = False
+                             ) -> Optional[threading.Thread]:
     """Starts compiling the programs `evaluate_members` will run on this stack after training
     (`Method.evaluate(..., compile_only=True)`) in a background thread, now (while training
     runs, or beside the evaluation: `evaluation_ahead_when`). Returns the thread (joined before
     the evaluation where started before training), or None where nothing is compiled ahead:
     `eval.compile_ahead` off, several processes, or padding members a method does not
     evaluate. A failure there is logged at debug level: the evaluation then compiles what it
-    needs itself (a program both ask for compiles once: the second waits for the first)."""
+    needs itself (a program both ask for compiles once: the second waits for the first).
+    low_priority: the thread at the lowest priority (Linux), beside training's own work."""
     total = int(state.step.shape[0])
     if (evaluation_ahead_when(method.config) is None or multiprocess()
             or not (method.options.evaluates_padding or total == len(members))):
@@ -120,12 +122,10 @@ def compile_evaluation_ahead(method, state, data, members) -> Optional[threading
         (state.params, state.model_state, state.params))
     keys = evaluation_keys(members, range(len(members)), total)
 
-    beside_training = evaluation_ahead_when(method.config) == "training"
-
     def compile_all():
         start = time.time()
-        try:  # beside training, the lowest priority (Linux: this thread only): training first
-            if beside_training:
+        try:  # this thread only
+            if low_priority:
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         except (AttributeError, OSError):
             pass
