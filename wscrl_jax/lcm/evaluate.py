@@ -28,6 +28,7 @@ from wscrl_jax.lcm.objective import LOG_MEAN_VARS
 from wscrl_jax.lcm.phases import EVAL_PHASE, IWAE_PHASE, eval_loss_weights
 from wscrl_jax.train import streams
 from wscrl_jax.train.method import MemberNotEvaluated
+from wscrl_jax.train.run_once import run_once_jit
 
 log = logging.getLogger("wscrl_jax")
 
@@ -48,7 +49,7 @@ def _encode_noise(method, params, x):
     return jax.vmap(method.encode_to_noise)(params, x)
 
 
-@partial(jax.jit, static_argnums=(0, 5))
+@run_once_jit(static_argnums=(0, 5))
 def _test_outputs(method, params, model_state, batch, key, phase, beta):
     """Per member, the mean loss terms of the whole split as one batch, and the intervention
     posterior [M, N, K] (or None)."""
@@ -63,7 +64,7 @@ def _test_outputs(method, params, model_state, batch, key, phase, beta):
     return jax.vmap(one)(params, model_state, batch, key)
 
 
-@partial(jax.jit, static_argnums=(0, 5))
+@run_once_jit(static_argnums=(0, 5))
 def _iwae_log_likelihood(method, params, model_state, batch, key, n_samples):
     """IWAE estimate [M, B]: logmeanexp over n copies of -loss_b at the forward defaults
     (full Gaussian constants, stochastic encoder, interventions modelled; ws-crl gotcha 15)."""

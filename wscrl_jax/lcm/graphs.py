@@ -27,6 +27,7 @@ from wscrl_jax.causal.explicit_scm import is_acyclic
 from wscrl_jax.eval.enco import EncoSettings, learn_graph
 from wscrl_jax.eval.graph_match import match_latents, structural_hamming_distance, to_true_order
 from wscrl_jax.eval.implicit_graph import greedy_order, implicit_graph, order_dependences
+from wscrl_jax.train.run_once import run_once_jit
 
 log = logging.getLogger("wscrl_jax")
 IMPLICIT_MAX_DIM = 5  # the reference skips the implicit graph above (d! orders otherwise)
@@ -48,7 +49,7 @@ def _enco_graphs(method, params, model_state, split, keys, settings: EncoSetting
     return jax.vmap(one)(params, model_state, split["x1"], split["x2"], keys)
 
 
-@partial(jax.jit, static_argnums=(0, 5))
+@run_once_jit(static_argnums=(0, 5))
 def _implicit_graphs(method, params, model_state, x, keys, fix_direction: bool):
     """Implicit graph of every member: effects [M, d, d], topological orders [M, d]."""
     def one(params, model_state, x, key):

@@ -19,7 +19,7 @@ from wscrl_jax.train.distributed import (global_arrays, mesh_devices, multiproce
 from wscrl_jax.train.prng import rolled_threefry
 from wscrl_jax.train.sharding import (member_sharding, pad_members, padded_member_count,
                                       shard_members, unpad_members)
-from wscrl_jax.train.state import init_states, stack_members
+from wscrl_jax.train.state import init_states, init_states_beside, stack_members
 
 log = logging.getLogger("wscrl_jax")
 
@@ -49,8 +49,9 @@ def build(config, members):
     padded = list(members) + [members[-1]] * (total - len(members))
     sharding = member_sharding(total)
     if not multiprocess():
+        init = init_states_beside(method, [s for s, _ in padded])  # compiles beside the data
         data = shard_members(make_member_data(method, padded), sharding)
-        state = shard_members(init_states(method, [s for s, _ in padded]), sharding)
+        state = shard_members(init.result(), sharding)
         return method, data, state
     first, stop = process_member_range(sharding, total)
     local = padded[first:stop]

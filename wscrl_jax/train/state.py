@@ -1,11 +1,13 @@
 """The train state: one pytree whose leaves carry a leading member axis."""
 
+import concurrent.futures
 from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 
+from wscrl_jax.train.compile_beside import call_beside
 from wscrl_jax.train.prng import use_unrolled_threefry
 
 
@@ -41,8 +43,18 @@ def init_states(method, seeds) -> TrainState:
     `init_member_state(method, seeds[m])`. Draws through the unrolled threefry hash (the same
     bits; a shorter compilation, `train/prng.py`)."""
     use_unrolled_threefry()
-    seeds = jnp.asarray(seeds, jnp.uint32)
-    return jax.jit(jax.vmap(lambda s: init_member_state(method, s)))(seeds)
+    return _init_program(method)(jnp.asarray(seeds, jnp.uint32))
+
+
+def init_states_beside(method, seeds) -> "concurrent.futures.Future[TrainState]":
+    """Future of `init_states(method, seeds)`: traced now, compiled and run in a background
+    thread while the caller goes on (the run's start builds the data meanwhile)."""
+    use_unrolled_threefry()
+    return call_beside(_init_program(method), (jnp.asarray(seeds, jnp.uint32),))
+
+
+def _init_program(method):
+    return jax.jit(jax.vmap(lambda s: init_member_state(method, s)))
 
 
 def stack_members(trees):
