@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from wscrl_jax.causal.graphs import create_graph, topological_sort, upper_triangularize
-from wscrl_jax.data.scaling import create_nature, make_scaling_data, sample_pairs
+from wscrl_jax.data.scaling import (MAX_EXTRA_ROWS, create_nature, drawn_sizes, make_scaling_data,
+                                   sample_pairs)
 
 D = 4
 N = 2000
@@ -205,3 +206,23 @@ def test_make_scaling_data_splits_and_determinism():
     nat = create_nature(D, "full", 5)
     np.testing.assert_allclose(np.asarray(a["train"]["x1"]),
                                np.asarray(a["train"]["z1"]) @ np.asarray(nat.rotation), atol=1e-5)
+
+
+def test_smaller_splits_are_the_first_rows_of_one_draw_to_the_bit():
+    """Val and test are drawn at the train size and keep their first rows (one compilation of
+    `sample_pairs`): the bits of drawing each at its own size, observation noise included."""
+    cfg = _data_cfg()
+    cfg.samples.val = cfg.samples.test = N // 4
+    cfg.nature.observation_noise = 0.5
+    assert drawn_sizes({"train": N, "val": N // 4}) == {"train": N, "val": N}
+    assert drawn_sizes({"train": MAX_EXTRA_ROWS + 20, "val": 10})["val"] == 10
+    data = make_scaling_data(cfg, 0)
+    nature = create_nature(D, "full", 0)
+    order = tuple(topological_sort(np.asarray(nature.adjacency)))
+    base = jax.random.fold_in(jax.random.PRNGKey(0), 1)
+    for index, split in ((2, "val"), (3, "test")):
+        alone = sample_pairs(jax.random.fold_in(base, index), nature, N // 4, order,
+                             1e-9, 0.5)
+        assert data[split]["x1"].shape == (N // 4, D)
+        for name, a in alone.items():
+            np.testing.assert_array_equal(np.asarray(data[split][name]), np.asarray(a))
