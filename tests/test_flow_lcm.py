@@ -9,7 +9,7 @@ import pytest
 from wscrl_jax.causal import flow_lcm
 from wscrl_jax.causal.graphs import topological_sort
 from wscrl_jax.data.scaling import create_nature, sample_pairs
-from wscrl_jax.flows.rotation import so_n_rotation
+from wscrl_jax.flows.so_n import so_n_rotation
 
 
 @pytest.fixture

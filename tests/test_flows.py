@@ -11,7 +11,8 @@ import pytest
 
 from wscrl_jax.flows.bijectors import Permutation, PiecewiseLinear
 from wscrl_jax.flows.coupling import ResidualNet, alternating_mask, coupling
-from wscrl_jax.flows.rotation import Rotation, so_n_rotation
+from wscrl_jax.flows.rotation import Rotation
+from wscrl_jax.flows.so_n import so_n_rotation
 from wscrl_jax.flows.stack import CouplingStack
 
 D = 4

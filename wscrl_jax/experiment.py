@@ -20,6 +20,7 @@ from wscrl_jax.run.members import build, padded_data_seeds, repad
 from wscrl_jax.run.workdir import Recorder
 from wscrl_jax.tracking import read_csv, write_csv_atomic
 from wscrl_jax.train.distributed import is_main, main_value, multiprocess, to_host
+from wscrl_jax.train.import_beside import import_beside
 from wscrl_jax.train.loop import no_member_training, steps_per_epoch, train, train_size
 from wscrl_jax.train.preemption import Interrupted
 from wscrl_jax.train.sharding import unpad_members
@@ -41,6 +42,7 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
     progress = progress and is_main()
     log.info("Members (model seed, data seed): %s on %s", members, jax.devices()[0].platform)
     start = time.time()
+    import_beside()  # Orbax and matplotlib, while the data's compilations hold no GIL
     method, data, state = build(config, members)
     initial_params = copy_params(state.params)  # training donates the state's buffers
     log.info("Data and model ready in %.1f s", time.time() - start)

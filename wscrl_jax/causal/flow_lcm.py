@@ -36,13 +36,11 @@ Shapes: n samples, d causal variables; effects [d, d] = adjacency * weights, [pa
 
 from typing import Optional
 
-import distrax
 import flax.struct
 import jax
 import jax.numpy as jnp
 
 from wscrl_jax.causal.interventions import intervention_masks
-from wscrl_jax.flows.stack import CouplingStack
 
 MECHANISMS = ("linear", "nonlinear", "post_nonlinear", "noise_spline")
 MIXINGS = ("so_n", "flow")
@@ -87,6 +85,7 @@ def _spline(mechanisms: Mechanisms, i: int, pre=None):
     params = mechanisms.params[i]
     if mechanisms.kind == "noise_spline":
         params = params[0] + jnp.tanh(pre)[:, None] * params[1]  # [n, 3 bins + 1]
+    import distrax  # here: 0.45 s to import, for nonlinear mechanisms only
     return distrax.RationalQuadraticSpline(params, -MECHANISM_BOUND, MECHANISM_BOUND,
                                            boundary_slopes="identity")
 
@@ -130,9 +129,11 @@ def noise_of(z, effects, mechanisms: Optional[Mechanisms]):
     return noise_and_log_jacobian(z, effects, mechanisms)[0]
 
 
-def mixing_flow_module(dim: int) -> CouplingStack:
-    """The mixing flow's architecture: the reference's `make_scalar_transform` defaults (3 affine
-    couplings, 10 hidden units; permutations from seed 0, the parameters carry the seed)."""
+def mixing_flow_module(dim: int):
+    """The mixing flow's architecture, a `flows.stack.CouplingStack`: the reference's
+    `make_scalar_transform` defaults (3 affine couplings, 10 hidden units; permutations from
+    seed 0, the parameters carry the seed)."""
+    from wscrl_jax.flows.stack import CouplingStack  # here: it imports distrax
     return CouplingStack(dim, transform="affine")
 
 

@@ -27,7 +27,7 @@ from wscrl_jax.causal.flow_lcm import (MECHANISMS, MIXINGS, Mechanisms, causal_v
 from wscrl_jax.causal.graphs import create_graph, topological_sort
 from wscrl_jax.causal.interventions import intervention_masks
 from wscrl_jax.data.torch_rng import reference_scaling_nature
-from wscrl_jax.flows.rotation import so_n_rotation
+from wscrl_jax.flows.so_n import so_n_rotation
 
 SPLITS = ("train", "dci_train", "val", "test")
 # The exact likelihood of the pairs (`true_log_prob` of val and test, the `flow_nll` metric) is

@@ -25,6 +25,7 @@ from wscrl_jax.tracking import read_csv, write_csv_atomic
 from wscrl_jax.train import checkpoint, streams
 from wscrl_jax.train.distributed import (gather_objects, is_main, local_block, multiprocess,
                                          to_host)
+from wscrl_jax.train.import_beside import import_beside
 from wscrl_jax.train.method import MemberNotEvaluated
 from wscrl_jax.train.preemption import raise_if_stopped
 from wscrl_jax.train.sharding import unpad_members
@@ -172,6 +173,7 @@ def evaluate_workdir(workdir: str, only: Optional[int] = None, step: Optional[in
     Nothing in checkpoints/ is moved: a damaged checkpoint is reported and skipped.
     """
     progress = progress and is_main()
+    import_beside()  # matplotlib and scipy for the end, while the data compile
     latest = checkpoint.latest_step(workdir)
 
     def template(meta):

@@ -28,7 +28,6 @@ from typing import Callable, List, Optional, Tuple, Union
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from wscrl_jax.train.distributed import main_value, to_host
 
@@ -57,14 +56,23 @@ def rejected_dir(workdir: str) -> str:
     return os.path.abspath(os.path.join(workdir, "checkpoints_rejected"))
 
 
+def orbax_checkpoint():
+    """The `orbax.checkpoint` module, imported on first use: 0.2 s, which a training run spends
+    beside its data generation instead (`train/import_beside.py`)."""
+    import orbax.checkpoint
+    return orbax.checkpoint
+
+
 def make_manager(workdir: str, max_to_keep: int = 3, async_save: bool = True,
-                 create: bool = True) -> ocp.CheckpointManager:
+                 create: bool = True):
+    """An `orbax.checkpoint.CheckpointManager` of WORKDIR/checkpoints."""
+    ocp = orbax_checkpoint()
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create,
                                            enable_async_checkpointing=async_save)
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 
-def save(manager: ocp.CheckpointManager, step: int, state, config, members, force=False,
+def save(manager, step: int, state, config, members, force=False,
          extra: Optional[dict] = None):
     """Saves the stacked state plus metadata (config JSON, members, checksums and `extra`, e.g.
     a disk pipeline's iterator state, JSON-serialisable) at `step`.
@@ -78,6 +86,7 @@ def save(manager: ocp.CheckpointManager, step: int, state, config, members, forc
             "config": json.loads(config.to_json_best_effort()), **(extra or {})}
     meta[INTEGRITY_KEY] = {"algorithm": "sha256", "leaves": _leaf_digests(host),
                            "meta": _meta_digest(meta)}
+    ocp = orbax_checkpoint()
     manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(host),
                                                meta=ocp.args.JsonSave(meta)), force=force)
 
@@ -230,10 +239,12 @@ def _raise_unless_corruption(error, workdir, step, part):
 
 
 def _read_meta(manager, step) -> dict:
-    return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    args = orbax_checkpoint().args
+    return manager.restore(step, args=args.Composite(meta=args.JsonRestore()))["meta"]
 
 
 def _read_state(manager, step, template):
+    ocp = orbax_checkpoint()
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract)))
