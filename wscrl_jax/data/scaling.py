@@ -70,12 +70,11 @@ def create_nature(dim_z: int, mode: str, seed: int, causal_effects: str = "bimod
         weights, coeffs = _jax_weights_and_coeffs(jax.random.PRNGKey(seed), dim_z, causal_effects)
     else:
         raise ValueError(f"unknown data.nature.rng {rng!r}; expected one of {NATURE_RNGS}")
-    key = jax.random.PRNGKey(seed)
+    key = lambda k: jax.random.fold_in(jax.random.PRNGKey(seed), k)  # noqa: E731
     return Nature(
         jnp.asarray(adjacency, jnp.float32), weights, so_n_rotation(coeffs, dim_z),
-        None if mechanisms == "linear" else random_mechanisms(
-            jax.random.fold_in(key, 2), dim_z, mechanisms),
-        random_mixing_flow(jax.random.fold_in(key, 3), dim_z) if mixing == "flow" else None)
+        None if mechanisms == "linear" else random_mechanisms(key(2), dim_z, mechanisms),
+        random_mixing_flow(key(3), dim_z) if mixing == "flow" else None)
 
 
 @partial(jax.jit, static_argnums=(1, 2))
@@ -120,6 +119,16 @@ def sample_pairs(key, nature: Nature, n: int, order: tuple, manifold_thickness: 
             "true_interventions": masks.astype(jnp.int32)}
 
 
+@partial(jax.jit, static_argnames=("n", "order", "observation_noise"))
+def _sample_split(seed, index, nature: Nature, n: int, order: tuple, manifold_thickness: float,
+                  observation_noise: float) -> Dict[str, jnp.ndarray]:
+    """`sample_pairs` of split `index` of a data seed, from the key `PRNGKey(seed)` folded with
+    1, then with `index`: the keys made in the same program (eagerly, each of their operations
+    compiles a program of its own)."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 1), index)
+    return sample_pairs(key, nature, n, order, manifold_thickness, observation_noise)
+
+
 # A split drawn at a larger size wastes at most this many rows (about 0.1 s on one CPU core,
 # against 0.5 s or more for compiling `sample_pairs` at one more size).
 MAX_EXTRA_ROWS = 1_000_000
@@ -149,14 +158,13 @@ def make_scaling_data(data_cfg, seed: int) -> Dict[str, Dict[str, jnp.ndarray]]:
     order = tuple(topological_sort(np.asarray(nature.adjacency)))
     sizes = {"train": data_cfg.samples.train, "dci_train": data_cfg.samples.train,
              "val": data_cfg.samples.val, "test": data_cfg.samples.test}
-    base = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
     noise = float(data_cfg.nature.observation_noise or 0.0)
     thickness = float(data_cfg.nature.manifold_thickness)
     drawn = drawn_sizes(sizes)
     splits = {}
     for index, split in enumerate(SPLITS):
-        pairs = sample_pairs(jax.random.fold_in(base, index), nature, drawn[split], order,
-                             thickness, noise)
+        pairs = _sample_split(np.uint32(seed), np.int32(index), nature, drawn[split], order,
+                              thickness, noise)
         n = int(sizes[split])
         splits[split] = pairs if drawn[split] == n else {
             name: jnp.asarray(np.asarray(a)[:n]) for name, a in pairs.items()}
