@@ -131,3 +131,35 @@ def test_default_cpu_devices_follow_the_config(spec, override, expected, monkeyp
                                         coordinator_address=None, distributed=distributed))()
         cli.start_processes(values, config)
     assert counts == [expected, 2, None]
+
+
+_COMMAND = """
+import logging, sys, threading, time
+from wscrl_jax import cli
+log = logging.getLogger("wscrl_jax.test")
+log.addHandler(logging.FileHandler(sys.argv[1]))
+def main(argv):
+    if sys.argv[2] == "thread":  # a thread still writing when the command returns
+        threading.Thread(target=lambda: (time.sleep(1), log.warning("thread done"))).start()
+    log.warning("main done")
+    print("stdout line", end="")  # no newline: flushed by the exit, not by the line
+cli._as_command(main, None)
+log.warning("after the command")  # reached only where the command did not end the process
+"""
+
+
+@pytest.mark.parametrize("mode", ["alone", "thread"])
+def test_a_finished_command_exits_at_once_with_its_output_flushed(mode, tmp_path):
+    """After a run that finished, the command ends the process without the interpreter's
+    shutdown (exit 0, logs and stdout flushed), unless a thread that is not a daemon runs: then
+    the process ends as usual, once it is done."""
+    path = tmp_path / "log.txt"
+    out = subprocess.run([sys.executable, "-c", _COMMAND, str(path), mode],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "stdout line"
+    lines = path.read_text().splitlines()
+    if mode == "alone":
+        assert lines == ["main done"]
+    else:
+        assert lines == ["main done", "after the command", "thread done"]
