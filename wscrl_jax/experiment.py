@@ -42,7 +42,7 @@ def run(config, workdir: str, progress: bool = True, *, stop_requested=None,
     progress = progress and is_main()
     log.info("Members (model seed, data seed): %s on %s", members, jax.devices()[0].platform)
     start = time.time()
-    import_beside()  # Orbax and matplotlib, while the data's compilations hold no GIL
+    import_beside()  # what the run needs later, while its data compile (no GIL held)
     method, data, state = build(config, members)
     initial_params = copy_params(state.params)  # training donates the state's buffers
     log.info("Data and model ready in %.1f s", time.time() - start)

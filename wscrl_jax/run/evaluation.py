@@ -173,7 +173,7 @@ def evaluate_workdir(workdir: str, only: Optional[int] = None, step: Optional[in
     Nothing in checkpoints/ is moved: a damaged checkpoint is reported and skipped.
     """
     progress = progress and is_main()
-    import_beside()  # matplotlib and scipy for the end, while the data compile
+    import_beside()  # what the evaluation needs later, while its data compile
     latest = checkpoint.latest_step(workdir)
 
     def template(meta):
