@@ -60,7 +60,8 @@ def trained(tmp_path_factory):
         rows = experiment.run(config, workdir, progress=False)
     assert len(compiled) == 1
     return config, workdir, rows, {"traces": dict(compiled[0].traces), "orders": orders,
-                                   "used_ahead": set(compiled[0].used_ahead)}
+                                   "used_ahead": set(compiled[0].used_ahead),
+                                   "rolled_hash": dict(compiled[0].rolled_hash)}
 
 
 def untrained_disentanglement(config):
@@ -104,6 +105,13 @@ def test_each_phase_compiles_once(trained):
     assert sorted(traces.values()) == [1, 1, 1], traces
     assert sorted(phase.pretrain for phase in traces) == [False, False, True]
     assert trained[3]["used_ahead"] == {phase for phase in traces if not phase.pretrain}
+
+
+def test_the_main_phases_lower_the_hash_rolled(trained):
+    """`LCMMethod.rolled_hash`: the ILCM phases after pretraining trace (in the background
+    thread) inside `rolled_threefry`, pretraining (in the calling thread) outside it."""
+    forms = sorted((phase.pretrain, rolled) for phase, rolled in trained[3]["rolled_hash"].items())
+    assert forms == [(False, True), (False, True), (True, False)], forms
 
 
 def test_adam_starts_the_scm_when_pretraining_ends(trained):

@@ -122,6 +122,13 @@ class Method(abc.ABC):
         """Static phase of an epoch (hashable; one compilation of the step per phase; its
         `str` is the log line when the phase changes)."""
 
+    def rolled_hash(self, phase: Hashable) -> bool:
+        """On a CPU, whether the phase's compiled step lowers JAX's threefry hash as a loop
+        (`train/prng.py`): the same random bits, other fusions around them; for steps that
+        compile and run faster that way. Default: False (unrolled, one kernel per draw)."""
+        del phase
+        return False
+
     def end_epoch(self, state, epoch: int, stats: Dict[str, Array], data: Data):
         """After each epoch's last call: validation, plateau schedulers, early stopping.
         stats: the call's per-member sums ([members]); data: the run's stacked splits.

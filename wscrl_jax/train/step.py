@@ -24,6 +24,7 @@ dispatches are asynchronous, so the host still does not wait for them.
 
 import collections
 import concurrent.futures
+import contextlib
 import logging
 import threading
 from functools import partial
@@ -37,7 +38,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from wscrl_jax.train import streams
 from wscrl_jax.train.method import Method
 from wscrl_jax.train.optim import apply_learning_rate, clip_by_global_norm
-from wscrl_jax.train.prng import use_unrolled_threefry
+from wscrl_jax.train.prng import rolled_now, rolled_threefry, use_unrolled_threefry
 from wscrl_jax.train.reach import reached_params
 from wscrl_jax.train.state import TrainState
 
@@ -76,7 +77,8 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
     `run_steps.epoch_orders(state, data)` at any step of that epoch (None: made for this call;
     unused when streamed; always None for a method that does not shuffle, whose rows are read
     in order inside the call). `run_steps.traces[phase]` counts the traces (compilations) of
-    each phase; `run_steps.run_epochs(state, data, epoch_data, num_epochs, phase, max_epochs)`
+    each phase, `run_steps.rolled_hash[phase]` whether it lowered the threefry hash rolled
+    (`Method.rolled_hash`); `run_steps.run_epochs(state, data, epoch_data, num_epochs, phase, max_epochs)`
     runs whole epochs with their traced epoch ends in one call (`all_member_epochs`; None
     where the method's epoch end is not traced, or for streamed or convolutional steps);
     `run_steps.compile_ahead(phases)` compiles later phases in the background, and
@@ -90,6 +92,7 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
     per_dispatch = method.options.convolutional and jax.default_backend() == "cpu"
     sequential = method.options.member_loop == "sequential" and not per_dispatch
     traces = collections.Counter()
+    rolled = {}  # phase -> whether its last trace lowered the hash rolled
 
     def reach_args(state, batch, weights, key, loss_weights, phase):
         """For an optimizer that takes them (`optim.torch_adam`): {"reached": the arrays this
@@ -200,6 +203,7 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
     @partial(jax.jit, static_argnames=("phase", "mesh"), donate_argnums=(0,))
     def run_steps_on(state, data, order, num_steps, phase, mesh):
         traces[phase] += 1
+        rolled[phase] = rolled_now()
         if mesh is None:
             return all_members(state, data, order, num_steps, phase)
         spec = PartitionSpec(mesh.axis_names[0])
@@ -238,14 +242,24 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
         return state, {**per_epoch, "epochs": done}
 
     @partial(jax.jit, static_argnames=("phase", "max_epochs"), donate_argnums=(0,))
-    def run_epochs(state, data, epoch_data, num_epochs, phase, max_epochs):
-        """Whole epochs in one call (`all_member_epochs`); data as `run_steps`'s, epoch_data the
-        splits `member_epoch_end` reads, {split: {name: [members, N, ...]}}."""
+    def run_epochs_on(state, data, epoch_data, num_epochs, phase, max_epochs):
         traces[("epochs", phase)] += 1
         return all_member_epochs(state, data, epoch_data, num_epochs, phase, max_epochs)
 
+    def lowering(phase):
+        """The threefry form a phase's programs lower with (`Method.rolled_hash`)."""
+        return rolled_threefry(bool(method.rolled_hash(phase)))
+
+    def run_epochs(state, data, epoch_data, num_epochs, phase, max_epochs):
+        """Whole epochs in one call (`all_member_epochs`); data as `run_steps`'s, epoch_data the
+        splits `member_epoch_end` reads, {split: {name: [members, N, ...]}}."""
+        with lowering(phase):
+            return run_epochs_on(state, data, epoch_data, num_epochs, phase=phase,
+                                 max_epochs=max_epochs)
+
     # one step per dispatch compiles quickly: nothing ahead there
-    ahead = AheadCompiler(run_steps_on, enabled=not streamed and not per_dispatch)
+    ahead = AheadCompiler(run_steps_on, enabled=not streamed and not per_dispatch,
+                          lowering=lowering)
 
     def run_steps(state, data, num_steps, phase, order=None):
         """`run_steps_on`; a convolutional method's members run per device under `shard_map`
@@ -261,6 +275,7 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
     if per_dispatch:
         run_steps = one_step_per_dispatch(run_steps, streamed, epoch_orders)
     run_steps.traces = traces
+    run_steps.rolled_hash = rolled
     # several epochs a call: a method whose epoch end is traced, on arrays in device memory
     run_steps.run_epochs = (run_epochs if method.options.traced_epoch_end
                             and not streamed and not per_dispatch else None)
@@ -273,10 +288,12 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
 class AheadCompiler:
     """Compiles the calls of a run's later phases in a background thread while the first phase
     compiles and trains; a call of such a phase waits for its compilation instead of starting
-    its own. `run_steps_on`: the jitted call (static `phase` and `mesh`)."""
+    its own. `run_steps_on`: the jitted call (static `phase` and `mesh`); `lowering(phase)`: the
+    context a phase's program is lowered in (`train/prng.py: rolled_threefry`)."""
 
-    def __init__(self, run_steps_on, enabled: bool = True):
+    def __init__(self, run_steps_on, enabled: bool = True, lowering=None):
         self.run_steps_on, self.enabled = run_steps_on, enabled
+        self.lowering = lowering or (lambda phase: contextlib.nullcontext())
         self.futures = {}  # phase -> Future of its compiled call
         self.pending = []  # the phases `schedule` was given, until the next call starts them
         self.used = set()  # the phases whose calls ran what was compiled ahead
@@ -302,7 +319,8 @@ class AheadCompiler:
             except (TypeError, ValueError) as e:  # arguments it was not compiled for
                 log.debug("phase %s: compiled ahead for other arguments (%s)", phase, e)
                 del self.futures[phase]
-        return self.run_steps_on(*args, phase=phase, mesh=mesh)
+        with self.lowering(phase):
+            return self.run_steps_on(*args, phase=phase, mesh=mesh)
 
     def _start(self, phases, args, mesh):
         if not phases:
@@ -316,8 +334,9 @@ class AheadCompiler:
         def compile_all():
             for phase, future in futures.items():
                 try:
-                    future.set_result(self.run_steps_on.lower(*specs, phase=phase, mesh=mesh)
-                                      .compile())
+                    with self.lowering(phase):
+                        lowered = self.run_steps_on.lower(*specs, phase=phase, mesh=mesh)
+                    future.set_result(lowered.compile())
                 except Exception:  # noqa: BLE001  the call compiles it again and reports
                     future.set_result(None)
 
