@@ -108,8 +108,9 @@ def test_each_phase_compiles_once(trained):
 
 
 def test_the_main_phases_lower_the_hash_rolled(trained):
-    """`LCMMethod.rolled_hash`: the ILCM phases after pretraining trace (in the background
-    thread) inside `rolled_threefry`, pretraining (in the calling thread) outside it."""
+    """The LCM method's `RunOptions.rolled_hash`: the ILCM phases after pretraining trace (in
+    the background thread) inside `rolled_threefry`, pretraining (in the calling thread)
+    outside it."""
     forms = sorted((phase.pretrain, rolled) for phase, rolled in trained[3]["rolled_hash"].items())
     assert forms == [(False, True), (False, True), (True, False)], forms
 

@@ -101,11 +101,17 @@ class LCMMethod(Method):
         self._need_inverse = not is_identically_zero(
             tr.inverse_consistency_regularization_schedule)
         self._lr = lr_schedule(tr.lr_schedule, tr.epochs)
+        # ILCM and dVAE on vectors: their phases after pretraining draw per intervention target
+        # and compile 0.5-1.5 s shorter and step 1.1-1.5x faster with the hash as a loop on a
+        # CPU (docs/performance.md); pretraining, beta-VAE and image models keep it unrolled
+        rolled = isinstance(self.module, ILCM) and self.module.image_encoder is None
         # evaluation is vmapped over members (lcm/evaluate.py)
         self.options = RunOptions(train_inputs=("x1", "x2"), evaluates_padding=True,
                                   member_loop=tr.member_loop,
                                   optimizer_reset_epochs=optimizer_reset_epochs(
-                                      tr.lr_schedule, tr.epochs))
+                                      tr.lr_schedule, tr.epochs),
+                                  rolled_hash=_after_pretraining if rolled else
+                                  RunOptions.rolled_hash)
         fix = tr.fix_topological_order_epoch
         self._fix_order_epoch = fix if fix is not None and fix < tr.epochs else None
         # ILCM and dVAE: the graph evaluations read their solution functions
@@ -219,14 +225,6 @@ class LCMMethod(Method):
                      full_likelihood=tr.full_likelihood,
                      likelihood_reduction=tr.likelihood_reduction)
 
-    def rolled_hash(self, phase: Phase) -> bool:
-        """The ILCM and dVAE phases past pretraining on vectors: their steps draw per intervention
-        target and compile 0.5-1.5 s shorter and step 1.1-1.5x faster with the hash as a loop on
-        a CPU (docs/performance.md); pretraining, beta-VAE and the image models (not measured)
-        keep it unrolled."""
-        return (isinstance(self.module, ILCM) and not phase.pretrain
-                and not self.options.convolutional)
-
     def loss_weights(self, fractional_epoch) -> LossWeights:
         s = {name: fn(fractional_epoch) for name, fn in self._schedules.items()}
         tr = self.config.training
@@ -289,3 +287,7 @@ class LCMMethod(Method):
         if len(rows) > 1:
             text += f" (median{'s' if len(parts) > 1 else ''} of {len(rows)} members)"
         return text
+
+
+def _after_pretraining(phase: Phase) -> bool:
+    return not phase.pretrain

@@ -53,7 +53,10 @@ class RunOptions:
     the optimizer state is re-initialised (warm restarts). traced_epoch_end: the epoch end is
     `Method.member_epoch_end` (traced), so that one compiled call may run many whole epochs
     (`training.steps_per_call` steps' worth), each with its epoch end, without the host in
-    between; epoch_end_splits: the splits of `make_data` it reads.
+    between; epoch_end_splits: the splits of `make_data` it reads. rolled_hash(phase): on a
+    CPU, whether that phase's compiled step lowers JAX's threefry hash as a loop
+    (`train/prng.py`: the same random bits, other fusions around them), for steps that compile
+    and run faster that way (default: never; unrolled, one kernel per draw).
     """
 
     train_inputs: Tuple[str, ...] = ()
@@ -64,6 +67,7 @@ class RunOptions:
     optimizer_reset_epochs: FrozenSet[int] = frozenset()
     traced_epoch_end: bool = False
     epoch_end_splits: Tuple[str, ...] = ()
+    rolled_hash: Callable[[Hashable], bool] = lambda phase: False
 
 
 Row = Dict[str, float]
@@ -121,13 +125,6 @@ class Method(abc.ABC):
     def phase_for_epoch(self, epoch: int) -> Hashable:
         """Static phase of an epoch (hashable; one compilation of the step per phase; its
         `str` is the log line when the phase changes)."""
-
-    def rolled_hash(self, phase: Hashable) -> bool:
-        """On a CPU, whether the phase's compiled step lowers JAX's threefry hash as a loop
-        (`train/prng.py`): the same random bits, other fusions around them; for steps that
-        compile and run faster that way. Default: False (unrolled, one kernel per draw)."""
-        del phase
-        return False
 
     def end_epoch(self, state, epoch: int, stats: Dict[str, Array], data: Data):
         """After each epoch's last call: validation, plateau schedulers, early stopping.

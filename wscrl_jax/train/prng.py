@@ -14,7 +14,7 @@ arithmetic can fuse differently, so a program's results may move in their last d
 Where each is used (docs/performance.md): the parameter init, pretraining and the evaluation's
 programs unrolled (an init of many arrays, one draw each, compiles faster; ENCO and the implicit
 graph compile about twice as long rolled); the data generation rolled (its few large draws), and
-the phases a method names in `Method.rolled_hash` (the ILCM and dVAE main phases: shorter
+the phases a method names in `RunOptions.rolled_hash` (the ILCM and dVAE main phases: shorter
 compilations and faster steps on a CPU).
 """
 import contextlib

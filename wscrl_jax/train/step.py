@@ -78,7 +78,8 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
     unused when streamed; always None for a method that does not shuffle, whose rows are read
     in order inside the call). `run_steps.traces[phase]` counts the traces (compilations) of
     each phase, `run_steps.rolled_hash[phase]` whether it lowered the threefry hash rolled
-    (`Method.rolled_hash`); `run_steps.run_epochs(state, data, epoch_data, num_epochs, phase, max_epochs)`
+    (`RunOptions.rolled_hash`); `run_steps.run_epochs(state, data, epoch_data, num_epochs, phase,
+    max_epochs)`
     runs whole epochs with their traced epoch ends in one call (`all_member_epochs`; None
     where the method's epoch end is not traced, or for streamed or convolutional steps);
     `run_steps.compile_ahead(phases)` compiles later phases in the background, and
@@ -247,8 +248,8 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
         return all_member_epochs(state, data, epoch_data, num_epochs, phase, max_epochs)
 
     def lowering(phase):
-        """The threefry form a phase's programs lower with (`Method.rolled_hash`)."""
-        return rolled_threefry(bool(method.rolled_hash(phase)))
+        """The threefry form a phase's programs lower with (`RunOptions.rolled_hash`)."""
+        return rolled_threefry(bool(method.options.rolled_hash(phase)))
 
     def run_epochs(state, data, epoch_data, num_epochs, phase, max_epochs):
         """Whole epochs in one call (`all_member_epochs`); data as `run_steps`'s, epoch_data the
