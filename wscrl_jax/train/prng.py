@@ -17,6 +17,7 @@ graph compile about twice as long rolled); the data generation rolled (its few l
 the phases a method names in `RunOptions.rolled_hash` (the ILCM and dVAE main phases: shorter
 compilations and faster steps on a CPU).
 """
+
 import contextlib
 import logging
 import threading
@@ -54,7 +55,8 @@ def use_unrolled_threefry() -> bool:
 def rolled_threefry(rolled: bool = True):
     """Programs this thread lowers inside the block (first calls of jitted functions, `.lower`)
     use JAX's own rolled CPU hash where `rolled` (the same bits); other threads are unaffected,
-    and the form in force before is restored after. `rolled=False`: the unrolled form."""
+    and the form in force before is restored after. `rolled=False`: the unrolled form (where
+    `use_unrolled_threefry` registered it)."""
     before = getattr(_thread, "rolled", False)
     _thread.rolled = rolled
     try:

@@ -78,10 +78,10 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
     unused when streamed; always None for a method that does not shuffle, whose rows are read
     in order inside the call). `run_steps.traces[phase]` counts the traces (compilations) of
     each phase, `run_steps.rolled_hash[phase]` whether it lowered the threefry hash rolled
-    (`RunOptions.rolled_hash`); `run_steps.run_epochs(state, data, epoch_data, num_epochs, phase,
-    max_epochs)`
-    runs whole epochs with their traced epoch ends in one call (`all_member_epochs`; None
-    where the method's epoch end is not traced, or for streamed or convolutional steps);
+    (`RunOptions.rolled_hash`); `run_steps.run_epochs(state, data, epoch_data, num_epochs,
+    phase, max_epochs)` runs whole epochs with their traced epoch ends in one call
+    (`all_member_epochs`; None where the method's epoch end is not traced, or for streamed or
+    convolutional steps);
     `run_steps.compile_ahead(phases)` compiles later phases in the background, and
     `run_steps.used_ahead` holds the phases whose calls ran those compilations. run_phases: the
     phase of every epoch of the run, in order (None: unknown); from it a phase's step knows
