@@ -24,7 +24,6 @@ dispatches are asynchronous, so the host still does not wait for them.
 
 import collections
 import concurrent.futures
-import contextlib
 import logging
 import threading
 from functools import partial
@@ -259,8 +258,7 @@ def make_run_steps(method: Method, steps_per_epoch: int, batch_size: int, clip_g
                                  max_epochs=max_epochs)
 
     # one step per dispatch compiles quickly: nothing ahead there
-    ahead = AheadCompiler(run_steps_on, enabled=not streamed and not per_dispatch,
-                          lowering=lowering)
+    ahead = AheadCompiler(run_steps_on, lowering, enabled=not streamed and not per_dispatch)
 
     def run_steps(state, data, num_steps, phase, order=None):
         """`run_steps_on`; a convolutional method's members run per device under `shard_map`
@@ -292,9 +290,8 @@ class AheadCompiler:
     its own. `run_steps_on`: the jitted call (static `phase` and `mesh`); `lowering(phase)`: the
     context a phase's program is lowered in (`train/prng.py: rolled_threefry`)."""
 
-    def __init__(self, run_steps_on, enabled: bool = True, lowering=None):
-        self.run_steps_on, self.enabled = run_steps_on, enabled
-        self.lowering = lowering or (lambda phase: contextlib.nullcontext())
+    def __init__(self, run_steps_on, lowering, enabled: bool = True):
+        self.run_steps_on, self.lowering, self.enabled = run_steps_on, lowering, enabled
         self.futures = {}  # phase -> Future of its compiled call
         self.pending = []  # the phases `schedule` was given, until the next call starts them
         self.used = set()  # the phases whose calls ran what was compiled ahead
